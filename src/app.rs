@@ -1,0 +1,339 @@
+//! Wiring: builds the store, the sites and the shared state, binds the
+//! listeners, spawns the flusher and the servers, and shuts down in order —
+//! not ready, stop accepting, drain connections, final flush — within the
+//! grace period.
+//!
+//! Only this module spawns long-lived tasks. [`run`] takes the shutdown
+//! signal as a future so tests (and `main`) decide when it stops.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::flush::Flusher;
+use crate::http::{self, State};
+use crate::metrics::{self as m, HitCounters};
+use crate::period::{DayNumber, date_of_number, day_number};
+use crate::read::Reader;
+use crate::sites::{SiteTable, Sites};
+use crate::store::{AnyStore, EmbeddedStore, PeriodKey, Scope, Store, StoreError};
+use crate::visitor::{Identity, VID_KEY_NAME, salt_name};
+
+/// How often the daily salts are checked (a new day may need one).
+const SALT_REFRESH: Duration = Duration::from_secs(60);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another luot process")]
+    DataDirLocked(PathBuf),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "the Redis store is not available in this version; unset store.redis_url / LUOT_REDIS_URL"
+    )]
+    RedisUnsupported,
+}
+
+/// The addresses the service listens on (useful when configured with port 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopped {
+    /// Every connection closed within the grace period.
+    pub drained: bool,
+    /// Every counted hit reached the store.
+    pub flushed: bool,
+}
+
+/// The lock that keeps two processes out of one data directory. Held for
+/// the life of the run; released when dropped (or when the process dies).
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Creates `dir` and locks it.
+///
+/// # Errors
+/// [`AppError::DataDir`] or [`AppError::DataDirLocked`].
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, AppError> {
+    let io = |source| AppError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AppError::DataDirLocked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// The producer id of this data directory: made once, kept in the
+/// directory, so batches replayed after a restart keep their identity.
+///
+/// # Errors
+/// [`AppError::DataDir`] when the file cannot be read or written.
+pub fn producer_id(dir: &Path) -> Result<Arc<str>, AppError> {
+    let path = dir.join("producer-id");
+    let io = |source| AppError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if is_producer_id(text.trim()) => return Ok(Arc::from(text.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let id: String = random_bytes::<8>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tmp = dir.join("producer-id.tmp");
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(id.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(Arc::from(id.as_str()))
+}
+
+fn is_producer_id(text: &str) -> bool {
+    text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes
+}
+
+/// Loads the salts of every day that is yesterday, today or tomorrow in
+/// some site's zone.
+async fn load_salts(
+    store: &AnyStore,
+    sites: &Sites,
+    identity: &Identity,
+) -> Result<(), StoreError> {
+    let now = Timestamp::now();
+    let mut days: BTreeSet<DayNumber> = BTreeSet::new();
+    for site in sites.snapshot().iter() {
+        let today = day_number(site.calendar().day_of(now));
+        days.extend([today.saturating_sub(1), today, today + 1]);
+    }
+    if days.iter().copied().eq(identity.salted_days()) {
+        return Ok(());
+    }
+    let mut salts = Vec::with_capacity(days.len());
+    for day in days {
+        let salt = store
+            .secret(&salt_name(date_of_number(day)), random_bytes())
+            .await?;
+        salts.push((day, salt));
+    }
+    identity.install_salts(&salts);
+    Ok(())
+}
+
+/// Runs the service until `shutdown` resolves. `on_bound` is told the
+/// listening addresses once both listeners are bound.
+///
+/// # Errors
+/// An [`AppError`] when the service cannot start. Once it has started, it
+/// always stops cleanly: a store that does not answer at shutdown is logged
+/// and reported in [`Stopped`], not an error.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(Bound),
+) -> Result<Stopped, AppError> {
+    let server = &config.server;
+    let _lock = lock_data_dir(&server.data_dir)?;
+    let producer = producer_id(&server.data_dir)?;
+    if !config.store.redis_url.is_empty() {
+        return Err(AppError::RedisUnsupported);
+    }
+    let store = AnyStore::Embedded(EmbeddedStore::open(&server.data_dir)?);
+    let prometheus = m::install();
+    m::build_info(store.kind());
+
+    let vid_key = store.secret(VID_KEY_NAME, random_bytes()).await?;
+    let identity = Arc::new(Identity::new(&vid_key));
+    // A batch's sequence must rise above anything this producer sent
+    // before, even if the store forgot nothing: start from the store's
+    // watermark, and from the clock for good measure.
+    let mut first_seqs = std::collections::HashMap::new();
+    for site in &config.sites {
+        let r = store
+            .read(&site.id, &Scope::Site, &[PeriodKey::Total], &producer)
+            .await?;
+        let clock_seq = Timestamp::now().as_microsecond().max(0) as u64;
+        first_seqs.insert(site.id.clone(), (r.watermark + 1).max(clock_seq));
+    }
+    let sites = Arc::new(Sites::new(SiteTable::new(&config, |s| {
+        first_seqs.get(&s.id).copied().unwrap_or(1)
+    })));
+    load_salts(&store, &sites, &identity).await?;
+
+    let mut flusher = Flusher::new(
+        store.clone(),
+        Arc::clone(&sites),
+        Arc::clone(&producer),
+        config.retention.clone(),
+    );
+    // The first pass installs every site's reading, so the first answer is
+    // not stale.
+    flusher.pass().await;
+
+    let public = TcpListener::bind(server.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: server.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(server.admin_listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: server.admin_listen,
+            source,
+        })?;
+    let bound = Bound {
+        public: public.local_addr().map_err(|source| AppError::Bind {
+            addr: server.listen,
+            source,
+        })?,
+        admin: admin.local_addr().map_err(|source| AppError::Bind {
+            addr: server.admin_listen,
+            source,
+        })?,
+    };
+
+    let state = Arc::new(State {
+        sites: Arc::clone(&sites),
+        identity: Arc::clone(&identity),
+        store: store.clone(),
+        reader: Reader::new(store.clone(), Arc::clone(&producer)),
+        counters: HitCounters::new(),
+        trusted_proxies: server.trusted_proxies.clone(),
+        max_body_bytes: config.limits.max_body_bytes,
+        metrics_token: Some(server.metrics_token.clone()).filter(|t| !t.is_empty()),
+        prometheus,
+        ready: AtomicBool::new(false),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (flush_stop_tx, mut flush_stop_rx) = watch::channel(None::<Instant>);
+    let interval = server.flush_interval;
+    let flush_task = {
+        let store = store.clone();
+        let sites = Arc::clone(&sites);
+        let identity = Arc::clone(&identity);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_salt = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {
+                        flusher.pass().await;
+                        for site in sites.snapshot().iter() {
+                            site.metrics.online.set(site.online.count(Timestamp::now().as_second()) as f64);
+                        }
+                        if last_salt.elapsed() >= SALT_REFRESH {
+                            last_salt = Instant::now();
+                            if let Err(e) = load_salts(&store, &sites, &identity).await {
+                                tracing::warn!(error = %e, "loading the daily salts failed");
+                            }
+                        }
+                    }
+                    changed = flush_stop_rx.changed() => {
+                        let deadline = match (changed, *flush_stop_rx.borrow()) {
+                            (Ok(()), Some(deadline)) => deadline,
+                            _ => Instant::now() + Duration::from_secs(1),
+                        };
+                        return flusher.drain(deadline).await;
+                    }
+                }
+            }
+        })
+    };
+
+    let grace = server.shutdown_grace;
+    let public_task = {
+        let state = Arc::clone(&state);
+        tokio::spawn(http::server::serve(
+            public,
+            config.limits.clone(),
+            move |req, peer| http::handle_public(Arc::clone(&state), req, peer),
+            stop_rx.clone(),
+            grace,
+            true,
+        ))
+    };
+    let admin_task = {
+        let state = Arc::clone(&state);
+        tokio::spawn(http::server::serve(
+            admin,
+            config.limits.clone(),
+            move |req, _peer| http::handle_admin(Arc::clone(&state), req),
+            stop_rx.clone(),
+            grace,
+            false,
+        ))
+    };
+
+    http::set_ready(&state, true);
+    tracing::info!(public = %bound.public, admin = %bound.admin, store = store.kind(), producer = %producer, "luot listening");
+    on_bound(bound);
+
+    shutdown.await;
+    let deadline = Instant::now() + grace;
+    tracing::info!(grace = ?grace, "shutting down: not ready, draining connections");
+    http::set_ready(&state, false);
+    let _ = stop_tx.send(true);
+    let drained = public_task.await.unwrap_or(false);
+    let _ = admin_task.await;
+    let _ = flush_stop_tx.send(Some(deadline));
+    let flushed = flush_task.await.unwrap_or(false);
+    if flushed {
+        tracing::info!(drained, "stopped; every counted hit reached the store");
+    } else {
+        tracing::warn!(
+            drained,
+            "stopped; the store did not take every pending hit before the grace period ended"
+        );
+    }
+    Ok(Stopped { drained, flushed })
+}

@@ -1,0 +1,425 @@
+//! The flusher: every `flush_interval`, for each site, moves the pending
+//! deltas into the ledger, freezes them into a batch with a sequence number,
+//! applies the batch to the store and refreshes the site's reading.
+//!
+//! Invariant: only this module writes to a store. A site has at most one
+//! batch in flight; an unacknowledged batch is retried unchanged (the
+//! store's watermark makes a retry that finds it applied a no-op), and new
+//! deltas merge into the next one meanwhile, so memory grows with distinct
+//! keys, never with hits, while the store is down.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::config::Retention;
+use crate::ledger::{Stored, read_keys};
+use crate::metrics::FlushMetrics;
+use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
+use crate::sites::{Site, Sites};
+use crate::store::{Applied, BatchId, Increment, PeriodKey, Scope, SiteBatch, Store, StoreError};
+use crate::tally::Delta;
+
+/// Shortest pause after a store error.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause after repeated store errors.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Exponential backoff with full jitter between [`BACKOFF_MIN`] and
+/// [`BACKOFF_MAX`].
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    failures: u32,
+    until: Option<Instant>,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff {
+            failures: 0,
+            until: None,
+        }
+    }
+
+    /// Whether an attempt may be made now.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.until.is_none_or(|t| now >= t)
+    }
+
+    /// Records a failure and returns the pause before the next attempt.
+    pub fn fail(&mut self, now: Instant) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let ceiling = BACKOFF_MIN
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(BACKOFF_MAX);
+        let span = ceiling.saturating_sub(BACKOFF_MIN).as_millis() as u64;
+        let pause = BACKOFF_MIN + Duration::from_millis(jitter(span));
+        self.until = Some(now + pause);
+        pause
+    }
+
+    /// Records a success.
+    pub fn succeed(&mut self) {
+        self.failures = 0;
+        self.until = None;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn jitter(span_ms: u64) -> u64 {
+    if span_ms == 0 {
+        return 0;
+    }
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return span_ms / 2;
+    }
+    u64::from_le_bytes(bytes) % (span_ms + 1)
+}
+
+/// Expands day deltas into the counters they change: each day's hits go to
+/// its day, its week, its month and the total, for the site or the page.
+/// Retention decides each counter's expiry.
+pub fn build_batch(
+    site: &Arc<str>,
+    producer: &Arc<str>,
+    seq: u64,
+    deltas: &[Delta],
+    calendar: &SiteCalendar,
+    retention: &Retention,
+) -> SiteBatch {
+    let mut sums: BTreeMap<(Scope, PeriodKey), u64> = BTreeMap::new();
+    let mut expiry: BTreeMap<(Scope, PeriodKey), Option<Timestamp>> = BTreeMap::new();
+    for d in deltas {
+        let day = date_of_number(d.day);
+        let scope = d.page.clone().map_or(Scope::Site, Scope::Page);
+        let day_end = calendar.day_bounds(day).1;
+        let day_keep = match scope {
+            Scope::Site => retention.site_days,
+            Scope::Page(_) => retention.page_days,
+        };
+        let week = week_of(day, calendar.week_start());
+        let week_end = calendar
+            .day_bounds(week.checked_add(jiff::Span::new().days(6)).unwrap_or(week))
+            .1;
+        let periods = [
+            (PeriodKey::Day(day), Some(plus(day_end, day_keep))),
+            (PeriodKey::Week(week), Some(plus(week_end, retention.weeks))),
+            (PeriodKey::Month(month_of(day)), None),
+            (PeriodKey::Total, None),
+        ];
+        for (period, expires_at) in periods {
+            *sums.entry((scope.clone(), period)).or_default() += d.hits;
+            expiry.insert((scope.clone(), period), expires_at);
+        }
+    }
+    let increments = sums
+        .into_iter()
+        .map(|(key, hits)| Increment {
+            expires_at: expiry.get(&key).copied().flatten(),
+            scope: key.0,
+            period: key.1,
+            hits,
+        })
+        .collect();
+    SiteBatch {
+        site: Arc::clone(site),
+        id: BatchId {
+            producer: Arc::clone(producer),
+            seq,
+        },
+        increments,
+    }
+}
+
+fn plus(at: Timestamp, keep: Duration) -> Timestamp {
+    let keep = SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
+    at.checked_add(keep).unwrap_or(Timestamp::MAX)
+}
+
+/// Flushes every site's pending deltas to the store.
+pub struct Flusher<S> {
+    store: S,
+    sites: Arc<Sites>,
+    producer: Arc<str>,
+    retention: Retention,
+    metrics: FlushMetrics,
+    backoff: BTreeMap<Arc<str>, Backoff>,
+    scratch: Vec<Delta>,
+}
+
+/// What one pass over the sites left behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Sites that still hold deltas or an unacknowledged batch.
+    pub pending_sites: usize,
+    /// Store errors met in this pass.
+    pub errors: usize,
+}
+
+impl<S: Store> Flusher<S> {
+    pub fn new(store: S, sites: Arc<Sites>, producer: Arc<str>, retention: Retention) -> Self {
+        Flusher {
+            store,
+            sites,
+            producer,
+            retention,
+            metrics: FlushMetrics::new(),
+            backoff: BTreeMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// One pass: for each site, take, freeze, apply, re-read.
+    pub async fn pass(&mut self) -> PassOutcome {
+        let table = self.sites.snapshot();
+        let mut outcome = PassOutcome::default();
+        let mut pending_keys = 0;
+        for site in table.iter() {
+            match self.flush_site(site).await {
+                Ok(()) => {}
+                Err(_) => outcome.errors += 1,
+            }
+            let w = site.ledger.write();
+            if !w.is_idle() {
+                outcome.pending_sites += 1;
+            }
+            pending_keys += w.pending_keys();
+            drop(w);
+            site.metrics.pages.set(site.tally.page_count() as f64);
+        }
+        self.metrics.pending_keys.set(pending_keys as f64);
+        outcome
+    }
+
+    async fn flush_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let backoff = self.backoff.entry(Arc::clone(&site.id)).or_default();
+        site.ledger
+            .write()
+            .take_from(&site.tally, &mut self.scratch);
+        if !backoff.ready(now) {
+            return Ok(());
+        }
+        let to_send = {
+            let producer = &self.producer;
+            let retention = &self.retention;
+            let calendar = site.calendar();
+            site.ledger.write().next_batch(|seq, deltas| {
+                build_batch(&site.id, producer, seq, deltas, calendar, retention)
+            })
+        };
+        if let Some(send) = to_send {
+            let started = Instant::now();
+            match self.store.apply(&send.batch).await {
+                Ok(applied) => {
+                    self.metrics
+                        .duration
+                        .record(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .batch_keys
+                        .record(send.batch.increments.len() as f64);
+                    match applied {
+                        Applied::Fresh { late } => self.metrics.late.increment(late),
+                        Applied::Duplicate => self.metrics.duplicates.increment(1),
+                    }
+                    site.ledger.write().acknowledge(send.batch.id.seq);
+                }
+                Err(e) => {
+                    self.metrics.store_error("apply", e.kind());
+                    self.metrics.retries.increment(1);
+                    let pause = self.backoff_for(site).fail(Instant::now());
+                    tracing::warn!(site = %site.id, error = %e, retry_in = ?pause, "flush failed; batch kept for retry");
+                    site.ledger.write().mark_stale();
+                    return Err(e);
+                }
+            }
+        }
+        self.refresh_site(site).await
+    }
+
+    fn backoff_for(&mut self, site: &Arc<Site>) -> &mut Backoff {
+        self.backoff.entry(Arc::clone(&site.id)).or_default()
+    }
+
+    /// Reads the site's figures from the store and installs them.
+    async fn refresh_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
+        let today = site.calendar().day_of(Timestamp::now());
+        let keys = read_keys(today, site.calendar());
+        match self
+            .store
+            .read(&site.id, &Scope::Site, &keys, &self.producer)
+            .await
+        {
+            Ok(reading) => {
+                self.metrics.store_up.set(1.0);
+                self.backoff_for(site).succeed();
+                site.ledger.write().install(Stored { keys, reading });
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.store_error("read", e.kind());
+                let pause = self.backoff_for(site).fail(Instant::now());
+                tracing::warn!(site = %site.id, error = %e, retry_in = ?pause, "reading the store failed; serving stale figures");
+                site.ledger.write().mark_stale();
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes until nothing is pending or `deadline` passes. Returns true
+    /// when everything reached the store.
+    pub async fn drain(&mut self, deadline: Instant) -> bool {
+        loop {
+            for b in self.backoff.values_mut() {
+                // At shutdown, try again at once rather than sleep out a
+                // long backoff.
+                b.until = b.until.map(|t| t.min(Instant::now() + BACKOFF_MIN));
+            }
+            let outcome = self.pass().await;
+            if outcome.pending_sites == 0 {
+                return true;
+            }
+            if Instant::now() + BACKOFF_MIN >= deadline {
+                return false;
+            }
+            tokio::time::sleep(BACKOFF_MIN).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::period::{WeekStart, day_number};
+    use jiff::civil::Date;
+
+    fn calendar() -> SiteCalendar {
+        SiteCalendar::new(
+            jiff::tz::TimeZone::get("Asia/Ho_Chi_Minh").unwrap(),
+            WeekStart::Monday,
+        )
+    }
+
+    fn value(batch: &SiteBatch, scope: &Scope, period: PeriodKey) -> Option<u64> {
+        batch
+            .increments
+            .iter()
+            .find(|i| &i.scope == scope && i.period == period)
+            .map(|i| i.hits)
+    }
+
+    #[test]
+    fn week_month_and_total_are_derived_from_day_deltas() {
+        let sun = Date::constant(2026, 11, 29);
+        let mon = Date::constant(2026, 11, 30);
+        let page: Arc<str> = Arc::from("/a");
+        let deltas = vec![
+            Delta {
+                page: None,
+                day: day_number(sun),
+                hits: 3,
+            },
+            Delta {
+                page: None,
+                day: day_number(mon),
+                hits: 4,
+            },
+            Delta {
+                page: Some(Arc::clone(&page)),
+                day: day_number(mon),
+                hits: 4,
+            },
+        ];
+        let b = build_batch(
+            &Arc::from("demo"),
+            &Arc::from("p"),
+            9,
+            &deltas,
+            &calendar(),
+            &Retention::default(),
+        );
+        assert_eq!(b.id.seq, 9);
+        let site = Scope::Site;
+        assert_eq!(value(&b, &site, PeriodKey::Day(sun)), Some(3));
+        assert_eq!(value(&b, &site, PeriodKey::Day(mon)), Some(4));
+        assert_eq!(
+            value(&b, &site, PeriodKey::Week(Date::constant(2026, 11, 23))),
+            Some(3)
+        );
+        assert_eq!(value(&b, &site, PeriodKey::Week(mon)), Some(4));
+        assert_eq!(
+            value(&b, &site, PeriodKey::Month(Date::constant(2026, 11, 1))),
+            Some(7)
+        );
+        assert_eq!(value(&b, &site, PeriodKey::Total), Some(7));
+        let p = Scope::Page(page);
+        assert_eq!(value(&b, &p, PeriodKey::Total), Some(4));
+        assert_eq!(value(&b, &p, PeriodKey::Day(sun)), None);
+    }
+
+    #[test]
+    fn retention_sets_expiry_per_level_and_never_for_month_and_total() {
+        let day = Date::constant(2026, 11, 27);
+        let deltas = vec![
+            Delta {
+                page: None,
+                day: day_number(day),
+                hits: 1,
+            },
+            Delta {
+                page: Some(Arc::from("/a")),
+                day: day_number(day),
+                hits: 1,
+            },
+        ];
+        let b = build_batch(
+            &Arc::from("demo"),
+            &Arc::from("p"),
+            1,
+            &deltas,
+            &calendar(),
+            &Retention::default(),
+        );
+        let end_of_day = calendar().day_bounds(day).1;
+        for inc in &b.increments {
+            let expected = match (&inc.scope, inc.period) {
+                (Scope::Site, PeriodKey::Day(_)) => {
+                    Some(plus(end_of_day, Duration::from_secs(400 * 86_400)))
+                }
+                (Scope::Page(_), PeriodKey::Day(_)) => {
+                    Some(plus(end_of_day, Duration::from_secs(35 * 86_400)))
+                }
+                (_, PeriodKey::Month(_) | PeriodKey::Total) => None,
+                (_, PeriodKey::Week(_)) => inc.expires_at,
+            };
+            assert_eq!(inc.expires_at, expected, "{inc:?}");
+        }
+        assert!(
+            b.increments
+                .iter()
+                .any(|i| matches!(i.period, PeriodKey::Week(_)) && i.expires_at.is_some())
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_stays_within_bounds() {
+        let mut b = Backoff::new();
+        let now = Instant::now();
+        assert!(b.ready(now));
+        for _ in 0..20 {
+            let pause = b.fail(now);
+            assert!(pause >= BACKOFF_MIN && pause <= BACKOFF_MAX, "{pause:?}");
+            assert!(!b.ready(now));
+        }
+        b.succeed();
+        assert!(b.ready(now));
+    }
+}

@@ -1,0 +1,587 @@
+//! HTTP: the public routes (beacons, figures, health) and the admin routes
+//! (metrics), the mapping of every error to a status and a JSON body, CORS.
+//!
+//! Handlers are thin: they take borrowed parts of the request to `ingest`
+//! and `read`, and turn the result into a response. One function,
+//! [`ApiError::response`], maps errors to statuses.
+
+pub mod server;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use ipnet::IpNet;
+use jiff::Timestamp;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+
+use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
+use crate::metrics::{self, HitCounters};
+use crate::read::Reader;
+use crate::sites::{Site, Sites};
+use crate::store::{AnyStore, Store};
+use crate::visitor::Identity;
+
+/// The response body type of every route.
+pub type Body = Full<Bytes>;
+
+/// A transparent 1×1 GIF.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Every public route, as `(method, path template)`. The OpenAPI document
+/// must describe each (a test checks it).
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/hit"),
+    ("OPTIONS", "/hit"),
+    ("GET", "/hit.gif"),
+    ("GET", "/api/v1/sites/{site}/counters"),
+    ("OPTIONS", "/api/v1/sites/{site}/counters"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
+
+/// Everything the handlers share. Cheap to clone (an `Arc`).
+pub struct State {
+    pub sites: Arc<Sites>,
+    pub identity: Arc<Identity>,
+    pub store: AnyStore,
+    pub reader: Reader,
+    pub counters: HitCounters,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub metrics_token: Option<String>,
+    pub prometheus: PrometheusHandle,
+    /// False until start-up is complete, and again once draining begins.
+    pub ready: AtomicBool,
+}
+
+/// A refusal, with the status and machine-readable code it maps to.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    fn method_not_allowed() -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not answer that method",
+        )
+    }
+
+    fn body_too_large(limit: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    }
+
+    /// The JSON error response: `{"error": code, "message": sentence}`.
+    pub fn response(&self) -> Response<Body> {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.code,
+            message: &self.message,
+        })
+        .unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let (status, code) = match &e {
+            IngestError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+            IngestError::MissingSite => (StatusCode::BAD_REQUEST, "missing_site"),
+            IngestError::BadPage(_) => (StatusCode::BAD_REQUEST, "bad_page"),
+            IngestError::UnknownSite(_) => (StatusCode::NOT_FOUND, "unknown_site"),
+            IngestError::ForbiddenOrigin(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Which public route a request is for; the label of its metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Hit,
+    HitGif,
+    Counters,
+    Healthz,
+    Readyz,
+    Unknown,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Hit => "hit",
+            Route::HitGif => "hit_gif",
+            Route::Counters => "counters",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Unknown => "unknown",
+        }
+    }
+}
+
+fn route_of(path: &str) -> (Route, Option<&str>) {
+    match path {
+        "/hit" => (Route::Hit, None),
+        "/hit.gif" => (Route::HitGif, None),
+        "/healthz" => (Route::Healthz, None),
+        "/readyz" => (Route::Readyz, None),
+        _ => {
+            if let Some(rest) = path.strip_prefix("/api/v1/sites/")
+                && let Some(site) = rest.strip_suffix("/counters")
+                && !site.is_empty()
+                && !site.contains('/')
+            {
+                return (Route::Counters, Some(site));
+            }
+            (Route::Unknown, None)
+        }
+    }
+}
+
+/// Answers one public request.
+pub async fn handle_public(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let (route, site_param) = route_of(req.uri().path());
+    let site_param = site_param.map(str::to_owned);
+    let result = match (route, req.method()) {
+        (Route::Hit, &Method::POST) => post_hit(&state, req, peer).await,
+        (Route::Hit | Route::Counters, &Method::OPTIONS) => preflight(&state, &req, site_param),
+        (Route::HitGif, &Method::GET | &Method::HEAD) => Ok(hit_gif(&state, &req, peer)),
+        (Route::Counters, &Method::GET | &Method::HEAD) => {
+            counters(&state, &req, site_param.as_deref().unwrap_or_default()).await
+        }
+        (Route::Healthz, &Method::GET | &Method::HEAD) => {
+            Ok(json(StatusCode::OK, &Health { status: "ok" }))
+        }
+        (Route::Readyz, &Method::GET | &Method::HEAD) => Ok(readyz(&state).await),
+        (Route::Unknown, _) => Err(ApiError::not_found()),
+        _ => Err(ApiError::method_not_allowed()),
+    };
+    let resp = result.unwrap_or_else(|e| e.response());
+    metrics::http_request(
+        route.label(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(resp)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn sender<'r>(state: &State, headers: &'r HeaderMap, peer: SocketAddr) -> Sender<'r> {
+    let ip = ingest::client_ip(
+        ingest::canonical(peer.ip()),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
+        &state.trusted_proxies,
+    );
+    let flag = |name: &str| headers.get(name).is_some_and(|v| v.as_bytes() == b"1");
+    Sender {
+        ip,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .map_or(&b""[..], HeaderValue::as_bytes),
+        no_track: flag("dnt") || flag("sec-gpc"),
+        origin: header_str(headers, header::ORIGIN).filter(|o| *o != "null"),
+        referer: header_str(headers, header::REFERER),
+    }
+}
+
+/// Adds CORS headers for `origin` when the site allows it.
+fn allow_origin(resp: &mut Response<Body>, site: &Site, origin: Option<&str>) {
+    let h = resp.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(origin) = origin
+        && site.config.allows_origin(origin)
+        && let Ok(v) = HeaderValue::from_str(origin)
+    {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+}
+
+fn lookup(state: &State, id: &str) -> Result<Arc<Site>, ApiError> {
+    state
+        .sites
+        .load()
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::from(ingest::unknown_site(id)))
+}
+
+#[derive(Serialize)]
+struct HitAnswer {
+    site: crate::ledger::Figures,
+    page: crate::ledger::Figures,
+}
+
+async fn post_hit(
+    state: &State,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let quiet = req.uri().query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "quiet" && v == "1")
+    });
+    let (parts, body) = req.into_parts();
+    let limit = state.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        state.counters.record(metrics::HitResult::Invalid);
+        return Err(ApiError::body_too_large(limit));
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            state.counters.record(metrics::HitResult::Invalid);
+            if e.is::<http_body_util::LengthLimitError>() {
+                return Err(ApiError::body_too_large(limit));
+            }
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the request body could not be read",
+            ));
+        }
+    };
+    let beacon = ingest::parse_body(&bytes).inspect_err(|e| state.counters.record(e.result()))?;
+    let sender = sender(state, &parts.headers, peer);
+    let now = Timestamp::now();
+    let site = count_beacon(state, &beacon, &sender, now, quiet)?;
+    let (site, page) = site;
+    let mut resp = match page {
+        None => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        Some(page) => {
+            let page_figures = state.reader.page_figures(&site, &page, now).await;
+            let site_figures = state.reader.site_figures(&site, now);
+            json(
+                StatusCode::OK,
+                &HitAnswer {
+                    site: site_figures,
+                    page: page_figures,
+                },
+            )
+        }
+    };
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    allow_origin(&mut resp, &site, sender.origin);
+    Ok(resp)
+}
+
+/// Counts a beacon; returns the site and, unless `quiet`, the normalised
+/// page (to read its figures for the answer).
+fn count_beacon(
+    state: &State,
+    beacon: &Beacon<'_>,
+    sender: &Sender<'_>,
+    now: Timestamp,
+    quiet: bool,
+) -> Result<(Arc<Site>, Option<Arc<str>>), ApiError> {
+    let outcome = (|| {
+        let id = ingest::site_id(beacon)?;
+        let table = state.sites.load();
+        let site = table.get(id).ok_or_else(|| ingest::unknown_site(id))?;
+        let ingest = Ingest {
+            identity: &state.identity,
+            counters: &state.counters,
+        };
+        let page = ingest.count(site, beacon, sender, now, |page, _| {
+            (!quiet).then(|| Arc::<str>::from(page))
+        })?;
+        Ok::<_, IngestError>((Arc::clone(site), page))
+    })();
+    outcome.map_err(|e| {
+        state.counters.record(e.result());
+        ApiError::from(e)
+    })
+}
+
+fn hit_gif(state: &State, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let beacon = ingest::parse_query(req.uri().query().unwrap_or_default());
+    let sender = sender(state, req.headers(), peer);
+    let result = count_beacon(state, &beacon, &sender, Timestamp::now(), true);
+    let mut resp = Response::new(Full::new(Bytes::from_static(PIXEL_GIF)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
+    );
+    if let Err(e) = result {
+        *resp.status_mut() = e.status;
+        resp.headers_mut()
+            .insert("x-luot-error", HeaderValue::from_static(e.code));
+    }
+    resp
+}
+
+async fn counters(
+    state: &State,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let site = lookup(state, id)?;
+    let origin = header_str(req.headers(), header::ORIGIN);
+    let page = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "page")
+            .map(|(_, v)| v.into_owned())
+    });
+    let now = Timestamp::now();
+    let figures = match page {
+        None => state.reader.site_figures(&site, now),
+        Some(raw) => {
+            let page = crate::page::normalize(&raw, site.rules)
+                .map_err(|e| ApiError::from(IngestError::BadPage(e)))?;
+            state.reader.page_figures(&site, &page, now).await
+        }
+    };
+    let mut resp = json(StatusCode::OK, &figures);
+    allow_origin(&mut resp, &site, origin);
+    Ok(resp)
+}
+
+fn preflight(
+    state: &State,
+    req: &Request<Incoming>,
+    site_param: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let origin = header_str(req.headers(), header::ORIGIN);
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    // A preflight does not say which site a beacon is for; allow an origin
+    // that some declared site allows (the beacon itself is checked again).
+    let allowed = origin.filter(|o| match &site_param {
+        Some(id) => state
+            .sites
+            .load()
+            .get(id)
+            .is_some_and(|s| s.config.allows_origin(o)),
+        None => state.sites.load().iter().any(|s| s.config.allows_origin(o)),
+    });
+    let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(v) = allowed.and_then(|o| HeaderValue::from_str(o).ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn readyz(state: &State) -> Response<Body> {
+    #[derive(Serialize)]
+    struct Ready<'a> {
+        ready: bool,
+        store: &'a str,
+        reason: Option<&'a str>,
+    }
+    let reason = if !state.ready.load(Ordering::Acquire) {
+        Some("starting or draining")
+    } else {
+        match tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await {
+            Ok(Ok(())) => None,
+            _ => Some("store unreachable"),
+        }
+    };
+    let status = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &Ready {
+            ready: reason.is_none(),
+            store: state.store.kind(),
+            reason,
+        },
+    )
+}
+
+/// Answers one admin request (`/metrics`, `/healthz`).
+pub async fn handle_admin(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let authorised = match &state.metrics_token {
+                None => true,
+                Some(token) => req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+            };
+            if authorised {
+                let mut r = Response::new(Full::new(Bytes::from(state.prometheus.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            } else {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a bearer token is required for /metrics",
+                )
+                .response()
+            }
+        }
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &Health { status: "ok" }),
+        _ => ApiError::not_found().response(),
+    };
+    Ok(resp)
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Marks the service not ready (draining).
+pub fn set_ready(state: &State, ready: bool) {
+    state.ready.store(ready, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_recognised() {
+        assert_eq!(route_of("/hit").0, Route::Hit);
+        assert_eq!(route_of("/hit.gif").0, Route::HitGif);
+        assert_eq!(
+            route_of("/api/v1/sites/demo/counters"),
+            (Route::Counters, Some("demo"))
+        );
+        assert_eq!(route_of("/api/v1/sites//counters").0, Route::Unknown);
+        assert_eq!(route_of("/api/v1/sites/a/b/counters").0, Route::Unknown);
+        assert_eq!(route_of("/nope").0, Route::Unknown);
+    }
+
+    #[test]
+    fn pixel_is_a_gif() {
+        assert!(PIXEL_GIF.starts_with(b"GIF89a"));
+        assert_eq!(PIXEL_GIF.last(), Some(&0x3b));
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn ingest_errors_map_to_their_statuses() {
+        let cases = [
+            (IngestError::Malformed("x".into()), 400),
+            (IngestError::MissingSite, 400),
+            (IngestError::UnknownSite("x".into()), 404),
+            (IngestError::ForbiddenOrigin("x".into()), 403),
+            (IngestError::BadPage(crate::page::PageError::NotAPath), 400),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ApiError::from(e).status.as_u16(), status);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Ingest: reading a beacon out of a request, deciding who sent it and
+//! whether it counts, and counting it.
+//!
+//! This module knows the request only as borrowed parts (body bytes, query
+//! text, a few header values, the peer address); it knows nothing of hyper's
+//! types, and it never awaits. Counting touches only memory: the site's tally
+//! and online ring.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::metrics::{HitCounters, HitResult};
+use crate::page::{PageError, normalize_into};
+use crate::sites::Site;
+use crate::tally::Counted;
+use crate::visitor::{Anonymous, Identity, VisitorParts};
+
+/// A beacon as sent: `{"site","page","ref","vid"}` in a JSON (or
+/// `text/plain`, as `sendBeacon` sends it) body, or the same names as query
+/// parameters of `/hit.gif`. Unknown fields are ignored so newer snippets
+/// work with older servers.
+#[derive(Debug, Deserialize, Default, PartialEq, Eq)]
+pub struct Beacon<'a> {
+    #[serde(borrow)]
+    pub site: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub page: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "ref")]
+    pub referrer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub vid: Option<Cow<'a, str>>,
+}
+
+/// Why a beacon was refused. Each maps to one HTTP status in `http`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    #[error("the beacon is not a JSON object with string fields site, page, ref, vid: {0}")]
+    Malformed(String),
+    #[error("the beacon names no site")]
+    MissingSite,
+    #[error("no site `{0}` is declared here")]
+    UnknownSite(String),
+    #[error("the page is not usable: {0}")]
+    BadPage(#[from] PageError),
+    #[error("origin {0} may not send beacons for this site")]
+    ForbiddenOrigin(String),
+}
+
+impl IngestError {
+    /// The metric result for a refused beacon.
+    pub fn result(&self) -> HitResult {
+        match self {
+            IngestError::UnknownSite(_) => HitResult::UnknownSite,
+            IngestError::ForbiddenOrigin(_) => HitResult::Forbidden,
+            _ => HitResult::Invalid,
+        }
+    }
+}
+
+/// Longest site id echoed back in an error message.
+const MAX_ECHO: usize = 64;
+
+fn echo(text: &str) -> String {
+    text.chars()
+        .take(MAX_ECHO)
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
+/// Parses a JSON beacon body.
+///
+/// # Errors
+/// [`IngestError::Malformed`] when the body is not a JSON object of strings.
+pub fn parse_body(body: &[u8]) -> Result<Beacon<'_>, IngestError> {
+    serde_json::from_slice(body).map_err(|e| IngestError::Malformed(e.to_string()))
+}
+
+/// Parses `/hit.gif`'s query string.
+pub fn parse_query(query: &str) -> Beacon<'_> {
+    let mut beacon = Beacon::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "site" => &mut beacon.site,
+            "page" => &mut beacon.page,
+            "ref" => &mut beacon.referrer,
+            "vid" => &mut beacon.vid,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+    beacon
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy —
+/// the right-most `X-Forwarded-For` hop that is not itself trusted. A spoofed
+/// header from an untrusted peer is ignored.
+pub fn client_ip<'h>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'h [u8]>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // Headers in order, hops within each left to right; walk from the right.
+    for header in forwarded_for.rev() {
+        let Ok(text) = std::str::from_utf8(header) else {
+            return client;
+        };
+        for hop in text.rsplit(',') {
+            let Some(ip) = parse_hop(hop.trim()) else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    // "1.2.3.4:5678" and "[::1]:5678" forms.
+    if let Ok(sa) = hop.parse::<std::net::SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    None
+}
+
+/// IPv4-mapped IPv6 addresses are the IPv4 client they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Who sent a beacon, from the request's headers.
+pub struct Sender<'a> {
+    pub ip: IpAddr,
+    pub user_agent: &'a [u8],
+    /// `DNT: 1` or `Sec-GPC: 1`.
+    pub no_track: bool,
+    pub origin: Option<&'a str>,
+    /// The `Referer` header, used when the beacon names no page.
+    pub referer: Option<&'a str>,
+}
+
+/// What happened to a counted hit, for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub counted: Counted,
+}
+
+thread_local! {
+    /// The page normalisation buffer, reused so counting a known page does
+    /// not allocate.
+    static PAGE_BUF: RefCell<String> = RefCell::new(String::with_capacity(4096 + 8));
+}
+
+/// Everything ingest needs that outlives one request.
+pub struct Ingest<'s> {
+    pub identity: &'s Identity,
+    pub counters: &'s HitCounters,
+}
+
+impl Ingest<'_> {
+    /// Validates and counts one beacon for `site`. `on_page` sees the
+    /// normalised page (borrowed from a reused buffer) after counting.
+    ///
+    /// # Errors
+    /// An [`IngestError`] when the beacon is refused; nothing is counted or
+    /// created then.
+    pub fn count<R>(
+        &self,
+        site: &Site,
+        beacon: &Beacon<'_>,
+        sender: &Sender<'_>,
+        now: Timestamp,
+        on_page: impl FnOnce(&str, Receipt) -> R,
+    ) -> Result<R, IngestError> {
+        if let Some(origin) = sender.origin
+            && !site.config.allows_origin(origin)
+        {
+            return Err(IngestError::ForbiddenOrigin(echo(origin)));
+        }
+        let raw_page = beacon.page.as_deref().or(sender.referer).unwrap_or("/");
+        PAGE_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            normalize_into(raw_page, site.rules, &mut buf)?;
+            let secs = now.as_second();
+            let day = site.clock.day_at(secs);
+            let counted = site.tally.count(&buf, day);
+            if counted == Counted::SiteOnlyOverflow {
+                site.metrics.overflow.increment(1);
+            }
+            site.metrics.hits.increment(1);
+            self.counters.record(HitResult::Counted);
+            let parts = VisitorParts {
+                vid: beacon.vid.as_deref(),
+                ip: sender.ip,
+                user_agent: sender.user_agent,
+                no_track: sender.no_track,
+            };
+            match self.identity.visitor(&site.id, day, &parts) {
+                Ok(visitor) => site.online.insert(secs, visitor),
+                Err(Anonymous::NoTrack) => self.counters.anonymous_no_track.increment(1),
+                Err(Anonymous::NoSalt) => self.counters.anonymous_no_salt.increment(1),
+            }
+            Ok(on_page(&buf, Receipt { counted }))
+        })
+    }
+}
+
+/// Resolves the beacon's site among the declared ones.
+///
+/// # Errors
+/// [`IngestError::MissingSite`] or [`IngestError::UnknownSite`].
+pub fn site_id<'b>(beacon: &'b Beacon<'_>) -> Result<&'b str, IngestError> {
+    match beacon.site.as_deref() {
+        None | Some("") => Err(IngestError::MissingSite),
+        Some(id) => Ok(id),
+    }
+}
+
+/// The error for an id that names no declared site.
+pub fn unknown_site(id: &str) -> IngestError {
+    IngestError::UnknownSite(echo(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter()
+            .map(|s| crate::config::parse_net(s).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn json_and_text_plain_bodies_parse_the_same() {
+        let b =
+            parse_body(br#"{"site":"demo","page":"/a","ref":"https://x/","vid":"abc","extra":1}"#)
+                .unwrap();
+        assert_eq!(b.site.as_deref(), Some("demo"));
+        assert_eq!(b.page.as_deref(), Some("/a"));
+        assert_eq!(b.referrer.as_deref(), Some("https://x/"));
+        assert_eq!(b.vid.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let b = parse_body(br#"{"site":"demo","page":"/tin-t\u1ee9c"}"#).unwrap();
+        assert_eq!(b.page.as_deref(), Some("/tin-tức"));
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        for body in [&b""[..], b"{", b"[]", b"{\"site\":5}", b"null", b"\xff\xfe"] {
+            assert!(
+                matches!(parse_body(body), Err(IngestError::Malformed(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_parameters_are_decoded_first_wins() {
+        let b = parse_query("site=demo&page=%2Fa%3Fx%3D1&vid=v1&site=other&junk=1");
+        assert_eq!(b.site.as_deref(), Some("demo"));
+        assert_eq!(b.page.as_deref(), Some("/a?x=1"));
+        assert_eq!(b.vid.as_deref(), Some("v1"));
+        assert_eq!(b.referrer, None);
+    }
+
+    #[test]
+    fn untrusted_peer_header_is_ignored() {
+        let peer = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+        let ip = client_ip(peer, [&b"1.2.3.4"[..]].into_iter(), &nets(&["127.0.0.1"]));
+        assert_eq!(ip, peer);
+    }
+
+    #[test]
+    fn trusted_proxy_gives_rightmost_untrusted_hop() {
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let trusted = nets(&["127.0.0.1", "10.0.0.0/8"]);
+        let ip = client_ip(
+            peer,
+            [&b"6.6.6.6, 198.51.100.7"[..], b"10.1.1.1"].into_iter(),
+            &trusted,
+        );
+        assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn all_trusted_hops_give_the_leftmost_and_garbage_stops_the_walk() {
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let trusted = nets(&["127.0.0.0/8", "10.0.0.0/8"]);
+        let ip = client_ip(peer, [&b"10.0.0.2, 10.0.0.3"[..]].into_iter(), &trusted);
+        assert_eq!(ip, "10.0.0.2".parse::<IpAddr>().unwrap());
+        let ip = client_ip(peer, [&b"garbage, 10.0.0.3"[..]].into_iter(), &trusted);
+        assert_eq!(ip, "10.0.0.3".parse::<IpAddr>().unwrap());
+        let ip = client_ip(peer, [&b"[2001:db8::1]:443"[..]].into_iter(), &trusted);
+        assert_eq!(ip, "2001:db8::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn mapped_ipv6_is_its_ipv4() {
+        let v6 = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        assert_eq!(canonical(v6), IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        let plain = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(canonical(plain), plain);
+    }
+
+    #[test]
+    fn echo_bounds_and_cleans_attacker_text() {
+        let long = "x".repeat(1000);
+        assert_eq!(echo(&long).len(), MAX_ECHO);
+        assert_eq!(echo("a\nb"), "ab");
+    }
+}

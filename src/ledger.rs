@@ -1,0 +1,534 @@
+//! The ledger of one site: what the store last said, and every hit this
+//! instance has counted since that the store's answer does not include yet.
+//! Readers combine the two; the flusher moves deltas through it.
+//!
+//! Invariant: a reader never sees a figure dip or double across a flush.
+//! Pending deltas move from the tally into the ledger's `open` deltas, then
+//! into a frozen batch, then into the store, and each step that moves them
+//! runs under the ledger's write lock, which readers share; a batch leaves
+//! memory only once a store reading whose watermark covers it is installed.
+//! Nothing awaits while holding the lock, and the hot path never takes it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use serde::Serialize;
+
+use crate::period::{DayNumber, SiteCalendar, date_of_number, day_number, month_of, week_of};
+use crate::store::{PeriodKey, Reading, SiteBatch};
+use crate::tally::{Delta, SiteTally};
+
+/// The figures of a site or a page, as the API and the widgets show them.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Figures {
+    pub site: Arc<str>,
+    pub page: Option<Arc<str>>,
+    pub total: u64,
+    pub today: u64,
+    pub yesterday: u64,
+    pub week: u64,
+    pub month: u64,
+    /// Site only: distinct visitors in the online window.
+    pub online: Option<u64>,
+    /// Site only: distinct visitors per period (not yet tracked: `null`).
+    pub visitors: Option<Visitors>,
+    /// True when the store could not be read and the figures are the last
+    /// good ones plus this instance's own hits.
+    pub stale: bool,
+    /// When the figures were computed, in the site's time zone.
+    pub as_of: String,
+}
+
+/// Distinct visitors per period.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Visitors {
+    pub today: u64,
+    pub yesterday: u64,
+    pub week: u64,
+    pub month: u64,
+    pub total: u64,
+}
+
+/// The period keys a reading at local day `day` asks for, in this order:
+/// yesterday, today, this week, this month, total.
+pub fn read_keys(day: Date, calendar: &SiteCalendar) -> [PeriodKey; 5] {
+    [
+        PeriodKey::Day(day.yesterday().unwrap_or(day)),
+        PeriodKey::Day(day),
+        PeriodKey::Week(week_of(day, calendar.week_start())),
+        PeriodKey::Month(month_of(day)),
+        PeriodKey::Total,
+    ]
+}
+
+/// A store reading of one scope, with the keys it was taken for.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub keys: [PeriodKey; 5],
+    pub reading: Reading,
+}
+
+impl Stored {
+    /// A reading of nothing (a store never read, or a brand new site).
+    pub fn empty(day: Date, calendar: &SiteCalendar) -> Self {
+        Stored {
+            keys: read_keys(day, calendar),
+            reading: Reading {
+                values: vec![0; 5],
+                watermark: 0,
+            },
+        }
+    }
+
+    fn value(&self, key: PeriodKey) -> u64 {
+        self.keys
+            .iter()
+            .position(|k| *k == key)
+            .and_then(|i| self.reading.values.get(i).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Figures under construction: stored values plus deltas.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: u64,
+    pub today: u64,
+    pub yesterday: u64,
+    pub week: u64,
+    pub month: u64,
+}
+
+/// Computes counts at local day `today` from a store reading plus deltas.
+struct Composer<'c> {
+    calendar: &'c SiteCalendar,
+    today_n: DayNumber,
+    week: Date,
+    month: Date,
+    counts: Counts,
+}
+
+impl<'c> Composer<'c> {
+    fn new(calendar: &'c SiteCalendar, today: Date, stored: &Stored) -> Self {
+        let week = week_of(today, calendar.week_start());
+        let month = month_of(today);
+        let counts = Counts {
+            total: stored.value(PeriodKey::Total),
+            today: stored.value(PeriodKey::Day(today)),
+            yesterday: today
+                .yesterday()
+                .map(|y| stored.value(PeriodKey::Day(y)))
+                .unwrap_or(0),
+            week: stored.value(PeriodKey::Week(week)),
+            month: stored.value(PeriodKey::Month(month)),
+        };
+        Composer {
+            calendar,
+            today_n: day_number(today),
+            week,
+            month,
+            counts,
+        }
+    }
+
+    fn add(&mut self, day: DayNumber, hits: u64) {
+        let c = &mut self.counts;
+        c.total += hits;
+        if day == self.today_n {
+            c.today += hits;
+        } else if day + 1 == self.today_n {
+            c.yesterday += hits;
+        }
+        if day > self.today_n {
+            // A hit stamped after "now" (the reader's clock lags a
+            // concurrent hit's by a moment): it belongs to no figure of
+            // this reading but the total.
+            return;
+        }
+        let date = date_of_number(day);
+        if week_of(date, self.calendar.week_start()) == self.week {
+            c.week += hits;
+        }
+        if month_of(date) == self.month {
+            c.month += hits;
+        }
+    }
+}
+
+/// A batch on its way to the store, and the deltas it carries (for reads).
+struct Frozen {
+    batch: Arc<SiteBatch>,
+    deltas: Vec<Delta>,
+    acked: bool,
+}
+
+/// Deltas keyed by (page, day); `None` is the site.
+pub type DeltaMap = HashMap<(Option<Arc<str>>, DayNumber), u64>;
+
+struct State {
+    /// The site's figures as the store last answered, with this producer's
+    /// watermark.
+    stored: Option<Stored>,
+    /// Whether the last attempt to read the store failed.
+    stale: bool,
+    /// Deltas taken from the tally, not yet in a batch.
+    open: DeltaMap,
+    /// The batch being applied, if any. At most one per site, so a site's
+    /// batches reach the store strictly in order.
+    frozen: Option<Frozen>,
+    /// Every batch with a sequence at or below this has left memory, so a
+    /// reading older than it would miss hits.
+    dropped_through: u64,
+    /// The next batch's sequence number.
+    next_seq: u64,
+}
+
+/// The ledger of one site.
+pub struct Ledger {
+    state: RwLock<State>,
+}
+
+/// Read access for composing figures.
+pub struct LedgerRead<'l> {
+    state: RwLockReadGuard<'l, State>,
+}
+
+/// What the flusher does with the ledger, under its write lock.
+pub struct LedgerWrite<'l> {
+    state: RwLockWriteGuard<'l, State>,
+}
+
+impl Ledger {
+    /// An empty ledger whose first batch will carry `first_seq`.
+    pub fn new(first_seq: u64) -> Self {
+        Ledger {
+            state: RwLock::new(State {
+                stored: None,
+                stale: false,
+                open: HashMap::new(),
+                frozen: None,
+                dropped_through: 0,
+                next_seq: first_seq.max(1),
+            }),
+        }
+    }
+
+    /// Takes the read lock (shared with other readers, exclusive of the
+    /// flusher's short write sections).
+    pub fn read(&self) -> LedgerRead<'_> {
+        LedgerRead {
+            state: self.state.read(),
+        }
+    }
+
+    /// Takes the write lock, for the flusher.
+    pub fn write(&self) -> LedgerWrite<'_> {
+        LedgerWrite {
+            state: self.state.write(),
+        }
+    }
+}
+
+impl LedgerRead<'_> {
+    /// The site's stored reading, if the store was ever read.
+    pub fn stored(&self) -> Option<&Stored> {
+        self.state.stored.as_ref()
+    }
+
+    /// Whether the last store read failed.
+    pub fn stale(&self) -> bool {
+        self.state.stale
+    }
+
+    /// Whether a reading with `watermark` can be combined with what the
+    /// ledger holds without missing a batch.
+    pub fn covers(&self, watermark: u64) -> bool {
+        watermark >= self.state.dropped_through
+    }
+
+    /// Counts of `page` (or the site, `None`) at local day `today`: the
+    /// stored reading plus every delta of this instance it does not include.
+    pub fn counts(
+        &self,
+        calendar: &SiteCalendar,
+        today: Date,
+        stored: &Stored,
+        page: Option<&str>,
+        tally: &SiteTally,
+    ) -> Counts {
+        let mut c = Composer::new(calendar, today, stored);
+        let wanted = |p: &Option<Arc<str>>| p.as_deref() == page;
+        if let Some(f) = &self.state.frozen
+            && f.batch.id.seq > stored.reading.watermark
+        {
+            for d in f.deltas.iter().filter(|d| wanted(&d.page)) {
+                c.add(d.day, d.hits);
+            }
+        }
+        for ((p, day), hits) in &self.state.open {
+            if wanted(p) {
+                c.add(*day, *hits);
+            }
+        }
+        match page {
+            None => tally.site_cell().peek(|day, n| c.add(day, n)),
+            Some(p) => {
+                if let Some(cell) = tally.page_cell(p) {
+                    cell.peek(|day, n| c.add(day, n));
+                }
+            }
+        }
+        tally.peek_spill(|d| {
+            if wanted(&d.page) {
+                c.add(d.day, d.hits)
+            }
+        });
+        c.counts
+    }
+}
+
+/// What the flusher should send next.
+pub struct ToSend {
+    pub batch: Arc<SiteBatch>,
+}
+
+impl LedgerWrite<'_> {
+    /// Moves every pending delta from the tally into the open deltas.
+    /// Returns how many distinct keys are now open.
+    pub fn take_from(&mut self, tally: &SiteTally, scratch: &mut Vec<Delta>) -> usize {
+        scratch.clear();
+        tally.take(scratch);
+        for d in scratch.drain(..) {
+            *self.state.open.entry((d.page, d.day)).or_default() += d.hits;
+        }
+        self.state.open.len()
+    }
+
+    /// The batch to send: the frozen one if it is not acknowledged yet
+    /// (retried unchanged), else a new one frozen from the open deltas by
+    /// `build` (given the sequence number and the deltas). `None` when there
+    /// is nothing to send.
+    pub fn next_batch(&mut self, build: impl FnOnce(u64, &[Delta]) -> SiteBatch) -> Option<ToSend> {
+        if let Some(f) = &self.state.frozen {
+            return (!f.acked).then(|| ToSend {
+                batch: Arc::clone(&f.batch),
+            });
+        }
+        if self.state.open.is_empty() {
+            return None;
+        }
+        let mut deltas: Vec<Delta> = self
+            .state
+            .open
+            .drain()
+            .map(|((page, day), hits)| Delta { page, day, hits })
+            .collect();
+        deltas.sort_by(|a, b| (&a.page, a.day).cmp(&(&b.page, b.day)));
+        let seq = self.state.next_seq;
+        self.state.next_seq += 1;
+        let batch = Arc::new(build(seq, &deltas));
+        self.state.frozen = Some(Frozen {
+            batch: Arc::clone(&batch),
+            deltas,
+            acked: false,
+        });
+        Some(ToSend { batch })
+    }
+
+    /// Records that the store acknowledged batch `seq` (applied now, or
+    /// found applied before).
+    pub fn acknowledge(&mut self, seq: u64) {
+        if let Some(f) = &mut self.state.frozen
+            && f.batch.id.seq == seq
+        {
+            f.acked = true;
+        }
+    }
+
+    /// Installs a fresh store reading of the site. A batch leaves memory
+    /// only when the reading's watermark covers it.
+    pub fn install(&mut self, stored: Stored) {
+        let mark = stored.reading.watermark;
+        if let Some(f) = &self.state.frozen
+            && f.acked
+            && mark >= f.batch.id.seq
+        {
+            self.state.dropped_through = self.state.dropped_through.max(f.batch.id.seq);
+            self.state.frozen = None;
+        }
+        self.state.stored = Some(stored);
+        self.state.stale = false;
+    }
+
+    /// Records that reading the store failed; readers say `stale`.
+    pub fn mark_stale(&mut self) {
+        self.state.stale = true;
+    }
+
+    /// Whether anything is still to be flushed.
+    pub fn is_idle(&self) -> bool {
+        self.state.open.is_empty() && self.state.frozen.is_none()
+    }
+
+    /// Number of keys waiting: open deltas plus the frozen batch's.
+    pub fn pending_keys(&self) -> usize {
+        self.state.open.len() + self.state.frozen.as_ref().map_or(0, |f| f.deltas.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::period::WeekStart;
+    use crate::store::{BatchId, Increment, Scope};
+
+    fn cal() -> SiteCalendar {
+        SiteCalendar::new(
+            jiff::tz::TimeZone::get("Asia/Ho_Chi_Minh").unwrap(),
+            WeekStart::Monday,
+        )
+    }
+
+    fn build(seq: u64, deltas: &[Delta]) -> SiteBatch {
+        SiteBatch {
+            site: Arc::from("demo"),
+            id: BatchId {
+                producer: Arc::from("p"),
+                seq,
+            },
+            increments: deltas
+                .iter()
+                .map(|d| Increment {
+                    scope: d.page.clone().map_or(Scope::Site, Scope::Page),
+                    period: PeriodKey::Total,
+                    hits: d.hits,
+                    expires_at: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn stored_total(today: Date, total: u64, watermark: u64) -> Stored {
+        let mut s = Stored::empty(today, &cal());
+        s.reading.values[4] = total;
+        s.reading.watermark = watermark;
+        s
+    }
+
+    #[test]
+    fn figures_never_dip_or_double_through_a_whole_flush() {
+        let cal = cal();
+        let today = Date::constant(2026, 11, 27);
+        let d = day_number(today);
+        let tally = SiteTally::new(10);
+        let ledger = Ledger::new(1);
+        ledger.write().install(stored_total(today, 100, 0));
+        let total = |l: &Ledger| {
+            let r = l.read();
+            let s = r.stored().unwrap().clone();
+            r.counts(&cal, today, &s, None, &tally).total
+        };
+        for _ in 0..5 {
+            tally.count("/a", d);
+        }
+        assert_eq!(total(&ledger), 105);
+        let mut scratch = Vec::new();
+        ledger.write().take_from(&tally, &mut scratch);
+        assert_eq!(total(&ledger), 105, "after take");
+        let send = ledger.write().next_batch(build).unwrap();
+        assert_eq!(total(&ledger), 105, "after freeze");
+        tally.count("/a", d);
+        assert_eq!(
+            total(&ledger),
+            106,
+            "a new hit while the batch is in flight"
+        );
+        ledger.write().acknowledge(send.batch.id.seq);
+        assert_eq!(total(&ledger), 106, "after ack, before the store is read");
+        // A stale reading (before the batch) keeps the batch in memory.
+        ledger.write().install(stored_total(today, 100, 0));
+        assert_eq!(total(&ledger), 106);
+        // The reading that includes the batch releases it.
+        ledger
+            .write()
+            .install(stored_total(today, 105, send.batch.id.seq));
+        assert_eq!(total(&ledger), 106, "after the covering reading");
+        assert!(!ledger.read().covers(0));
+        assert!(
+            ledger.write().next_batch(build).is_none(),
+            "the new hit is still in the tally"
+        );
+    }
+
+    #[test]
+    fn an_unacknowledged_batch_is_resent_unchanged() {
+        let today = Date::constant(2026, 11, 27);
+        let tally = SiteTally::new(10);
+        let ledger = Ledger::new(7);
+        tally.count("/a", day_number(today));
+        let mut scratch = Vec::new();
+        ledger.write().take_from(&tally, &mut scratch);
+        let first = ledger.write().next_batch(build).unwrap().batch;
+        tally.count("/b", day_number(today));
+        ledger.write().take_from(&tally, &mut scratch);
+        let again = ledger.write().next_batch(build).unwrap().batch;
+        assert_eq!(first, again);
+        assert_eq!(first.id.seq, 7);
+        ledger.write().acknowledge(7);
+        ledger.write().install(stored_total(today, 2, 7));
+        let next = ledger.write().next_batch(build).unwrap().batch;
+        assert_eq!(next.id.seq, 8);
+    }
+
+    #[test]
+    fn deltas_land_in_the_right_figures_across_midnight_and_month_end() {
+        let cal = cal();
+        // Sunday 2026-11-29 → Monday 2026-11-30 → Tuesday 2026-12-01.
+        let tally = SiteTally::new(10);
+        let ledger = Ledger::new(1);
+        let sun = Date::constant(2026, 11, 29);
+        let mon = Date::constant(2026, 11, 30);
+        let tue = Date::constant(2026, 12, 1);
+        tally.count("/a", day_number(sun));
+        tally.count("/a", day_number(mon));
+        tally.count("/a", day_number(mon));
+        tally.count("/a", day_number(tue));
+        let stored = Stored::empty(tue, &cal);
+        let c = ledger.read().counts(&cal, tue, &stored, Some("/a"), &tally);
+        assert_eq!(
+            c,
+            Counts {
+                total: 4,
+                today: 1,
+                yesterday: 2,
+                week: 3,
+                month: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_reading_taken_at_yesterday_shifts_into_yesterday() {
+        let cal = cal();
+        let mon = Date::constant(2026, 11, 23);
+        let tue = Date::constant(2026, 11, 24);
+        let mut stored = Stored::empty(mon, &cal);
+        stored.reading.values = vec![1, 10, 30, 50, 99];
+        let tally = SiteTally::new(10);
+        let c = Ledger::new(1)
+            .read()
+            .counts(&cal, tue, &stored, None, &tally);
+        assert_eq!(
+            c,
+            Counts {
+                total: 99,
+                today: 0,
+                yesterday: 10,
+                week: 30,
+                month: 50
+            }
+        );
+    }
+}

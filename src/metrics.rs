@@ -1,0 +1,295 @@
+//! Every metric luot exports: its name, help and buckets in one place, and
+//! pre-registered handles so the hot path does no registry lookup.
+//!
+//! Names follow `luot_<what>[_<unit>]` in base units with `_total` on
+//! counters only. Label values come from small fixed sets: a result, a
+//! route, a status code, a declared site id. Never a page, visitor, IP or
+//! error text.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HITS: &str = "luot_hits_total";
+pub const SITE_HITS: &str = "luot_site_hits_total";
+pub const SITE_ONLINE: &str = "luot_site_online_visitors";
+pub const PAGE_OVERFLOW: &str = "luot_page_overflow_total";
+pub const SITE_PAGES: &str = "luot_site_pages";
+pub const HTTP_REQUESTS: &str = "luot_http_requests_total";
+pub const HTTP_DURATION: &str = "luot_http_request_duration_seconds";
+pub const CONNECTIONS: &str = "luot_http_connections";
+pub const CONNECTIONS_REFUSED: &str = "luot_http_connections_refused_total";
+pub const FLUSH_DURATION: &str = "luot_flush_duration_seconds";
+pub const FLUSH_BATCH_KEYS: &str = "luot_flush_batch_keys";
+pub const FLUSH_RETRIES: &str = "luot_flush_retries_total";
+pub const DUPLICATE_BATCHES: &str = "luot_duplicate_batches_total";
+pub const STORE_ERRORS: &str = "luot_store_errors_total";
+pub const STORE_UP: &str = "luot_store_up";
+pub const PENDING_KEYS: &str = "luot_pending_keys";
+pub const LATE_DELTAS: &str = "luot_late_deltas_total";
+pub const ANONYMOUS_HITS: &str = "luot_anonymous_hits_total";
+pub const BUILD_INFO: &str = "luot_build_info";
+
+/// Why a hit was or was not counted: the `result` label of [`HITS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HitResult {
+    Counted,
+    Bot,
+    RateLimited,
+    Duplicate,
+    Invalid,
+    UnknownSite,
+    Forbidden,
+}
+
+impl HitResult {
+    pub const ALL: [HitResult; 7] = [
+        HitResult::Counted,
+        HitResult::Bot,
+        HitResult::RateLimited,
+        HitResult::Duplicate,
+        HitResult::Invalid,
+        HitResult::UnknownSite,
+        HitResult::Forbidden,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HitResult::Counted => "counted",
+            HitResult::Bot => "bot",
+            HitResult::RateLimited => "rate_limited",
+            HitResult::Duplicate => "duplicate",
+            HitResult::Invalid => "invalid",
+            HitResult::UnknownSite => "unknown_site",
+            HitResult::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// Latency buckets for HTTP requests, in seconds: a beacon answers in
+/// microseconds, a page read may wait on the store.
+const HTTP_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+/// Flush duration buckets, in seconds.
+const FLUSH_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Batch size buckets, in keys.
+const KEY_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and describes every
+/// metric. Later calls return the same handle (tests run several servers in
+/// one process).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), HTTP_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(FLUSH_DURATION.into()), FLUSH_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(FLUSH_BATCH_KEYS.into()), KEY_BUCKETS)
+                })
+                .expect("bucket lists are non-empty constants");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a test harness):
+            // then this handle renders nothing, which is its own signal.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(HITS, "Beacons received, by result (counted or why not).");
+    describe_counter!(SITE_HITS, "Hits counted, per declared site.");
+    describe_gauge!(
+        SITE_ONLINE,
+        "Distinct visitors in the online window, per declared site."
+    );
+    describe_counter!(
+        PAGE_OVERFLOW,
+        "Hits on new pages beyond max_pages, counted for the site only."
+    );
+    describe_gauge!(
+        SITE_PAGES,
+        "Distinct pages kept in memory, per declared site."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by route."
+    );
+    describe_gauge!(CONNECTIONS, "Open HTTP connections on the public listener.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused because the connection cap was reached."
+    );
+    describe_histogram!(
+        FLUSH_DURATION,
+        Unit::Seconds,
+        "Time to apply one site batch to the store."
+    );
+    describe_histogram!(
+        FLUSH_BATCH_KEYS,
+        "Distinct (scope, day) keys in a flushed batch."
+    );
+    describe_counter!(
+        FLUSH_RETRIES,
+        "Batch applications retried after a store error."
+    );
+    describe_counter!(
+        DUPLICATE_BATCHES,
+        "Batches the store refused as already applied (watermark)."
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "Store operations that failed, by operation and kind."
+    );
+    describe_gauge!(
+        STORE_UP,
+        "1 when the last store operation succeeded, else 0."
+    );
+    describe_gauge!(PENDING_KEYS, "Keys waiting to be flushed, all sites.");
+    describe_counter!(
+        LATE_DELTAS,
+        "Increments whose period had expired when applied (total only)."
+    );
+    describe_counter!(
+        ANONYMOUS_HITS,
+        "Counted hits without a visitor identity, by reason."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the version.");
+}
+
+/// Handles for the per-hit counters, registered once.
+pub struct HitCounters {
+    by_result: [Counter; HitResult::ALL.len()],
+    pub anonymous_no_track: Counter,
+    pub anonymous_no_salt: Counter,
+}
+
+impl HitCounters {
+    pub fn new() -> Self {
+        HitCounters {
+            by_result: HitResult::ALL.map(|r| metrics::counter!(HITS, "result" => r.label())),
+            anonymous_no_track: metrics::counter!(ANONYMOUS_HITS, "reason" => "no_track"),
+            anonymous_no_salt: metrics::counter!(ANONYMOUS_HITS, "reason" => "no_salt"),
+        }
+    }
+
+    pub fn record(&self, result: HitResult) {
+        self.by_result[result as usize].increment(1);
+    }
+}
+
+impl Default for HitCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Handles for one declared site.
+pub struct SiteMetrics {
+    pub hits: Counter,
+    pub online: Gauge,
+    pub overflow: Counter,
+    pub pages: Gauge,
+}
+
+impl SiteMetrics {
+    pub fn new(site: &str) -> Self {
+        let site = site.to_string();
+        SiteMetrics {
+            hits: metrics::counter!(SITE_HITS, "site" => site.clone()),
+            online: metrics::gauge!(SITE_ONLINE, "site" => site.clone()),
+            overflow: metrics::counter!(PAGE_OVERFLOW, "site" => site.clone()),
+            pages: metrics::gauge!(SITE_PAGES, "site" => site),
+        }
+    }
+}
+
+/// Handles for the flusher.
+pub struct FlushMetrics {
+    pub duration: Histogram,
+    pub batch_keys: Histogram,
+    pub retries: Counter,
+    pub duplicates: Counter,
+    pub store_up: Gauge,
+    pub pending_keys: Gauge,
+    pub late: Counter,
+}
+
+impl FlushMetrics {
+    pub fn new() -> Self {
+        FlushMetrics {
+            duration: metrics::histogram!(FLUSH_DURATION),
+            batch_keys: metrics::histogram!(FLUSH_BATCH_KEYS),
+            retries: metrics::counter!(FLUSH_RETRIES),
+            duplicates: metrics::counter!(DUPLICATE_BATCHES),
+            store_up: metrics::gauge!(STORE_UP),
+            pending_keys: metrics::gauge!(PENDING_KEYS),
+            late: metrics::counter!(LATE_DELTAS),
+        }
+    }
+
+    /// Counts a failed store operation (`op` and `kind` are fixed labels).
+    pub fn store_error(&self, op: &'static str, kind: &'static str) {
+        metrics::counter!(STORE_ERRORS, "op" => op, "kind" => kind).increment(1);
+        self.store_up.set(0.0);
+    }
+}
+
+impl Default for FlushMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Records one answered HTTP request.
+pub fn http_request(route: &'static str, status: u16, seconds: f64) {
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(seconds);
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// Sets the build info gauge.
+pub fn build_info(store: &'static str) {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "store" => store).set(1.0);
+}

@@ -1,0 +1,131 @@
+//! The read path: the figures of a site or a page, as readers see them —
+//! the last store reading plus this instance's unflushed hits.
+//!
+//! Site readings are refreshed by the flusher every interval; page readings
+//! are fetched on demand and kept for a moment. Reads never write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::ledger::{Figures, Stored, read_keys};
+use crate::sites::Site;
+use crate::store::{AnyStore, Scope, Store};
+
+/// How long a page reading is reused.
+pub const PAGE_READING_TTL: Duration = Duration::from_secs(1);
+/// How long a page read may wait on the store before the answer goes out
+/// stale.
+pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Reads figures for the HTTP layer.
+#[derive(Clone)]
+pub struct Reader {
+    store: AnyStore,
+    producer: Arc<str>,
+}
+
+impl Reader {
+    pub fn new(store: AnyStore, producer: Arc<str>) -> Self {
+        Reader { store, producer }
+    }
+
+    /// The site's figures now. Never waits on the store.
+    pub fn site_figures(&self, site: &Site, now: Timestamp) -> Figures {
+        let calendar = site.calendar();
+        let today = calendar.day_of(now);
+        let ledger = site.ledger.read();
+        let (stored, never_read) = match ledger.stored() {
+            Some(s) => (s.clone(), false),
+            None => (Stored::empty(today, calendar), true),
+        };
+        let c = ledger.counts(calendar, today, &stored, None, &site.tally);
+        let stale = ledger.stale() || never_read;
+        drop(ledger);
+        Figures {
+            site: Arc::clone(&site.id),
+            page: None,
+            total: c.total.saturating_add(site.config.initial_total),
+            today: c.today,
+            yesterday: c.yesterday,
+            week: c.week,
+            month: c.month,
+            online: Some(site.online.count(now.as_second())),
+            visitors: None,
+            stale,
+            as_of: calendar.rfc3339(now),
+        }
+    }
+
+    /// The figures of one (normalised) page now. May wait up to
+    /// [`PAGE_READ_TIMEOUT`] on the store when the page was not read in the
+    /// last [`PAGE_READING_TTL`].
+    pub async fn page_figures(&self, site: &Site, page: &str, now: Timestamp) -> Figures {
+        let calendar = site.calendar();
+        let today = calendar.day_of(now);
+        let keys = read_keys(today, calendar);
+        let mut fresh_only = false;
+        for _attempt in 0..3 {
+            let cached = site
+                .cached_page(page, PAGE_READING_TTL)
+                .filter(|s| s.keys == keys && !fresh_only);
+            let (stored, stale) = match cached {
+                Some(s) => (s, false),
+                None => {
+                    let scope = Scope::Page(Arc::from(page));
+                    let read = self.store.read(&site.id, &scope, &keys, &self.producer);
+                    match tokio::time::timeout(PAGE_READ_TIMEOUT, read).await {
+                        Ok(Ok(reading)) => {
+                            let s = Stored { keys, reading };
+                            site.cache_page(Arc::from(page), s.clone());
+                            (s, false)
+                        }
+                        _ => (Stored::empty(today, calendar), true),
+                    }
+                }
+            };
+            let ledger = site.ledger.read();
+            if !stale && !ledger.covers(stored.reading.watermark) {
+                // A batch this reading predates has already left memory:
+                // read again rather than show a dip.
+                fresh_only = true;
+                continue;
+            }
+            let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
+            let stale = stale || ledger.stale();
+            drop(ledger);
+            return Figures {
+                site: Arc::clone(&site.id),
+                page: Some(Arc::from(page)),
+                total: c.total,
+                today: c.today,
+                yesterday: c.yesterday,
+                week: c.week,
+                month: c.month,
+                online: None,
+                visitors: None,
+                stale,
+                as_of: calendar.rfc3339(now),
+            };
+        }
+        // The store keeps moving past every reading; answer with what this
+        // instance knows, marked stale.
+        let stored = Stored::empty(today, calendar);
+        let ledger = site.ledger.read();
+        let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
+        Figures {
+            site: Arc::clone(&site.id),
+            page: Some(Arc::from(page)),
+            total: c.total,
+            today: c.today,
+            yesterday: c.yesterday,
+            week: c.week,
+            month: c.month,
+            online: None,
+            visitors: None,
+            stale: true,
+            as_of: calendar.rfc3339(now),
+        }
+    }
+}

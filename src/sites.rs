@@ -1,0 +1,163 @@
+//! The declared sites, as a swappable snapshot, and each site's runtime
+//! state: its calendar, its pending tally, its online ring, its ledger.
+//!
+//! Invariant: only declared sites have state. An attacker-chosen id finds
+//! nothing here and creates nothing (no key, no memory). Lookups on the hot
+//! path borrow the request's text; they never allocate.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::{ArcSwap, Guard};
+use dashmap::DashMap;
+
+use crate::config::{Config, SiteConfig};
+use crate::ledger::{Ledger, Stored};
+use crate::metrics::SiteMetrics;
+use crate::page::PageRules;
+use crate::period::{DayClock, SiteCalendar};
+use crate::tally::SiteTally;
+use crate::visitor::OnlineRing;
+
+/// Most page readings kept per site; beyond it the cache starts over.
+const PAGE_CACHE_MAX: usize = 10_000;
+
+/// One declared site and everything this instance knows about it.
+pub struct Site {
+    pub id: Arc<str>,
+    pub config: SiteConfig,
+    pub clock: DayClock,
+    pub rules: PageRules,
+    pub tally: SiteTally,
+    pub online: OnlineRing,
+    pub ledger: Ledger,
+    /// Recent store readings of single pages (for `?page=` and the `POST
+    /// /hit` answer), each with when it was taken.
+    page_cache: DashMap<Arc<str>, (Stored, Instant)>,
+    pub metrics: SiteMetrics,
+}
+
+impl Site {
+    /// The runtime state of a declared site; its first batch carries
+    /// `first_seq`.
+    ///
+    /// # Panics
+    /// If the time zone is unknown; [`Config::validate`] rules that out.
+    pub fn new(config: &SiteConfig, global: &Config, first_seq: u64) -> Self {
+        let tz = jiff::tz::TimeZone::get(&config.timezone).expect("validated time zone");
+        let calendar = SiteCalendar::new(tz, config.week_start);
+        let minutes = (global.counting.online_window.as_secs() / 60).max(1) as u32;
+        Site {
+            id: Arc::from(config.id.as_str()),
+            config: config.clone(),
+            clock: DayClock::new(calendar),
+            rules: PageRules {
+                keep_query: global.counting.keep_query,
+                max_len: global.counting.max_page_length,
+            },
+            tally: SiteTally::new(config.max_pages.unwrap_or(global.counting.max_pages)),
+            online: OnlineRing::new(minutes),
+            ledger: Ledger::new(first_seq),
+            page_cache: DashMap::new(),
+            metrics: SiteMetrics::new(&config.id),
+        }
+    }
+
+    /// The site's calendar.
+    pub fn calendar(&self) -> &SiteCalendar {
+        self.clock.calendar()
+    }
+
+    /// A cached reading of `page` taken less than `max_age` ago.
+    pub fn cached_page(&self, page: &str, max_age: std::time::Duration) -> Option<Stored> {
+        let entry = self.page_cache.get(page)?;
+        (entry.1.elapsed() < max_age).then(|| entry.0.clone())
+    }
+
+    /// Remembers a reading of `page`.
+    pub fn cache_page(&self, page: Arc<str>, stored: Stored) {
+        if self.page_cache.len() >= PAGE_CACHE_MAX {
+            self.page_cache.clear();
+        }
+        self.page_cache.insert(page, (stored, Instant::now()));
+    }
+}
+
+/// The sites of one configuration.
+pub struct SiteTable {
+    list: Vec<Arc<Site>>,
+    by_id: HashMap<Box<str>, Arc<Site>>,
+    by_host: HashMap<Box<str>, Arc<Site>>,
+}
+
+impl SiteTable {
+    /// Builds the table; `first_seq` gives each new site's first sequence.
+    pub fn new(config: &Config, first_seq: impl Fn(&SiteConfig) -> u64) -> Self {
+        let list: Vec<Arc<Site>> = config
+            .sites
+            .iter()
+            .map(|s| Arc::new(Site::new(s, config, first_seq(s))))
+            .collect();
+        let by_id = list
+            .iter()
+            .map(|s| (Box::from(s.config.id.as_str()), Arc::clone(s)))
+            .collect();
+        let mut by_host = HashMap::new();
+        for site in &list {
+            for host in &site.config.hosts {
+                by_host
+                    .entry(host.to_ascii_lowercase().into_boxed_str())
+                    .or_insert_with(|| Arc::clone(site));
+            }
+        }
+        SiteTable {
+            list,
+            by_id,
+            by_host,
+        }
+    }
+
+    /// The declared site `id`, if any.
+    pub fn get(&self, id: &str) -> Option<&Arc<Site>> {
+        self.by_id.get(id)
+    }
+
+    /// The site whose `hosts` holds `host` (lowercase).
+    pub fn by_host(&self, host: &str) -> Option<&Arc<Site>> {
+        self.by_host.get(host)
+    }
+
+    /// Every declared site.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Site>> {
+        self.list.iter()
+    }
+}
+
+/// The current site table, swappable as a whole (configuration reload).
+pub struct Sites {
+    table: ArcSwap<SiteTable>,
+}
+
+impl Sites {
+    pub fn new(table: SiteTable) -> Self {
+        Sites {
+            table: ArcSwap::from_pointee(table),
+        }
+    }
+
+    /// The current table; cheap, lock-free, allocation-free.
+    pub fn load(&self) -> Guard<Arc<SiteTable>> {
+        self.table.load()
+    }
+
+    /// The current table as an owned handle, for long-running tasks.
+    pub fn snapshot(&self) -> Arc<SiteTable> {
+        self.table.load_full()
+    }
+
+    /// Replaces the table.
+    pub fn swap(&self, table: SiteTable) {
+        self.table.store(Arc::new(table));
+    }
+}

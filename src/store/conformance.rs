@@ -1,0 +1,240 @@
+//! The conformance suite every [`Store`] must pass, written once against the
+//! trait. Each backend's tests instantiate it with
+//! [`store_conformance_tests!`](crate::store_conformance_tests), which makes
+//! one `#[tokio::test]` per case so a failure names the rule that broke.
+//!
+//! Every case uses its own site id, so one store may serve all of them.
+
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp};
+
+use super::{Applied, BatchId, Increment, PeriodKey, Scope, SiteBatch, Store};
+
+fn batch(site: &str, producer: &str, seq: u64, increments: Vec<Increment>) -> SiteBatch {
+    SiteBatch {
+        site: Arc::from(site),
+        id: BatchId {
+            producer: Arc::from(producer),
+            seq,
+        },
+        increments,
+    }
+}
+
+fn inc(scope: &Scope, period: PeriodKey, hits: u64) -> Increment {
+    Increment {
+        scope: scope.clone(),
+        period,
+        hits,
+        expires_at: match period {
+            PeriodKey::Total | PeriodKey::Month(_) => None,
+            _ => Some(Timestamp::now() + SignedDuration::from_hours(24 * 30)),
+        },
+    }
+}
+
+const DAY: Date = Date::constant(2026, 11, 27);
+const WEEK: Date = Date::constant(2026, 11, 23);
+const MONTH: Date = Date::constant(2026, 11, 1);
+
+fn all_periods() -> [PeriodKey; 4] {
+    [
+        PeriodKey::Day(DAY),
+        PeriodKey::Week(WEEK),
+        PeriodKey::Month(MONTH),
+        PeriodKey::Total,
+    ]
+}
+
+fn full(scope: &Scope, hits: u64) -> Vec<Increment> {
+    all_periods().iter().map(|p| inc(scope, *p, hits)).collect()
+}
+
+/// Increments land in their scope and period and add up across batches.
+pub async fn applies_increments_and_reads_them_back<S: Store>(store: &S) {
+    let site = "conf-apply";
+    let page = Scope::Page(Arc::from("/a"));
+    let mut incs = full(&Scope::Site, 3);
+    incs.extend(full(&page, 2));
+    assert_eq!(
+        store.apply(&batch(site, "p1", 1, incs)).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    store
+        .apply(&batch(site, "p1", 2, full(&Scope::Site, 4)))
+        .await
+        .unwrap();
+    let r = store
+        .read(site, &Scope::Site, &all_periods(), "p1")
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![7, 7, 7, 7]);
+    assert_eq!(r.watermark, 2);
+    let r = store.read(site, &page, &all_periods(), "p1").await.unwrap();
+    assert_eq!(r.values, vec![2, 2, 2, 2]);
+}
+
+/// Keys never written read as zero, and an unknown producer's watermark is 0.
+pub async fn missing_keys_read_as_zero<S: Store>(store: &S) {
+    let r = store
+        .read(
+            "conf-empty",
+            &Scope::Page(Arc::from("/never")),
+            &all_periods(),
+            "nobody",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![0, 0, 0, 0]);
+    assert_eq!(r.watermark, 0);
+}
+
+/// A batch replayed with the same id, or an older one, changes nothing.
+pub async fn a_replayed_batch_is_applied_once<S: Store>(store: &S) {
+    let site = "conf-once";
+    let b = batch(site, "p1", 1, full(&Scope::Site, 5));
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Fresh { late: 0 });
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Duplicate);
+    let b2 = batch(site, "p1", 2, full(&Scope::Site, 1));
+    assert_eq!(store.apply(&b2).await.unwrap(), Applied::Fresh { late: 0 });
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Duplicate);
+    assert_eq!(store.apply(&b2).await.unwrap(), Applied::Duplicate);
+    let r = store
+        .read(site, &Scope::Site, &[PeriodKey::Total], "p1")
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![6]);
+    assert_eq!(r.watermark, 2);
+}
+
+/// Watermarks are per producer and per site: one producer's sequence never
+/// hides another's batch.
+pub async fn watermarks_are_per_producer_and_site<S: Store>(store: &S) {
+    let (a, b) = ("conf-marks-a", "conf-marks-b");
+    store
+        .apply(&batch(a, "p1", 10, full(&Scope::Site, 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .apply(&batch(a, "p2", 1, full(&Scope::Site, 1)))
+            .await
+            .unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    assert_eq!(
+        store
+            .apply(&batch(b, "p1", 1, full(&Scope::Site, 1)))
+            .await
+            .unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    let r = store
+        .read(a, &Scope::Site, &[PeriodKey::Total], "p1")
+        .await
+        .unwrap();
+    assert_eq!((r.values[0], r.watermark), (2, 10));
+    let r = store
+        .read(a, &Scope::Site, &[PeriodKey::Total], "p2")
+        .await
+        .unwrap();
+    assert_eq!(r.watermark, 1);
+    let r = store
+        .read(b, &Scope::Site, &[PeriodKey::Total], "p1")
+        .await
+        .unwrap();
+    assert_eq!((r.values[0], r.watermark), (1, 1));
+}
+
+/// An increment whose period has expired is skipped and reported late; the
+/// rest of the batch (the total) still applies, and the expired key is not
+/// brought back.
+pub async fn expired_periods_are_late_and_total_still_counts<S: Store>(store: &S) {
+    let site = "conf-late";
+    let old = Date::constant(2020, 1, 1);
+    let incs = vec![
+        Increment {
+            scope: Scope::Site,
+            period: PeriodKey::Day(old),
+            hits: 4,
+            expires_at: Some(Timestamp::now() - SignedDuration::from_hours(1)),
+        },
+        Increment {
+            scope: Scope::Site,
+            period: PeriodKey::Total,
+            hits: 4,
+            expires_at: None,
+        },
+    ];
+    assert_eq!(
+        store.apply(&batch(site, "p1", 1, incs)).await.unwrap(),
+        Applied::Fresh { late: 1 }
+    );
+    let r = store
+        .read(
+            site,
+            &Scope::Site,
+            &[PeriodKey::Day(old), PeriodKey::Total],
+            "p1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![0, 4]);
+}
+
+/// Sites do not see each other's counters.
+pub async fn sites_are_isolated<S: Store>(store: &S) {
+    store
+        .apply(&batch("conf-iso-a", "p1", 1, full(&Scope::Site, 9)))
+        .await
+        .unwrap();
+    let r = store
+        .read("conf-iso-b", &Scope::Site, &[PeriodKey::Total], "p1")
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![0]);
+}
+
+/// The first secret written wins; later candidates get the stored one.
+pub async fn first_secret_wins<S: Store>(store: &S) {
+    let first = store.secret("conf-salt", [1; 32]).await.unwrap();
+    assert_eq!(first, [1; 32]);
+    let second = store.secret("conf-salt", [2; 32]).await.unwrap();
+    assert_eq!(second, [1; 32]);
+    let other = store.secret("conf-salt-2", [3; 32]).await.unwrap();
+    assert_eq!(other, [3; 32]);
+}
+
+/// A reachable store answers a ping.
+pub async fn ping_answers<S: Store>(store: &S) {
+    store.ping().await.unwrap();
+}
+
+/// Generates one `#[tokio::test]` per conformance case for the store that
+/// `$make` (an async expression) builds. Each test builds its own store.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases $make;
+            applies_increments_and_reads_them_back,
+            missing_keys_read_as_zero,
+            a_replayed_batch_is_applied_once,
+            watermarks_are_per_producer_and_site,
+            expired_periods_are_late_and_total_still_counts,
+            sites_are_isolated,
+            first_secret_wins,
+            ping_answers,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make.await;
+                $crate::store::conformance::$case(&store).await;
+            }
+        )*
+    };
+}

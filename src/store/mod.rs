@@ -1,0 +1,259 @@
+//! The store: where flushed figures live. One interface ([`Store`]), one
+//! implementation per backend, each in its own file, all passing the same
+//! [`conformance`] suite.
+//!
+//! A store knows nothing of HTTP, of the hot path or of time zones: it is
+//! handed batches whose period keys and expiry instants were decided by the
+//! flusher, applies each atomically and at most once, and answers reads of
+//! named period keys together with the producer's watermark.
+
+pub mod conformance;
+pub mod embedded;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+pub use embedded::EmbeddedStore;
+
+/// Whose figure an increment or a read is about: the whole site, or one page.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    Site,
+    Page(Arc<str>),
+}
+
+impl Scope {
+    /// The page path, or the empty string for the site (never a valid page,
+    /// since pages start with `/`).
+    pub fn as_key(&self) -> &str {
+        match self {
+            Scope::Site => "",
+            Scope::Page(p) => p,
+        }
+    }
+}
+
+/// A counter's period. Weeks are named by their first day, months by their
+/// first day, so no week-numbering convention leaks into storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeriodKey {
+    Day(Date),
+    Week(Date),
+    Month(Date),
+    Total,
+}
+
+impl fmt::Display for PeriodKey {
+    /// The storage name: `d:2026-11-27`, `w:2026-11-23`, `m:2026-11`, `t`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeriodKey::Day(d) => write!(f, "d:{d}"),
+            PeriodKey::Week(d) => write!(f, "w:{d}"),
+            PeriodKey::Month(d) => write!(f, "m:{:04}-{:02}", d.year(), d.month()),
+            PeriodKey::Total => f.write_str("t"),
+        }
+    }
+}
+
+/// One counter increase inside a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Increment {
+    pub scope: Scope,
+    pub period: PeriodKey,
+    pub hits: u64,
+    /// When the counter may be forgotten (its retention), or `None` for
+    /// forever. An increment whose instant has passed when it is applied is
+    /// *late*: it is not applied (the period's figure is gone) and is counted.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The identity of a batch: a producer (one luot process, stable across
+/// restarts) and its per-site sequence number. A store applies a batch only
+/// if `seq` is above the producer's watermark for the site, and advances the
+/// watermark in the same atomic step (exactly once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchId {
+    pub producer: Arc<str>,
+    pub seq: u64,
+}
+
+/// Everything one flush changes for one site, applied all or nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteBatch {
+    pub site: Arc<str>,
+    pub id: BatchId,
+    pub increments: Vec<Increment>,
+}
+
+/// What applying a batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied now; `late` increments were skipped because their period had
+    /// already expired (their hits still reached the total).
+    Fresh { late: u64 },
+    /// Refused: the watermark shows it was applied before.
+    Duplicate,
+}
+
+/// The answer to a read: the values of the asked period keys, in order, and
+/// the asking producer's watermark for the site, read in the same snapshot so
+/// the caller knows exactly which of its batches the values include.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reading {
+    pub values: Vec<u64>,
+    pub watermark: u64,
+}
+
+/// Why a store operation failed. Retriable or not is decided in one place,
+/// [`StoreError::is_retriable`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store timed out")]
+    Timeout,
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store refused the request: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Whether trying the same operation again may succeed. A batch whose
+    /// outcome is unknown is always retried unchanged; the watermark makes
+    /// that safe.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout)
+    }
+
+    /// A short, fixed label for metrics (never the error text).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Timeout => "timeout",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Refused(_) => "refused",
+        }
+    }
+}
+
+/// The store interface every backend implements.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a batch atomically and at most once (see [`BatchId`]).
+    ///
+    /// # Errors
+    /// A [`StoreError`]; after a timeout the batch may or may not have been
+    /// applied, and the caller retries it unchanged.
+    fn apply(&self, batch: &SiteBatch) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+
+    /// Reads the given period keys of one scope of a site, and `producer`'s
+    /// watermark for that site, in one consistent snapshot. Missing keys read
+    /// as zero.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn read(
+        &self,
+        site: &str,
+        scope: &Scope,
+        periods: &[PeriodKey],
+        producer: &str,
+    ) -> impl Future<Output = Result<Reading, StoreError>> + Send;
+
+    /// Returns the secret called `name`, creating it from `candidate` if it
+    /// does not exist yet (first writer wins, so all instances agree).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn secret(
+        &self,
+        name: &str,
+        candidate: [u8; 32],
+    ) -> impl Future<Output = Result<[u8; 32], StoreError>> + Send;
+
+    /// Succeeds when the store answers (readiness).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when it does not.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The configured store, whichever it is. An enum rather than a trait
+/// object because the trait's methods are `async`.
+#[derive(Clone)]
+pub enum AnyStore {
+    Embedded(EmbeddedStore),
+}
+
+impl Store for AnyStore {
+    async fn apply(&self, batch: &SiteBatch) -> Result<Applied, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.apply(batch).await,
+        }
+    }
+
+    async fn read(
+        &self,
+        site: &str,
+        scope: &Scope,
+        periods: &[PeriodKey],
+        producer: &str,
+    ) -> Result<Reading, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.read(site, scope, periods, producer).await,
+        }
+    }
+
+    async fn secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.secret(name, candidate).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.ping().await,
+        }
+    }
+}
+
+impl AnyStore {
+    /// A fixed label naming the backend, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Embedded(_) => "embedded",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_keys_have_stable_storage_names() {
+        let d = Date::constant(2026, 11, 27);
+        assert_eq!(PeriodKey::Day(d).to_string(), "d:2026-11-27");
+        assert_eq!(
+            PeriodKey::Week(Date::constant(2026, 11, 23)).to_string(),
+            "w:2026-11-23"
+        );
+        assert_eq!(
+            PeriodKey::Month(Date::constant(2026, 11, 1)).to_string(),
+            "m:2026-11"
+        );
+        assert_eq!(PeriodKey::Total.to_string(), "t");
+    }
+
+    #[test]
+    fn only_unknown_outcomes_are_retriable() {
+        assert!(StoreError::Timeout.is_retriable());
+        assert!(StoreError::Unavailable("down".into()).is_retriable());
+        assert!(!StoreError::Corrupt("bad".into()).is_retriable());
+        assert!(!StoreError::Refused("no".into()).is_retriable());
+    }
+}

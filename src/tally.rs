@@ -1,0 +1,386 @@
+//! The in-memory pending deltas of one site: what the hot path increments and
+//! what the flusher takes.
+//!
+//! Invariant: counting a hit on a known page takes no write lock, allocates
+//! nothing and awaits nothing — one `DashMap` read lookup and two atomic
+//! compare-and-swaps (the page's cell and the site's cell). The flusher takes
+//! deltas by swapping each cell's slot to zero; it never holds ingest out.
+//!
+//! This module must not know about stores, batches or time zones: a hit
+//! arrives with its local day number already fixed, and leaves as a
+//! `(scope, day, hits)` delta.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::period::DayNumber;
+
+/// Bits of a slot holding the hit count; the rest hold the day number.
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+fn pack(day: DayNumber, count: u64) -> u64 {
+    (u64::from(day) << COUNT_BITS) | count
+}
+
+fn unpack(slot: u64) -> (DayNumber, u64) {
+    ((slot >> COUNT_BITS) as DayNumber, slot & COUNT_MASK)
+}
+
+/// Pending hits of one scope (a page, or the whole site), per local day.
+///
+/// Two slots, chosen by the day's parity, each packing `(day, count)` in one
+/// atomic word, so a flush taken at local midnight still knows which day each
+/// hit belongs to: the period is fixed when the hit arrives, not when it is
+/// flushed.
+#[derive(Debug)]
+pub struct Cell {
+    /// `None` for the site-level cell.
+    page: Option<Arc<str>>,
+    slots: [AtomicU64; 2],
+    /// Set when the cell has hits the flusher has not taken; the hit that
+    /// sets it queues the cell in the tally's dirty list.
+    dirty: AtomicBool,
+}
+
+impl Cell {
+    fn new(page: Option<Arc<str>>) -> Self {
+        Cell {
+            page,
+            slots: [AtomicU64::new(0), AtomicU64::new(0)],
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The page this cell counts, or `None` for the site.
+    pub fn page(&self) -> Option<&Arc<str>> {
+        self.page.as_ref()
+    }
+
+    /// Adds `n` hits on `day`. Returns a `(day, count)` that had to be moved
+    /// out of the way: only when a slot still holds hits from two days ago,
+    /// which happens only if the flusher has not run for a whole day.
+    fn add(&self, day: DayNumber, n: u64) -> Option<(DayNumber, u64)> {
+        let slot = &self.slots[(day & 1) as usize];
+        let mut current = slot.load(Ordering::Acquire);
+        loop {
+            let (held_day, count) = unpack(current);
+            if count != 0 && held_day != day {
+                // Evict the stale day; the caller hands it to the spill list.
+                match slot.compare_exchange_weak(
+                    current,
+                    pack(day, n),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some((held_day, count)),
+                    Err(seen) => current = seen,
+                }
+                continue;
+            }
+            let next = pack(day, (count + n).min(COUNT_MASK));
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return None,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Marks the cell dirty; true when this call did (the caller queues it).
+    fn mark_dirty(&self) -> bool {
+        !self.dirty.load(Ordering::Acquire) && !self.dirty.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes every pending `(day, hits)` out of the cell.
+    fn take(&self, mut sink: impl FnMut(DayNumber, u64)) {
+        self.dirty.store(false, Ordering::Release);
+        for slot in &self.slots {
+            let (day, count) = unpack(slot.swap(0, Ordering::AcqRel));
+            if count != 0 {
+                sink(day, count);
+            }
+        }
+    }
+
+    /// The pending hits, without taking them (for reads).
+    pub fn peek(&self, mut sink: impl FnMut(DayNumber, u64)) {
+        for slot in &self.slots {
+            let (day, count) = unpack(slot.load(Ordering::Acquire));
+            if count != 0 {
+                sink(day, count);
+            }
+        }
+    }
+}
+
+/// One pending delta taken by the flusher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delta {
+    /// `None` for the site-level figures.
+    pub page: Option<Arc<str>>,
+    pub day: DayNumber,
+    pub hits: u64,
+}
+
+/// What happened to a hit in the tally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// Counted for the site and the page.
+    Page,
+    /// The site already keeps `max_pages` pages: counted for the site only.
+    SiteOnlyOverflow,
+}
+
+/// The pending deltas of one site.
+pub struct SiteTally {
+    pages: DashMap<Arc<str>, Arc<Cell>>,
+    page_count: AtomicUsize,
+    max_pages: usize,
+    site: Arc<Cell>,
+    /// Cells with untaken hits. Pushed by the first hit on a cell after a
+    /// flush, swapped out whole by the flusher.
+    dirty: Mutex<Vec<Arc<Cell>>>,
+    /// Deltas evicted from a slot by a later day (see [`Cell::add`]).
+    spill: Mutex<Vec<Delta>>,
+}
+
+impl SiteTally {
+    /// An empty tally that keeps at most `max_pages` distinct pages.
+    pub fn new(max_pages: usize) -> Self {
+        SiteTally {
+            pages: DashMap::new(),
+            page_count: AtomicUsize::new(0),
+            max_pages,
+            site: Arc::new(Cell::new(None)),
+            dirty: Mutex::new(Vec::new()),
+            spill: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts one hit on `page` on local `day`.
+    ///
+    /// For a page already known this is lock-free for writers (a shard read
+    /// lock inside `DashMap`) and allocation-free, except when the cell is the
+    /// first touched since the last flush and the dirty list must grow past
+    /// its previous capacity.
+    pub fn count(&self, page: &str, day: DayNumber) -> Counted {
+        self.add_to(&self.site, day, 1);
+        if let Some(cell) = self.pages.get(page) {
+            // Counted under the shard's read guard: no reference-count
+            // traffic on the shared `Arc` for the common case.
+            self.add_to(cell.value(), day, 1);
+            return Counted::Page;
+        }
+        match self.insert_page(page) {
+            Some(cell) => {
+                self.add_to(&cell, day, 1);
+                Counted::Page
+            }
+            None => Counted::SiteOnlyOverflow,
+        }
+    }
+
+    fn add_to(&self, cell: &Arc<Cell>, day: DayNumber, n: u64) {
+        if let Some((old_day, hits)) = cell.add(day, n) {
+            self.spill.lock().push(Delta {
+                page: cell.page.clone(),
+                day: old_day,
+                hits,
+            });
+        }
+        if cell.mark_dirty() {
+            self.dirty.lock().push(Arc::clone(cell));
+        }
+    }
+
+    /// Creates the cell of a new page unless the site is full.
+    fn insert_page(&self, page: &str) -> Option<Arc<Cell>> {
+        // Reserve a place first so concurrent inserts never exceed the cap.
+        let reserved = self
+            .page_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_pages).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
+            // A concurrent insert of this very page may have won; use it.
+            return self.pages.get(page).map(|c| Arc::clone(c.value()));
+        }
+        let key: Arc<str> = Arc::from(page);
+        match self.pages.entry(Arc::clone(&key)) {
+            dashmap::Entry::Occupied(e) => {
+                // Another thread created it meanwhile: give the place back.
+                self.page_count.fetch_sub(1, Ordering::AcqRel);
+                Some(Arc::clone(e.get()))
+            }
+            dashmap::Entry::Vacant(v) => {
+                Some(Arc::clone(v.insert(Arc::new(Cell::new(Some(key)))).value()))
+            }
+        }
+    }
+
+    /// Number of distinct pages kept.
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Takes every pending delta (site-level and per page), leaving the cells
+    /// at zero. Cost grows with the cells touched since the last take, not
+    /// with hits.
+    pub fn take(&self, out: &mut Vec<Delta>) {
+        let dirty = std::mem::take(&mut *self.dirty.lock());
+        for cell in &dirty {
+            cell.take(|day, hits| {
+                out.push(Delta {
+                    page: cell.page.clone(),
+                    day,
+                    hits,
+                })
+            });
+        }
+        out.append(&mut self.spill.lock());
+    }
+
+    /// The site-level cell, for reads of pending figures.
+    pub fn site_cell(&self) -> &Cell {
+        &self.site
+    }
+
+    /// A page's cell, for reads of pending figures.
+    pub fn page_cell(&self, page: &str) -> Option<Arc<Cell>> {
+        self.pages.get(page).map(|c| Arc::clone(c.value()))
+    }
+
+    /// Pending spilled deltas, for reads (rarely non-empty).
+    pub fn peek_spill(&self, mut sink: impl FnMut(&Delta)) {
+        for d in self.spill.lock().iter() {
+            sink(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn sum(deltas: &[Delta]) -> BTreeMap<(Option<String>, DayNumber), u64> {
+        let mut m = BTreeMap::new();
+        for d in deltas {
+            *m.entry((d.page.as_deref().map(String::from), d.day))
+                .or_default() += d.hits;
+        }
+        m
+    }
+
+    #[test]
+    fn counts_site_and_page_per_day() {
+        let t = SiteTally::new(10);
+        t.count("/a", 100);
+        t.count("/a", 100);
+        t.count("/b", 101);
+        let mut out = Vec::new();
+        t.take(&mut out);
+        let m = sum(&out);
+        assert_eq!(m[&(None, 100)], 2);
+        assert_eq!(m[&(None, 101)], 1);
+        assert_eq!(m[&(Some("/a".into()), 100)], 2);
+        assert_eq!(m[&(Some("/b".into()), 101)], 1);
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn take_leaves_nothing_behind() {
+        let t = SiteTally::new(10);
+        t.count("/a", 5);
+        let mut out = Vec::new();
+        t.take(&mut out);
+        let mut again = Vec::new();
+        t.take(&mut again);
+        assert!(again.is_empty(), "{again:?}");
+        t.count("/a", 5);
+        t.take(&mut again);
+        assert_eq!(sum(&again)[&(Some("/a".into()), 5)], 1);
+    }
+
+    #[test]
+    fn pages_beyond_the_cap_count_for_the_site_only() {
+        let t = SiteTally::new(2);
+        assert_eq!(t.count("/a", 1), Counted::Page);
+        assert_eq!(t.count("/b", 1), Counted::Page);
+        assert_eq!(t.count("/c", 1), Counted::SiteOnlyOverflow);
+        assert_eq!(t.count("/a", 1), Counted::Page);
+        assert_eq!(t.page_count(), 2);
+        let mut out = Vec::new();
+        t.take(&mut out);
+        let m = sum(&out);
+        assert_eq!(m[&(None, 1)], 4);
+        assert!(!m.contains_key(&(Some("/c".into()), 1)));
+    }
+
+    #[test]
+    fn a_slot_left_untaken_for_two_days_spills_instead_of_mixing_days() {
+        let t = SiteTally::new(10);
+        t.count("/a", 10);
+        t.count("/a", 12); // same parity as day 10
+        let mut out = Vec::new();
+        t.take(&mut out);
+        let m = sum(&out);
+        assert_eq!(m[&(Some("/a".into()), 10)], 1);
+        assert_eq!(m[&(Some("/a".into()), 12)], 1);
+        assert_eq!(m[&(None, 10)], 1);
+        assert_eq!(m[&(None, 12)], 1);
+    }
+
+    #[test]
+    fn concurrent_hits_and_takes_lose_nothing_and_count_nothing_twice() {
+        let t = Arc::new(SiteTally::new(1000));
+        let per_thread = 20_000u64;
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    for j in 0..per_thread {
+                        let page = format!("/p{}", (j + i) % 17);
+                        t.count(&page, 7 + (j % 2) as DayNumber);
+                    }
+                })
+            })
+            .collect();
+        let mut taken = Vec::new();
+        while !threads.iter().all(|h| h.is_finished()) {
+            t.take(&mut taken);
+        }
+        for h in threads {
+            h.join().unwrap();
+        }
+        t.take(&mut taken);
+        let site: u64 = taken
+            .iter()
+            .filter(|d| d.page.is_none())
+            .map(|d| d.hits)
+            .sum();
+        let pages: u64 = taken
+            .iter()
+            .filter(|d| d.page.is_some())
+            .map(|d| d.hits)
+            .sum();
+        assert_eq!(site, 4 * per_thread);
+        assert_eq!(pages, 4 * per_thread);
+    }
+
+    #[test]
+    fn peek_sees_pending_without_taking() {
+        let t = SiteTally::new(10);
+        t.count("/a", 3);
+        let mut seen = 0;
+        t.site_cell().peek(|_, n| seen += n);
+        assert_eq!(seen, 1);
+        let mut out = Vec::new();
+        t.take(&mut out);
+        assert_eq!(out.len(), 2);
+    }
+}
