@@ -559,6 +559,14 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_route_is_served_by_the_router() {
+        for (_, path) in PUBLIC_ROUTES {
+            let concrete = path.replace("{site}", "demo");
+            assert_ne!(route_of(&concrete).0, Route::Unknown, "{path}");
+        }
+    }
+
+    #[test]
     fn pixel_is_a_gif() {
         assert!(PIXEL_GIF.starts_with(b"GIF89a"));
         assert_eq!(PIXEL_GIF.last(), Some(&0x3b));
@@ -583,5 +591,42 @@ mod tests {
         for (e, status) in cases {
             assert_eq!(ApiError::from(e).status.as_u16(), status);
         }
+    }
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::PUBLIC_ROUTES;
+
+    const OPENAPI: &str = include_str!("../../deploy/openapi.yaml");
+
+    /// The methods documented under `path` in the OpenAPI document.
+    fn documented_methods(path: &str) -> Vec<String> {
+        let header = format!("  {path}:");
+        let mut lines = OPENAPI.lines().skip_while(|l| *l != header);
+        if lines.next().is_none() {
+            return Vec::new();
+        }
+        lines
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .filter(|l| !l.starts_with("     ") && l.ends_with(':'))
+            .map(|l| l.trim().trim_end_matches(':').to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_public_route_is_in_the_openapi_document() {
+        for (method, path) in PUBLIC_ROUTES {
+            let methods = documented_methods(path);
+            assert!(
+                methods.iter().any(|m| m.eq_ignore_ascii_case(method)),
+                "{method} {path} is missing from deploy/openapi.yaml (documented: {methods:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_check_notices_a_missing_route() {
+        assert!(documented_methods("/no-such-route").is_empty());
     }
 }
