@@ -1,0 +1,61 @@
+//! The hot path, measured: normalising a page and counting a hit on a known
+//! page, and freezing a batch of 10,000 keys. Load tests of the real server
+//! live beside this file (see BENCHMARKS.md).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use luot::config::Retention;
+use luot::flush::build_batch;
+use luot::page::{PageRules, normalize_into};
+use luot::period::{SiteCalendar, WeekStart, day_number};
+use luot::tally::{Delta, SiteTally};
+
+fn calendar() -> SiteCalendar {
+    SiteCalendar::new(
+        jiff::tz::TimeZone::get("Asia/Ho_Chi_Minh").expect("zone"),
+        WeekStart::Monday,
+    )
+}
+
+fn hot_path(c: &mut Criterion) {
+    let tally = SiteTally::new(100_000);
+    let day = day_number(jiff::civil::Date::constant(2026, 11, 27));
+    let rules = PageRules::default();
+    let mut buf = String::with_capacity(rules.max_len + 8);
+    for i in 0..1000 {
+        tally.count(&format!("/news/article-{i}"), day);
+    }
+    c.bench_function("normalize+count known page", |b| {
+        b.iter(|| {
+            normalize_into(
+                black_box("https://news.example/news/article-7?utm_source=fb#top"),
+                rules,
+                &mut buf,
+            )
+            .expect("valid page");
+            tally.count(&buf, day)
+        })
+    });
+}
+
+fn flush_batch(c: &mut Criterion) {
+    let cal = calendar();
+    let day = day_number(jiff::civil::Date::constant(2026, 11, 27));
+    let deltas: Vec<Delta> = (0..10_000)
+        .map(|i| Delta {
+            page: Some(Arc::from(format!("/p{i}").as_str())),
+            day,
+            hits: 3,
+        })
+        .collect();
+    let site: Arc<str> = Arc::from("demo");
+    let producer: Arc<str> = Arc::from("bench");
+    let retention = Retention::default();
+    c.bench_function("build batch of 10k page deltas", |b| {
+        b.iter(|| build_batch(&site, &producer, 1, black_box(&deltas), &cal, &retention))
+    });
+}
+
+criterion_group!(benches, hot_path, flush_batch);
+criterion_main!(benches);
