@@ -621,7 +621,7 @@ pub fn format_duration(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -644,6 +644,12 @@ mod duration_str {
             ))
         })
     }
+}
+
+/// hyper needs its read buffer at least this large; the header limit is
+/// enforced separately with `max_header_size`.
+pub fn hyper_buf_size(limits: &Limits) -> usize {
+    (limits.max_header_bytes + limits.max_body_bytes).max(HYPER_MIN_BUF)
 }
 
 #[cfg(test)]
@@ -849,10 +855,4 @@ mod tests {
         let err = Config::from_toml_str("[server]\nflush_interval = \"0s\"\n").unwrap_err();
         assert_eq!(invalid_key(err), "server.flush_interval");
     }
-}
-
-/// hyper needs its read buffer at least this large; the header limit is
-/// enforced separately with `max_header_size`.
-pub fn hyper_buf_size(limits: &Limits) -> usize {
-    (limits.max_header_bytes + limits.max_body_bytes).max(HYPER_MIN_BUF)
 }
