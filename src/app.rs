@@ -248,6 +248,8 @@ pub async fn run(
         counters: HitCounters::new(),
         trusted_proxies: server.trusted_proxies.clone(),
         max_body_bytes: config.limits.max_body_bytes,
+        max_header_bytes: config.limits.max_header_bytes,
+        max_headers: config.limits.max_headers,
         metrics_token: Some(server.metrics_token.clone()).filter(|t| !t.is_empty()),
         prometheus,
         ready: AtomicBool::new(false),

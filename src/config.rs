@@ -649,7 +649,7 @@ mod duration_str {
 /// hyper needs its read buffer at least this large; the header limit is
 /// enforced separately with `max_header_size`.
 pub fn hyper_buf_size(limits: &Limits) -> usize {
-    (limits.max_header_bytes + limits.max_body_bytes).max(HYPER_MIN_BUF)
+    (2 * limits.max_header_bytes + limits.max_body_bytes).max(HYPER_MIN_BUF)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -61,6 +61,9 @@ pub struct State {
     pub counters: HitCounters,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
+    /// Request head limits; hyper enforces twice these as a backstop.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
     pub metrics_token: Option<String>,
     pub prometheus: PrometheusHandle,
     /// False until start-up is complete, and again once draining begins.
@@ -195,6 +198,14 @@ pub async fn handle_public(
     let (route, site_param) = route_of(req.uri().path());
     let site_param = site_param.map(str::to_owned);
     let result = match (route, req.method()) {
+        _ if head_too_large(&state, &req) => Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "request headers exceed {} bytes or {} fields",
+                state.max_header_bytes, state.max_headers
+            ),
+        )),
         (Route::Hit, &Method::POST) => post_hit(&state, req, peer).await,
         (Route::Hit | Route::Counters, &Method::OPTIONS) => preflight(&state, &req, site_param),
         (Route::HitGif, &Method::GET | &Method::HEAD) => Ok(hit_gif(&state, &req, peer)),
@@ -215,6 +226,59 @@ pub async fn handle_public(
         started.elapsed().as_secs_f64(),
     );
     Ok(resp)
+}
+
+/// Whether the request head exceeds the configured limits.
+fn head_too_large(state: &State, req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    if headers.len() > state.max_headers {
+        return true;
+    }
+    // Request line plus "name: value\r\n" per field, as sent.
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + fields > state.max_header_bytes
+}
+
+/// Most body bytes read and thrown away to answer an oversized beacon
+/// cleanly: clients that write the whole body before reading the answer
+/// would otherwise see a reset instead of the 413.
+const MAX_DISCARD: usize = 1 << 20;
+
+/// Reads a body of at most `limit` bytes.
+///
+/// # Errors
+/// 413 when the body is larger (after reading and discarding up to
+/// [`MAX_DISCARD`] bytes of it), 400 when it cannot be read.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the request body could not be read",
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > MAX_DISCARD {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::body_too_large(limit));
+    }
+    Ok(kept.freeze())
 }
 
 #[derive(Serialize)]
@@ -302,24 +366,14 @@ async fn post_hit(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > MAX_DISCARD as u64) {
+        // Too large even to drain: answer now; the connection closes.
         state.counters.record(metrics::HitResult::Invalid);
         return Err(ApiError::body_too_large(limit));
     }
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            state.counters.record(metrics::HitResult::Invalid);
-            if e.is::<http_body_util::LengthLimitError>() {
-                return Err(ApiError::body_too_large(limit));
-            }
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "body_unreadable",
-                "the request body could not be read",
-            ));
-        }
-    };
+    let bytes = read_body(body, limit)
+        .await
+        .inspect_err(|_| state.counters.record(metrics::HitResult::Invalid))?;
     let beacon = ingest::parse_body(&bytes).inspect_err(|e| state.counters.record(e.result()))?;
     let sender = sender(state, &parts.headers, peer);
     let now = Timestamp::now();

@@ -45,10 +45,13 @@ struct ConnClock {
 }
 
 impl ConnClock {
+    /// A new connection is waiting for its first request head, so the
+    /// header deadline (not the idle one) applies from the moment it
+    /// connects: a silent socket is a slowloris too.
     fn new() -> Self {
         ConnClock {
             base: Instant::now(),
-            phase: AtomicU8::new(IDLE),
+            phase: AtomicU8::new(HEAD),
             since_ms: AtomicU64::new(0),
         }
     }
@@ -170,11 +173,14 @@ where
     let cap = limits.max_connections.min(Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(cap));
     let mut builder = http1::Builder::new();
+    // hyper's own limits sit above the configured ones, as a backstop: the
+    // handler checks the configured limits itself so that a refusal gets
+    // the JSON body every error has (hyper's own 431 has none).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_headers(limits.max_headers)
-        .max_header_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers.saturating_mul(2))
+        .max_header_size(limits.max_header_bytes.saturating_mul(2))
         .max_buf_size(crate::config::hyper_buf_size(&limits))
         .keep_alive(true);
     let connections = metrics::gauge!(crate::metrics::CONNECTIONS);
