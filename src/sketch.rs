@@ -97,6 +97,48 @@ fn hll_position(hash: u64) -> (usize, u8) {
     (index, count)
 }
 
+/// Redis's MurmurHash64A with its HyperLogLog seed, as `PFADD` applies it to
+/// an element. Members enter the registers through it, so that sending the
+/// members to Redis with `PFADD` (each as its 8 little-endian bytes) and
+/// sending these registers give the same HyperLogLog.
+pub fn redis_element_hash(data: &[u8]) -> u64 {
+    const M: u64 = 0xc6a4_a793_5bd1_e995;
+    const R: u32 = 47;
+    const SEED: u64 = 0xadc8_3b19;
+    let mut h = SEED ^ (data.len() as u64).wrapping_mul(M);
+    let mut blocks = data.chunks_exact(8);
+    for block in &mut blocks {
+        let mut k = u64::from_le_bytes(block.try_into().expect("8-byte block"));
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h ^= k;
+        h = h.wrapping_mul(M);
+    }
+    let tail = blocks.remainder();
+    if !tail.is_empty() {
+        for (i, &b) in tail.iter().enumerate() {
+            h ^= u64::from(b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> R;
+    h = h.wrapping_mul(M);
+    h ^= h >> R;
+    h
+}
+
+/// The register position of a stored member: Redis's hash of its 8
+/// little-endian bytes, then Redis's index and count.
+fn member_position(member: u64) -> (usize, u8) {
+    hll_position(redis_element_hash(&member.to_le_bytes()))
+}
+
+/// The member as Redis's `PFADD` should receive it.
+pub fn member_bytes(member: u64) -> [u8; 8] {
+    member.to_le_bytes()
+}
+
 /// Maps a caller's hash to the value the sketch stores, so that 0 can mark
 /// an empty slot.
 fn normalize(hash: u64) -> u64 {
@@ -150,7 +192,7 @@ impl Sketch {
     /// ask [`Sketch::count`].
     pub fn insert(&self, hash: u64) {
         let key = normalize(hash);
-        let (index, count) = hll_position(key);
+        let (index, count) = member_position(key);
         // The register is raised before the key is published in the exact
         // set, and the publishing compare-exchange releases it, so that a
         // reader which sees the key also sees its register.
@@ -500,7 +542,7 @@ impl SketchUnion {
 
     /// Raises the register of one stored key, as an insert would have.
     fn raise(&mut self, key: u64) {
-        let (index, count) = hll_position(key);
+        let (index, count) = member_position(key);
         self.registers[index] = self.registers[index].max(count);
     }
 }
@@ -685,6 +727,20 @@ fn pack_dense(registers: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A complete dense Redis HyperLogLog string of `registers`: the 16-byte
+/// header (`HYLL`, dense encoding, an invalidated cardinality cache) and the
+/// packed registers, ready for `SET` and `PFMERGE`.
+pub fn redis_dense_hll(registers: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + DENSE_BYTES);
+    out.extend_from_slice(b"HYLL");
+    out.push(0); // dense
+    out.extend_from_slice(&[0; 3]);
+    out.extend_from_slice(&[0; 7]);
+    out.push(0x80); // the cached cardinality is invalid
+    out.extend_from_slice(&pack_dense(registers));
+    out
+}
+
 /// Reverses [`pack_dense`], checking the length and the register values.
 fn unpack_dense(payload: &[u8]) -> Result<Box<[u8]>, SketchError> {
     if payload.len() != DENSE_BYTES {
@@ -861,15 +917,11 @@ mod tests {
         // Only the top bit set: 63 - 14 = 49 trailing zeros.
         assert_eq!(hll_position(16383 | 1 << 63), (16383, 50));
 
+        // A member reaches its register through Redis's element hash.
         let sketch = Sketch::new();
-        sketch.insert(5 | 1 << 15);
-        assert_eq!(register(&sketch, 5), 2);
-        sketch.insert(5 | 1 << 14);
-        assert_eq!(register(&sketch, 5), 2, "registers only ever grow");
-        sketch.insert(5);
-        assert_eq!(register(&sketch, 5), 51);
-        sketch.insert(7 | 3 << 20);
-        assert_eq!(register(&sketch, 7), 7);
+        sketch.insert(42);
+        let (index, count) = hll_position(0xe983_f143_360a_dbd6);
+        assert_eq!(register(&sketch, index), count);
     }
 
     #[test]
@@ -939,7 +991,7 @@ mod tests {
         let mut members: Vec<u64> = union.exact_members().unwrap().collect();
         members.sort_unstable();
         assert_eq!(members, vec![1, ZERO_SUBSTITUTE]);
-        let (index, value) = hll_position(ZERO_SUBSTITUTE);
+        let (index, value) = member_position(ZERO_SUBSTITUTE);
         assert_eq!(register(&sketch, index), value);
         let decoded = SketchUnion::from_parts(union.registers(), Some(&[0, 1])).unwrap();
         assert_eq!(decoded, union);
@@ -1357,5 +1409,33 @@ mod tests {
             // Whatever the outcome, it must be a value, not a panic.
             let _ = SketchUnion::from_bytes(&framed(kind, &payload));
         }
+    }
+}
+
+#[cfg(test)]
+mod redis_hash_tests {
+    use super::*;
+
+    #[test]
+    fn murmur64a_matches_reference_values() {
+        // Reference values from Redis's C MurmurHash64A (seed 0xadc83b19),
+        // covering the empty input, a tail only, and blocks plus a tail.
+        assert_eq!(redis_element_hash(b""), 0xd8df_ea65_85bc_9732);
+        assert_eq!(redis_element_hash(b"a"), 0x53d2_470a_9b43_b1a7);
+        assert_eq!(redis_element_hash(b"hello"), 0x0f65_6f01_eecf_e400);
+        assert_eq!(
+            redis_element_hash(b"0123456789abcdef!"),
+            0xb917_c99b_031f_7674
+        );
+        assert_eq!(redis_element_hash(&member_bytes(42)), 0xe983_f143_360a_dbd6);
+    }
+
+    #[test]
+    fn dense_hll_has_redis_header_and_size() {
+        let blob = redis_dense_hll(&[0u8; HLL_REGISTERS]);
+        assert_eq!(&blob[..4], b"HYLL");
+        assert_eq!(blob[4], 0);
+        assert_eq!(blob[15] & 0x80, 0x80);
+        assert_eq!(blob.len(), 16 + 12_288);
     }
 }
