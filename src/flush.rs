@@ -136,6 +136,7 @@ pub fn build_batch(
             seq,
         },
         increments,
+        visitors: Vec::new(),
     }
 }
 

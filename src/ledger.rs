@@ -407,6 +407,7 @@ mod tests {
                     expires_at: None,
                 })
                 .collect(),
+            visitors: Vec::new(),
         }
     }
 

@@ -34,3 +34,4 @@ pub mod sketch;
 pub mod store;
 pub mod tally;
 pub mod visitor;
+pub mod wal;

@@ -33,6 +33,7 @@ async fn embedded_store_keeps_counters_watermarks_and_secrets_across_reopen() {
             hits: 42,
             expires_at: None,
         }],
+        visitors: Vec::new(),
     };
     {
         let store = EmbeddedStore::open(dir.path()).unwrap();

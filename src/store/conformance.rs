@@ -20,6 +20,7 @@ fn batch(site: &str, producer: &str, seq: u64, increments: Vec<Increment>) -> Si
             seq,
         },
         increments,
+        visitors: Vec::new(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{Applied, PeriodKey, Reading, Scope, SiteBatch, Store, StoreError};
+use super::{Applied, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
 
 /// Counter values: (site, scope, period name) → hits. The scope is the page
 /// path, or "" for the site.
@@ -221,6 +221,11 @@ impl Store for EmbeddedStore {
             Ok(value)
         })
         .await
+    }
+
+    async fn distinct(&self, _site: &str, _keys: &[SketchKey]) -> Result<Option<u64>, StoreError> {
+        // One embedded instance sees every visitor itself.
+        Ok(None)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -87,6 +87,50 @@ pub struct SiteBatch {
     pub site: Arc<str>,
     pub id: BatchId,
     pub increments: Vec<Increment>,
+    /// Visitors seen, for the distinct counts. Unions are idempotent, so
+    /// these need no exactly-once care; the write-ahead file does not keep
+    /// them (a replayed batch may lack them: a visitor then counts again at
+    /// their next hit).
+    pub visitors: Vec<VisitorDelta>,
+}
+
+/// A distinct-count sketch kept by a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SketchKey {
+    /// Visitors seen in one minute (Unix minute), for `online`.
+    Minute(i64),
+    /// Visitors of one local day.
+    Day(Date),
+    /// Visitors ever.
+    All,
+}
+
+impl fmt::Display for SketchKey {
+    /// The storage name: `o:29496000`, `d:2026-11-27`, `t`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SketchKey::Minute(m) => write!(f, "o:{m}"),
+            SketchKey::Day(d) => write!(f, "d:{d}"),
+            SketchKey::All => f.write_str("t"),
+        }
+    }
+}
+
+/// The visitors one batch adds to some sketches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VisitorDelta {
+    /// Each sketch to add to, with when it may be forgotten.
+    pub keys: Vec<(SketchKey, Option<Timestamp>)>,
+    pub members: Members,
+}
+
+/// Visitors as a store receives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Members {
+    /// The visitor ids themselves (few).
+    Exact(Vec<u64>),
+    /// HyperLogLog registers (many), in Redis's layout and hashing.
+    Registers(Vec<u8>),
 }
 
 /// What applying a batch did.
@@ -175,6 +219,18 @@ pub trait Store: Send + Sync + 'static {
         candidate: [u8; 32],
     ) -> impl Future<Output = Result<[u8; 32], StoreError>> + Send;
 
+    /// The number of distinct visitors in the union of `keys` of a site, or
+    /// `None` when this store does not keep such sketches (the caller then
+    /// uses what this instance saw).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn distinct(
+        &self,
+        site: &str,
+        keys: &[SketchKey],
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
     /// Succeeds when the store answers (readiness).
     ///
     /// # Errors
@@ -211,6 +267,12 @@ impl Store for AnyStore {
     async fn secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
         match self {
             AnyStore::Embedded(s) => s.secret(name, candidate).await,
+        }
+    }
+
+    async fn distinct(&self, site: &str, keys: &[SketchKey]) -> Result<Option<u64>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.distinct(site, keys).await,
         }
     }
 
