@@ -9,6 +9,7 @@
 
 pub mod conformance;
 pub mod embedded;
+pub mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -18,6 +19,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;
 
 /// Whose figure an increment or a read is about: the whole site, or one page.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -243,12 +245,14 @@ pub trait Store: Send + Sync + 'static {
 #[derive(Clone)]
 pub enum AnyStore {
     Embedded(EmbeddedStore),
+    Redis(RedisStore),
 }
 
 impl Store for AnyStore {
     async fn apply(&self, batch: &SiteBatch) -> Result<Applied, StoreError> {
         match self {
             AnyStore::Embedded(s) => s.apply(batch).await,
+            AnyStore::Redis(s) => s.apply(batch).await,
         }
     }
 
@@ -261,24 +265,28 @@ impl Store for AnyStore {
     ) -> Result<Reading, StoreError> {
         match self {
             AnyStore::Embedded(s) => s.read(site, scope, periods, producer).await,
+            AnyStore::Redis(s) => s.read(site, scope, periods, producer).await,
         }
     }
 
     async fn secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
         match self {
             AnyStore::Embedded(s) => s.secret(name, candidate).await,
+            AnyStore::Redis(s) => s.secret(name, candidate).await,
         }
     }
 
     async fn distinct(&self, site: &str, keys: &[SketchKey]) -> Result<Option<u64>, StoreError> {
         match self {
             AnyStore::Embedded(s) => s.distinct(site, keys).await,
+            AnyStore::Redis(s) => s.distinct(site, keys).await,
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
             AnyStore::Embedded(s) => s.ping().await,
+            AnyStore::Redis(s) => s.ping().await,
         }
     }
 }
@@ -288,6 +296,8 @@ impl AnyStore {
     pub fn kind(&self) -> &'static str {
         match self {
             AnyStore::Embedded(_) => "embedded",
+            AnyStore::Redis(s) if s.is_cluster() => "redis-cluster",
+            AnyStore::Redis(_) => "redis",
         }
     }
 }

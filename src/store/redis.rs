@@ -1,0 +1,423 @@
+//! The Redis store, for many stateless instances sharing one Redis or a
+//! Redis Cluster.
+//!
+//! Key layout (every key of a site carries the hash tag `{site}`, so a
+//! site's keys share one slot and a batch is one script call):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `luot:{s}:h:d:2026-11-27`, `…:h:w:2026-11-23`, `…:h:m:2026-11`, `…:h:t` | string | site hits per day, week, month, ever; the day keys are the daily series |
+//! | `luot:{s}:p:d:…`, `…:p:w:…`, `…:p:m:…`, `…:p:t` | sorted set | hits per page per period: page figures and "most read" |
+//! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
+//! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
+//! | `luot:{s}:wm`, `luot:{s}:wmt` | hash | producer → last applied sequence; producer → when |
+//! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
+//! | `luot:secret:<name>` | string | shared secrets (daily salts expire) |
+//!
+//! Day and week keys expire by `EXPIREAT` (their retention); months and
+//! totals never. The apply script checks and advances the producer's
+//! watermark in the same atomic step as the increments, skips an increment
+//! whose key's expiry has passed (counted late; the key is not recreated
+//! without a TTL), and prunes producers idle for 30 days.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Client, RedisError, Script, Value};
+
+use super::{
+    Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
+};
+use crate::sketch::{member_bytes, redis_dense_hll};
+
+/// How long one Redis command may take before its outcome is unknown.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Salts are kept a little longer than the days they serve.
+const SALT_TTL_SECS: u64 = 3 * 86_400;
+
+/// Sequences are compared as zero-padded decimal strings, so no precision is
+/// lost in Lua's doubles.
+fn padded(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+const APPLY_LUA: &str = r#"
+-- KEYS[1] watermarks, KEYS[2] watermark times, KEYS[3] scratch,
+-- KEYS[4..] one key per increment, then one per sketch.
+-- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] increment count,
+-- then per increment: kind ('c' counter | 'z' page), member, hits, expire
+-- (unix seconds, 0 = never); then per sketch: kind ('m' members | 'r'
+-- registers), expire, member count (for 'm'), members... or the blob.
+local producer = ARGV[1]
+local seq = ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local mark = redis.call('HGET', KEYS[1], producer)
+if mark and seq <= mark then
+  return {0, 0}
+end
+redis.call('HSET', KEYS[1], producer, seq)
+redis.call('HSET', KEYS[2], producer, now)
+local late = 0
+local n = tonumber(ARGV[3])
+local a = 4
+for i = 1, n do
+  local key = KEYS[3 + i]
+  local kind, member, hits, exp = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
+  if exp > 0 and exp <= now then
+    late = late + 1
+  else
+    if kind == 'z' then
+      redis.call('ZINCRBY', key, hits, member)
+    else
+      redis.call('INCRBY', key, hits)
+    end
+    if exp > 0 then
+      redis.call('EXPIREAT', key, exp)
+    end
+  end
+end
+local k = 3 + n + 1
+while a <= #ARGV do
+  local key = KEYS[k]
+  k = k + 1
+  local kind, exp = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local fresh = not (exp > 0 and exp <= now)
+  if kind == 'm' then
+    local count = tonumber(ARGV[a])
+    a = a + 1
+    if fresh and count > 0 then
+      redis.call('PFADD', key, unpack(ARGV, a, a + count - 1))
+    end
+    a = a + count
+  else
+    if fresh then
+      redis.call('SET', KEYS[3], ARGV[a])
+      redis.call('PFMERGE', key, key, KEYS[3])
+      redis.call('DEL', KEYS[3])
+    end
+    a = a + 1
+  end
+  if fresh and exp > 0 then
+    redis.call('EXPIREAT', key, exp)
+  end
+end
+local idle = redis.call('HGETALL', KEYS[2])
+for j = 1, #idle, 2 do
+  if now - tonumber(idle[j + 1]) > 2592000 then
+    redis.call('HDEL', KEYS[1], idle[j])
+    redis.call('HDEL', KEYS[2], idle[j])
+  end
+end
+return {1, late}
+"#;
+
+const READ_LUA: &str = r#"
+-- KEYS[1] watermarks, KEYS[2..] counters. ARGV[1] producer, ARGV[2] kind
+-- ('c' | 'z'), ARGV[3] page. Returns the values, then the watermark.
+local out = {}
+for i = 2, #KEYS do
+  local v
+  if ARGV[2] == 'z' then
+    v = redis.call('ZSCORE', KEYS[i], ARGV[3])
+  else
+    v = redis.call('GET', KEYS[i])
+  end
+  out[i - 1] = v or '0'
+end
+out[#KEYS] = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
+return out
+"#;
+
+/// A connection to one Redis or to a cluster. Both reconnect by themselves.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A handle to the Redis store; cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    apply: Script,
+    read: Script,
+}
+
+/// Whether a URL setting names a cluster: `redis+cluster://…`, or several
+/// comma-separated seeds.
+pub fn is_cluster_url(url: &str) -> bool {
+    url.starts_with("redis+cluster://") || url.contains(',')
+}
+
+fn cluster_seeds(url: &str) -> Vec<String> {
+    let rest = url.strip_prefix("redis+cluster://").unwrap_or(url);
+    rest.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains("://") {
+                s.to_string()
+            } else {
+                format!("redis://{s}")
+            }
+        })
+        .collect()
+}
+
+fn map_err(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+    {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        match e.kind() {
+            redis::ErrorKind::Server(_) => StoreError::Refused(e.to_string()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+fn key(site: &str, rest: &str) -> String {
+    format!("luot:{{{site}}}:{rest}")
+}
+
+/// The key holding a counter of `scope` for `period`.
+pub fn counter_key(site: &str, scope: &Scope, period: &PeriodKey) -> String {
+    match scope {
+        Scope::Site => key(site, &format!("h:{period}")),
+        Scope::Page(_) => key(site, &format!("p:{period}")),
+    }
+}
+
+/// The key holding the visitor sketch `sketch` of a site.
+pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
+    key(site, &format!("v:{sketch}"))
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://`, `rediss://`, `redis+cluster://h:p,…`
+    /// or a comma-separated seed list). The connection is made lazily for a
+    /// single server, so the service can start while Redis is away; a
+    /// cluster needs one seed to answer.
+    ///
+    /// # Errors
+    /// [`StoreError::Refused`] for a URL that cannot be used,
+    /// [`StoreError::Unavailable`] when no cluster seed answers.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let conn = if is_cluster_url(url) {
+            let seeds = cluster_seeds(url);
+            let client = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .retries(3)
+                .build()
+                .map_err(|e| StoreError::Refused(e.to_string()))?;
+            Conn::Cluster(client.get_async_connection().await.map_err(map_err)?)
+        } else {
+            let client = Client::open(url).map_err(|e| StoreError::Refused(e.to_string()))?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?,
+            )
+        };
+        Ok(RedisStore {
+            conn,
+            apply: Script::new(APPLY_LUA),
+            read: Script::new(READ_LUA),
+        })
+    }
+
+    /// Which kind of deployment this is.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Single(c) => invocation.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)
+    }
+}
+
+fn expire_arg(at: Option<jiff::Timestamp>) -> i64 {
+    // A zero means "never"; an instant at or before the epoch is long gone,
+    // and 1 keeps it "expired" rather than "never".
+    at.map_or(0, |t| t.as_second().max(1))
+}
+
+impl Store for RedisStore {
+    async fn apply(&self, batch: &SiteBatch) -> Result<Applied, StoreError> {
+        let site = batch.site.as_ref();
+        let mut inv = self.apply.prepare_invoke();
+        inv.key(key(site, "wm"))
+            .key(key(site, "wmt"))
+            .key(key(site, "tmp"))
+            .arg(batch.id.producer.as_ref())
+            .arg(padded(batch.id.seq))
+            .arg(batch.increments.len());
+        for inc in &batch.increments {
+            inv.key(counter_key(site, &inc.scope, &inc.period));
+            match &inc.scope {
+                Scope::Site => inv.arg("c").arg(""),
+                Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
+            };
+            inv.arg(inc.hits).arg(expire_arg(inc.expires_at));
+        }
+        for delta in &batch.visitors {
+            for (sketch, expires) in &delta.keys {
+                inv.key(sketch_key(site, sketch));
+                match &delta.members {
+                    Members::Exact(members) => {
+                        inv.arg("m").arg(expire_arg(*expires)).arg(members.len());
+                        for m in members {
+                            inv.arg(member_bytes(*m).as_slice());
+                        }
+                    }
+                    Members::Registers(registers) => {
+                        inv.arg("r")
+                            .arg(expire_arg(*expires))
+                            .arg(redis_dense_hll(registers));
+                    }
+                }
+            }
+        }
+        let (fresh, late): (i64, u64) = self.invoke(&inv).await?;
+        Ok(if fresh == 1 {
+            Applied::Fresh { late }
+        } else {
+            Applied::Duplicate
+        })
+    }
+
+    async fn read(
+        &self,
+        site: &str,
+        scope: &Scope,
+        periods: &[PeriodKey],
+        producer: &str,
+    ) -> Result<Reading, StoreError> {
+        let mut inv = self.read.prepare_invoke();
+        inv.key(key(site, "wm"));
+        for p in periods {
+            inv.key(counter_key(site, scope, p));
+        }
+        inv.arg(producer);
+        match scope {
+            Scope::Site => inv.arg("c").arg(""),
+            Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
+        };
+        let raw: Vec<String> = self.invoke(&inv).await?;
+        let parse = |s: &str| -> Result<u64, StoreError> {
+            s.parse::<u64>()
+                .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
+                .map_err(|_| StoreError::Corrupt(format!("counter value {s:?}")))
+        };
+        let (mark, values) = raw
+            .split_last()
+            .ok_or_else(|| StoreError::Corrupt("empty read reply".into()))?;
+        Ok(Reading {
+            values: values.iter().map(|v| parse(v)).collect::<Result<_, _>>()?,
+            watermark: parse(mark)?,
+        })
+    }
+
+    async fn secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let k = format!("luot:secret:{name}");
+        let mut set = redis::cmd("SET");
+        set.arg(&k).arg(candidate.as_slice()).arg("NX");
+        if name.starts_with("salt:") {
+            set.arg("EX").arg(SALT_TTL_SECS);
+        }
+        let _: Value = self.query(&set).await?;
+        let stored: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(&k)).await?;
+        let stored = stored.ok_or_else(|| StoreError::Unavailable(format!("secret {name} vanished")))?;
+        stored
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("secret {name} is not 32 bytes")))
+    }
+
+    async fn distinct(&self, site: &str, keys: &[SketchKey]) -> Result<Option<u64>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Some(0));
+        }
+        let mut cmd = redis::cmd("PFCOUNT");
+        for k in keys {
+            cmd.arg(sketch_key(site, k));
+        }
+        Ok(Some(self.query(&cmd).await?))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = match &self.conn {
+            Conn::Single(c) => c.clone().ping().await,
+            Conn::Cluster(c) => redis::cmd("PING").query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_site_hash_tag() {
+        let d = jiff::civil::Date::constant(2026, 11, 27);
+        assert_eq!(
+            counter_key("demo", &Scope::Site, &PeriodKey::Day(d)),
+            "luot:{demo}:h:d:2026-11-27"
+        );
+        assert_eq!(
+            counter_key("demo", &Scope::Page("/a".into()), &PeriodKey::Total),
+            "luot:{demo}:p:t"
+        );
+        assert_eq!(sketch_key("demo", &SketchKey::Minute(7)), "luot:{demo}:v:o:7");
+        assert_eq!(sketch_key("demo", &SketchKey::All), "luot:{demo}:v:t");
+    }
+
+    #[test]
+    fn cluster_urls_are_recognised() {
+        assert!(is_cluster_url("redis+cluster://127.0.0.1:7000"));
+        assert!(is_cluster_url("redis://a:1,redis://b:2"));
+        assert!(!is_cluster_url("redis://127.0.0.1:6379/0"));
+        assert_eq!(
+            cluster_seeds("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
+            vec!["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+    }
+
+    #[test]
+    fn sequences_compare_as_padded_strings() {
+        assert!(padded(9) < padded(10));
+        assert!(padded(1_800_000_000_000_001) > padded(1_800_000_000_000_000));
+        assert_eq!(padded(u64::MAX).len(), 20);
+    }
+}
