@@ -27,7 +27,8 @@ use crate::metrics::{self as m, HitCounters};
 use crate::period::{DayNumber, date_of_number, day_number};
 use crate::read::Reader;
 use crate::sites::{SiteTable, Sites};
-use crate::store::{AnyStore, EmbeddedStore, PeriodKey, Scope, Store, StoreError};
+use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
+use crate::wal::{Wal, WalError};
 use crate::visitor::{Identity, VID_KEY_NAME, salt_name};
 
 /// How often the daily salts are checked (a new day may need one).
@@ -50,10 +51,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error(
-        "the Redis store is not available in this version; unset store.redis_url / LUOT_REDIS_URL"
-    )]
-    RedisUnsupported,
+    #[error("write-ahead file: {0}")]
+    Wal(#[from] WalError),
 }
 
 /// The addresses the service listens on (useful when configured with port 0).
@@ -140,6 +139,31 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// How long start-up waits for the store to answer.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs a start-up store operation, retrying while the store is away (a
+/// container started next to its Redis), up to [`STARTUP_PATIENCE`].
+async fn startup<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let give_up = Instant::now() + STARTUP_PATIENCE;
+    let mut backoff = crate::flush::Backoff::new();
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retriable() && Instant::now() < give_up => {
+                let pause = backoff.fail(Instant::now());
+                tracing::warn!(error = %e, retry_in = ?pause, "the store does not answer yet");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Loads the salts of every day that is yesterday, today or tomorrow in
 /// some site's zone.
 async fn load_salts(
@@ -182,22 +206,32 @@ pub async fn run(
     let server = &config.server;
     let _lock = lock_data_dir(&server.data_dir)?;
     let producer = producer_id(&server.data_dir)?;
-    if !config.store.redis_url.is_empty() {
-        return Err(AppError::RedisUnsupported);
-    }
-    let store = AnyStore::Embedded(EmbeddedStore::open(&server.data_dir)?);
+    let (store, wal) = if config.store.redis_url.is_empty() {
+        // One local ACID file: a batch is durable once applied, so no
+        // write-ahead file is needed in front of it.
+        (AnyStore::Embedded(EmbeddedStore::open(&server.data_dir)?), None)
+    } else {
+        let store = AnyStore::Redis(RedisStore::connect(&config.store.redis_url).await?);
+        let (wal, recovery) = Wal::open(&server.data_dir)?;
+        if recovery.skipped_bytes > 0 {
+            tracing::warn!(
+                skipped_bytes = recovery.skipped_bytes,
+                "the write-ahead file had a damaged tail; it was skipped"
+            );
+        }
+        (store, Some((wal, recovery.pending)))
+    };
     let prometheus = m::install();
     m::build_info(store.kind());
 
-    let vid_key = store.secret(VID_KEY_NAME, random_bytes()).await?;
+    let vid_key = startup(|| store.secret(VID_KEY_NAME, random_bytes())).await?;
     let identity = Arc::new(Identity::new(&vid_key));
     // A batch's sequence must rise above anything this producer sent
     // before, even if the store forgot nothing: start from the store's
     // watermark, and from the clock for good measure.
     let mut first_seqs = std::collections::HashMap::new();
     for site in &config.sites {
-        let r = store
-            .read(&site.id, &Scope::Site, &[PeriodKey::Total], &producer)
+        let r = startup(|| store.read(&site.id, &Scope::Site, &[PeriodKey::Total], &producer))
             .await?;
         let clock_seq = Timestamp::now().as_microsecond().max(0) as u64;
         first_seqs.insert(site.id.clone(), (r.watermark + 1).max(clock_seq));
@@ -205,13 +239,40 @@ pub async fn run(
     let sites = Arc::new(Sites::new(SiteTable::new(&config, |s| {
         first_seqs.get(&s.id).copied().unwrap_or(1)
     })));
-    load_salts(&store, &sites, &identity).await?;
+    startup(|| load_salts(&store, &sites, &identity)).await?;
+
+    let wal = match wal {
+        None => None,
+        Some((wal, pending)) => {
+            let table = sites.snapshot();
+            let mut replayed = 0usize;
+            for batch in pending {
+                match table.get(&batch.site) {
+                    Some(site) if batch.id.producer == producer => {
+                        site.ledger.write().adopt(batch);
+                        replayed += 1;
+                    }
+                    _ => tracing::warn!(
+                        site = %batch.site,
+                        seq = batch.id.seq,
+                        "a write-ahead batch names a site no longer declared (or another producer); it is dropped"
+                    ),
+                }
+            }
+            if replayed > 0 {
+                tracing::info!(batches = replayed, "replaying unacknowledged batches from the write-ahead file");
+            }
+            Some(wal)
+        }
+    };
 
     let mut flusher = Flusher::new(
         store.clone(),
         Arc::clone(&sites),
         Arc::clone(&producer),
         config.retention.clone(),
+        config.counting.online_window,
+        wal,
     );
     // The first pass installs every site's reading, so the first answer is
     // not stale.

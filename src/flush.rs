@@ -10,6 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
@@ -19,7 +22,12 @@ use crate::ledger::{Stored, read_keys};
 use crate::metrics::FlushMetrics;
 use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
 use crate::sites::{Site, Sites};
-use crate::store::{Applied, BatchId, Increment, PeriodKey, Scope, SiteBatch, Store, StoreError};
+use crate::sketch::{HLL_REGISTERS, SketchUnion};
+use crate::store::{
+    Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
+    StoreError, VisitorDelta,
+};
+use crate::wal::Wal;
 use crate::tally::Delta;
 
 /// Shortest pause after a store error.
@@ -151,8 +159,16 @@ pub struct Flusher<S> {
     sites: Arc<Sites>,
     producer: Arc<str>,
     retention: Retention,
+    /// The online window, for the expiry of per-minute sketches and for
+    /// reading `online` from the store.
+    online_window: Duration,
+    /// The write-ahead file, for stores across a network.
+    wal: Option<Arc<Mutex<Wal>>>,
     metrics: FlushMetrics,
     backoff: BTreeMap<Arc<str>, Backoff>,
+    /// Visitors taken from each site, merged per sketch until a batch
+    /// carries them (bounded by sketches, not by visitors).
+    visitors: BTreeMap<Arc<str>, BTreeMap<SketchKey, SketchUnion>>,
     scratch: Vec<Delta>,
 }
 
@@ -166,14 +182,24 @@ pub struct PassOutcome {
 }
 
 impl<S: Store> Flusher<S> {
-    pub fn new(store: S, sites: Arc<Sites>, producer: Arc<str>, retention: Retention) -> Self {
+    pub fn new(
+        store: S,
+        sites: Arc<Sites>,
+        producer: Arc<str>,
+        retention: Retention,
+        online_window: Duration,
+        wal: Option<Wal>,
+    ) -> Self {
         Flusher {
             store,
             sites,
             producer,
             retention,
+            online_window,
+            wal: wal.map(|w| Arc::new(Mutex::new(w))),
             metrics: FlushMetrics::new(),
             backoff: BTreeMap::new(),
+            visitors: BTreeMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -184,9 +210,8 @@ impl<S: Store> Flusher<S> {
         let mut outcome = PassOutcome::default();
         let mut pending_keys = 0;
         for site in table.iter() {
-            match self.flush_site(site).await {
-                Ok(()) => {}
-                Err(_) => outcome.errors += 1,
+            if self.flush_site(site).await.is_err() {
+                outcome.errors += 1;
             }
             let w = site.ledger.write();
             if !w.is_idle() {
@@ -197,41 +222,100 @@ impl<S: Store> Flusher<S> {
             site.metrics.pages.set(site.tally.page_count() as f64);
         }
         self.metrics.pending_keys.set(pending_keys as f64);
+        if let Some(wal) = &self.wal {
+            self.metrics.wal_bytes.set(wal.lock().size_bytes() as f64);
+        }
         outcome
+    }
+
+    /// Moves the visitors a site has seen into the per-sketch unions.
+    fn gather_visitors(&mut self, site: &Site) {
+        let Some(batcher) = &site.visitors else {
+            return;
+        };
+        let buckets = batcher.take();
+        let unions = self.visitors.entry(Arc::clone(&site.id)).or_default();
+        for bucket in &buckets {
+            let day = date_of_number(bucket.day);
+            for key in [SketchKey::Minute(bucket.minute), SketchKey::Day(day), SketchKey::All] {
+                unions.entry(key).or_default().add(&bucket.sketch);
+            }
+        }
+        // Minutes that have left the online window are of no use any more.
+        let now_minute = Timestamp::now().as_second().div_euclid(60);
+        let window = (self.online_window.as_secs() / 60) as i64 + 1;
+        unions.retain(|k, _| !matches!(k, SketchKey::Minute(m) if *m < now_minute - window));
+    }
+
+    /// The visitor deltas for a site's next batch, emptying the unions.
+    fn visitor_deltas(&mut self, site: &Site) -> Vec<VisitorDelta> {
+        let Some(unions) = self.visitors.get_mut(&site.id) else {
+            return Vec::new();
+        };
+        let window = self.online_window;
+        let keep_days = self.retention.site_days;
+        let calendar = site.calendar();
+        std::mem::take(unions)
+            .into_iter()
+            .map(|(key, union)| {
+                let expires = match key {
+                    SketchKey::Minute(m) => {
+                        let end = Timestamp::from_second((m + 1) * 60).unwrap_or(Timestamp::MAX);
+                        Some(plus(end, window + Duration::from_secs(120)))
+                    }
+                    SketchKey::Day(d) => Some(plus(calendar.day_bounds(d).1, keep_days)),
+                    SketchKey::All => None,
+                };
+                let members = match union.exact_members() {
+                    Some(m) => Members::Exact(m.collect()),
+                    None => Members::Registers(union.registers().to_vec()),
+                };
+                VisitorDelta {
+                    keys: vec![(key, expires)],
+                    members,
+                }
+            })
+            .collect()
     }
 
     async fn flush_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
         let now = Instant::now();
-        let backoff = self.backoff.entry(Arc::clone(&site.id)).or_default();
-        site.ledger
-            .write()
-            .take_from(&site.tally, &mut self.scratch);
-        if !backoff.ready(now) {
+        site.ledger.write().take_from(&site.tally, &mut self.scratch);
+        self.gather_visitors(site);
+        if !self.backoff_for(site).ready(now) {
             return Ok(());
         }
+        let visitors = self.visitor_deltas(site);
+        let mut unused_visitors = Some(visitors);
         let to_send = {
             let producer = &self.producer;
             let retention = &self.retention;
             let calendar = site.calendar();
+            let visitors = &mut unused_visitors;
             site.ledger.write().next_batch(|seq, deltas| {
-                build_batch(&site.id, producer, seq, deltas, calendar, retention)
+                let mut batch = build_batch(&site.id, producer, seq, deltas, calendar, retention);
+                batch.visitors = visitors.take().unwrap_or_default();
+                batch
             })
         };
+        if let Some(left) = unused_visitors {
+            self.requeue_visitors(site, left);
+        }
         if let Some(send) = to_send {
+            if send.fresh {
+                self.log_ahead(&send.batch).await;
+            }
             let started = Instant::now();
             match self.store.apply(&send.batch).await {
                 Ok(applied) => {
-                    self.metrics
-                        .duration
-                        .record(started.elapsed().as_secs_f64());
-                    self.metrics
-                        .batch_keys
-                        .record(send.batch.increments.len() as f64);
+                    self.metrics.duration.record(started.elapsed().as_secs_f64());
+                    self.metrics.batch_keys.record(send.batch.increments.len() as f64);
                     match applied {
                         Applied::Fresh { late } => self.metrics.late.increment(late),
                         Applied::Duplicate => self.metrics.duplicates.increment(1),
                     }
                     site.ledger.write().acknowledge(send.batch.id.seq);
+                    self.checkpoint(&site.id, send.batch.id.seq);
                 }
                 Err(e) => {
                     self.metrics.store_error("apply", e.kind());
@@ -246,19 +330,83 @@ impl<S: Store> Flusher<S> {
         self.refresh_site(site).await
     }
 
+    /// Puts visitor deltas that found no batch back into the unions.
+    fn requeue_visitors(&mut self, site: &Site, deltas: Vec<VisitorDelta>) {
+        let unions = self.visitors.entry(Arc::clone(&site.id)).or_default();
+        for delta in deltas {
+            let union = match &delta.members {
+                Members::Exact(m) => SketchUnion::from_parts(&[0u8; HLL_REGISTERS], Some(m)),
+                Members::Registers(r) => SketchUnion::from_parts(r, None),
+            };
+            let Ok(union) = union else { continue };
+            for (key, _) in delta.keys {
+                unions.entry(key).or_default().add_union(&union);
+            }
+        }
+    }
+
+    /// Appends a newly frozen batch to the write-ahead file, durably, before
+    /// it is sent. A failure is logged and counted; the batch is still sent
+    /// (only a crash before it is applied could then lose it).
+    async fn log_ahead(&self, batch: &Arc<SiteBatch>) {
+        let Some(wal) = &self.wal else { return };
+        let wal = Arc::clone(wal);
+        let batch = Arc::clone(batch);
+        let result = tokio::task::spawn_blocking(move || wal.lock().append(&batch)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.metrics.wal_errors.increment(1);
+                tracing::error!(error = %e, "write-ahead append failed; sending the batch anyway");
+            }
+            Err(e) => {
+                self.metrics.wal_errors.increment(1);
+                tracing::error!(error = %e, "write-ahead append task failed");
+            }
+        }
+    }
+
+    /// Records in the write-ahead file that a batch was acknowledged.
+    fn checkpoint(&self, site: &str, seq: u64) {
+        let Some(wal) = &self.wal else { return };
+        if let Err(e) = wal.lock().ack(site, seq) {
+            self.metrics.wal_errors.increment(1);
+            tracing::warn!(error = %e, "write-ahead checkpoint failed; the batch may be replayed (and refused) at the next start");
+        }
+    }
+
     fn backoff_for(&mut self, site: &Arc<Site>) -> &mut Backoff {
         self.backoff.entry(Arc::clone(&site.id)).or_default()
     }
 
-    /// Reads the site's figures from the store and installs them.
+    /// Reads the site's figures (and, where the store keeps them, the
+    /// visitors online across instances) and installs them.
     async fn refresh_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
-        let today = site.calendar().day_of(Timestamp::now());
+        let now = Timestamp::now();
+        let today = site.calendar().day_of(now);
         let keys = read_keys(today, site.calendar());
-        match self
+        let result = self
             .store
             .read(&site.id, &Scope::Site, &keys, &self.producer)
-            .await
-        {
+            .await;
+        let result = match result {
+            Ok(reading) if site.visitors.is_some() => {
+                let minute = now.as_second().div_euclid(60);
+                let window = (self.online_window.as_secs() / 60) as i64;
+                let minutes: Vec<SketchKey> =
+                    (minute - window..=minute).map(SketchKey::Minute).collect();
+                match self.store.distinct(&site.id, &minutes).await {
+                    Ok(Some(online)) => {
+                        site.shared_online.store(online, Ordering::Release);
+                        Ok(reading)
+                    }
+                    Ok(None) => Ok(reading),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        match result {
             Ok(reading) => {
                 self.metrics.store_up.set(1.0);
                 self.backoff_for(site).succeed();
@@ -276,7 +424,9 @@ impl<S: Store> Flusher<S> {
     }
 
     /// Flushes until nothing is pending or `deadline` passes. Returns true
-    /// when everything reached the store.
+    /// when everything reached the store. When time runs out, what remains
+    /// is frozen into the write-ahead file (if there is one), so the next
+    /// start sends it.
     pub async fn drain(&mut self, deadline: Instant) -> bool {
         loop {
             for b in self.backoff.values_mut() {
@@ -284,14 +434,47 @@ impl<S: Store> Flusher<S> {
                 // long backoff.
                 b.until = b.until.map(|t| t.min(Instant::now() + BACKOFF_MIN));
             }
-            let outcome = self.pass().await;
+            let outcome = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.pass(),
+            )
+            .await
+            .unwrap_or(PassOutcome {
+                pending_sites: 1,
+                errors: 1,
+            });
             if outcome.pending_sites == 0 {
                 return true;
             }
             if Instant::now() + BACKOFF_MIN >= deadline {
+                self.freeze_remaining().await;
                 return false;
             }
             tokio::time::sleep(BACKOFF_MIN).await;
+        }
+    }
+
+    /// Freezes every site's open deltas into batches kept in the
+    /// write-ahead file.
+    async fn freeze_remaining(&mut self) {
+        if self.wal.is_none() {
+            return;
+        }
+        let table = self.sites.snapshot();
+        for site in table.iter() {
+            site.ledger.write().take_from(&site.tally, &mut self.scratch);
+            let frozen = {
+                let producer = &self.producer;
+                let retention = &self.retention;
+                let calendar = site.calendar();
+                site.ledger.write().freeze(|seq, deltas| {
+                    build_batch(&site.id, producer, seq, deltas, calendar, retention)
+                })
+            };
+            if let Some(batch) = frozen {
+                self.log_ahead(&batch).await;
+                tracing::info!(site = %site.id, seq = batch.id.seq, "kept unsent hits in the write-ahead file for the next start");
+            }
         }
     }
 }

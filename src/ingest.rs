@@ -216,7 +216,12 @@ impl Ingest<'_> {
                 no_track: sender.no_track,
             };
             match self.identity.visitor(&site.id, day, &parts) {
-                Ok(visitor) => site.online.insert(secs, visitor),
+                Ok(visitor) => {
+                    site.online.insert(secs, visitor);
+                    if let Some(batcher) = &site.visitors {
+                        batcher.record(secs, day, visitor);
+                    }
+                }
                 Err(Anonymous::NoTrack) => self.counters.anonymous_no_track.increment(1),
                 Err(Anonymous::NoSalt) => self.counters.anonymous_no_salt.increment(1),
             }

@@ -9,7 +9,7 @@
 //! memory only once a store reading whose watermark covers it is installed.
 //! Nothing awaits while holding the lock, and the hot path never takes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use jiff::civil::Date;
@@ -175,9 +175,10 @@ struct State {
     stale: bool,
     /// Deltas taken from the tally, not yet in a batch.
     open: DeltaMap,
-    /// The batch being applied, if any. At most one per site, so a site's
-    /// batches reach the store strictly in order.
-    frozen: Option<Frozen>,
+    /// Frozen batches in sequence order. Only the first is ever sent, so a
+    /// site's batches reach the store strictly in order; more than one
+    /// exists only after a replay or a shutdown that froze what remained.
+    frozen: VecDeque<Frozen>,
     /// Every batch with a sequence at or below this has left memory, so a
     /// reading older than it would miss hits.
     dropped_through: u64,
@@ -208,7 +209,7 @@ impl Ledger {
                 stored: None,
                 stale: false,
                 open: HashMap::new(),
-                frozen: None,
+                frozen: VecDeque::new(),
                 dropped_through: 0,
                 next_seq: first_seq.max(1),
             }),
@@ -260,11 +261,11 @@ impl LedgerRead<'_> {
     ) -> Counts {
         let mut c = Composer::new(calendar, today, stored);
         let wanted = |p: &Option<Arc<str>>| p.as_deref() == page;
-        if let Some(f) = &self.state.frozen
-            && f.batch.id.seq > stored.reading.watermark
-        {
-            for d in f.deltas.iter().filter(|d| wanted(&d.page)) {
-                c.add(d.day, d.hits);
+        for f in &self.state.frozen {
+            if f.batch.id.seq > stored.reading.watermark {
+                for d in f.deltas.iter().filter(|d| wanted(&d.page)) {
+                    c.add(d.day, d.hits);
+                }
             }
         }
         for ((p, day), hits) in &self.state.open {
@@ -292,6 +293,9 @@ impl LedgerRead<'_> {
 /// What the flusher should send next.
 pub struct ToSend {
     pub batch: Arc<SiteBatch>,
+    /// True when the batch was frozen just now (it must reach the
+    /// write-ahead file before it is sent); false for a retry.
+    pub fresh: bool,
 }
 
 impl LedgerWrite<'_> {
@@ -310,12 +314,30 @@ impl LedgerWrite<'_> {
     /// (retried unchanged), else a new one frozen from the open deltas by
     /// `build` (given the sequence number and the deltas). `None` when there
     /// is nothing to send.
-    pub fn next_batch(&mut self, build: impl FnOnce(u64, &[Delta]) -> SiteBatch) -> Option<ToSend> {
-        if let Some(f) = &self.state.frozen {
-            return (!f.acked).then(|| ToSend {
+    pub fn next_batch(
+        &mut self,
+        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+    ) -> Option<ToSend> {
+        if let Some(f) = self.state.frozen.iter().find(|f| !f.acked) {
+            return Some(ToSend {
                 batch: Arc::clone(&f.batch),
+                fresh: false,
             });
         }
+        if !self.state.frozen.is_empty() {
+            // Acknowledged, waiting for a reading that covers it.
+            return None;
+        }
+        self.freeze(build).map(|batch| ToSend { batch, fresh: true })
+    }
+
+    /// Freezes the open deltas into a new batch queued behind any frozen
+    /// ones (at shutdown, so the write-ahead file keeps them). `None` when
+    /// nothing is open.
+    pub fn freeze(
+        &mut self,
+        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+    ) -> Option<Arc<SiteBatch>> {
         if self.state.open.is_empty() {
             return None;
         }
@@ -329,20 +351,44 @@ impl LedgerWrite<'_> {
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
         let batch = Arc::new(build(seq, &deltas));
-        self.state.frozen = Some(Frozen {
+        self.state.frozen.push_back(Frozen {
             batch: Arc::clone(&batch),
             deltas,
             acked: false,
         });
-        Some(ToSend { batch })
+        Some(batch)
+    }
+
+    /// Queues a batch recovered from the write-ahead file, to be sent before
+    /// anything new. Its day increments are its deltas (for reads).
+    pub fn adopt(&mut self, batch: SiteBatch) {
+        let deltas = batch
+            .increments
+            .iter()
+            .filter_map(|inc| match inc.period {
+                PeriodKey::Day(day) => Some(Delta {
+                    page: match &inc.scope {
+                        crate::store::Scope::Site => None,
+                        crate::store::Scope::Page(p) => Some(Arc::clone(p)),
+                    },
+                    day: day_number(day),
+                    hits: inc.hits,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.state.next_seq = self.state.next_seq.max(batch.id.seq + 1);
+        self.state.frozen.push_back(Frozen {
+            batch: Arc::new(batch),
+            deltas,
+            acked: false,
+        });
     }
 
     /// Records that the store acknowledged batch `seq` (applied now, or
     /// found applied before).
     pub fn acknowledge(&mut self, seq: u64) {
-        if let Some(f) = &mut self.state.frozen
-            && f.batch.id.seq == seq
-        {
+        if let Some(f) = self.state.frozen.iter_mut().find(|f| f.batch.id.seq == seq) {
             f.acked = true;
         }
     }
@@ -351,12 +397,12 @@ impl LedgerWrite<'_> {
     /// only when the reading's watermark covers it.
     pub fn install(&mut self, stored: Stored) {
         let mark = stored.reading.watermark;
-        if let Some(f) = &self.state.frozen
+        while let Some(f) = self.state.frozen.front()
             && f.acked
             && mark >= f.batch.id.seq
         {
             self.state.dropped_through = self.state.dropped_through.max(f.batch.id.seq);
-            self.state.frozen = None;
+            self.state.frozen.pop_front();
         }
         self.state.stored = Some(stored);
         self.state.stale = false;
@@ -369,12 +415,12 @@ impl LedgerWrite<'_> {
 
     /// Whether anything is still to be flushed.
     pub fn is_idle(&self) -> bool {
-        self.state.open.is_empty() && self.state.frozen.is_none()
+        self.state.open.is_empty() && self.state.frozen.is_empty()
     }
 
     /// Number of keys waiting: open deltas plus the frozen batch's.
     pub fn pending_keys(&self) -> usize {
-        self.state.open.len() + self.state.frozen.as_ref().map_or(0, |f| f.deltas.len())
+        self.state.open.len() + self.state.frozen.iter().map(|f| f.deltas.len()).sum::<usize>()
     }
 }
 

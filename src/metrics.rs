@@ -28,6 +28,8 @@ pub const STORE_ERRORS: &str = "luot_store_errors_total";
 pub const STORE_UP: &str = "luot_store_up";
 pub const PENDING_KEYS: &str = "luot_pending_keys";
 pub const LATE_DELTAS: &str = "luot_late_deltas_total";
+pub const WAL_BYTES: &str = "luot_wal_bytes";
+pub const WAL_ERRORS: &str = "luot_wal_errors_total";
 pub const ANONYMOUS_HITS: &str = "luot_anonymous_hits_total";
 pub const BUILD_INFO: &str = "luot_build_info";
 
@@ -233,6 +235,8 @@ pub struct FlushMetrics {
     pub store_up: Gauge,
     pub pending_keys: Gauge,
     pub late: Counter,
+    pub wal_bytes: Gauge,
+    pub wal_errors: Counter,
 }
 
 impl FlushMetrics {
@@ -245,6 +249,8 @@ impl FlushMetrics {
             store_up: metrics::gauge!(STORE_UP),
             pending_keys: metrics::gauge!(PENDING_KEYS),
             late: metrics::counter!(LATE_DELTAS),
+            wal_bytes: metrics::gauge!(WAL_BYTES),
+            wal_errors: metrics::counter!(WAL_ERRORS),
         }
     }
 

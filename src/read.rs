@@ -51,7 +51,7 @@ impl Reader {
             yesterday: c.yesterday,
             week: c.week,
             month: c.month,
-            online: Some(site.online.count(now.as_second())),
+            online: Some(site.online_now(now.as_second())),
             visitors: None,
             stale,
             as_of: calendar.rfc3339(now),

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, Guard};
@@ -18,7 +19,7 @@ use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
 use crate::tally::SiteTally;
-use crate::visitor::OnlineRing;
+use crate::visitor::{OnlineRing, VisitorBatcher};
 
 /// Most page readings kept per site; beyond it the cache starts over.
 const PAGE_CACHE_MAX: usize = 10_000;
@@ -32,6 +33,12 @@ pub struct Site {
     pub tally: SiteTally,
     pub online: OnlineRing,
     pub ledger: Ledger,
+    /// Visitors to ship to a store that keeps sketches; `None` when the
+    /// store does not (the embedded store: one instance sees everyone).
+    pub visitors: Option<VisitorBatcher>,
+    /// Distinct visitors online across all instances, as the store last
+    /// said (`u64::MAX` until it has).
+    pub shared_online: AtomicU64,
     /// Recent store readings of single pages (for `?page=` and the `POST
     /// /hit` answer), each with when it was taken.
     page_cache: DashMap<Arc<str>, (Stored, Instant)>,
@@ -59,8 +66,20 @@ impl Site {
             tally: SiteTally::new(config.max_pages.unwrap_or(global.counting.max_pages)),
             online: OnlineRing::new(minutes),
             ledger: Ledger::new(first_seq),
+            visitors: (!global.store.redis_url.is_empty()).then(VisitorBatcher::new),
+            shared_online: AtomicU64::new(u64::MAX),
             page_cache: DashMap::new(),
             metrics: SiteMetrics::new(&config.id),
+        }
+    }
+
+    /// Distinct visitors online now: what this instance saw, or what all
+    /// instances saw according to the store, whichever is more.
+    pub fn online_now(&self, unix_secs: i64) -> u64 {
+        let local = self.online.count(unix_secs);
+        match self.shared_online.load(Ordering::Acquire) {
+            u64::MAX => local,
+            shared => shared.max(local),
         }
     }
 

@@ -219,6 +219,92 @@ impl OnlineRing {
     }
 }
 
+/// Visitors seen since the last flush, for a store that keeps sketches
+/// (shared `online` and unique visitors across instances).
+///
+/// The hot path inserts into the current bucket, lock-free. The flusher
+/// swaps the bucket out and hands it over one flush later, so a hit that
+/// loaded the old bucket just before the swap has long finished with it.
+pub struct VisitorBatcher {
+    current: ArcSwap<Pending>,
+    /// Buckets replaced because the minute or the day changed.
+    retired: parking_lot::Mutex<Vec<Arc<Pending>>>,
+    /// Buckets swapped out at the last take, handed over at the next.
+    limbo: parking_lot::Mutex<Vec<Arc<Pending>>>,
+}
+
+/// Visitors of one minute of one local day.
+pub struct Pending {
+    pub minute: i64,
+    pub day: DayNumber,
+    pub sketch: Sketch,
+}
+
+impl Default for VisitorBatcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VisitorBatcher {
+    pub fn new() -> Self {
+        VisitorBatcher {
+            current: ArcSwap::from_pointee(Pending {
+                minute: i64::MIN,
+                day: 0,
+                sketch: Sketch::new(),
+            }),
+            retired: parking_lot::Mutex::new(Vec::new()),
+            limbo: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records `visitor`, seen at Unix second `unix_secs` on local `day`.
+    pub fn record(&self, unix_secs: i64, day: DayNumber, visitor: u64) {
+        let minute = unix_secs.div_euclid(60);
+        loop {
+            let current = self.current.load();
+            if current.minute == minute && current.day == day {
+                current.sketch.insert(visitor);
+                return;
+            }
+            let fresh = Arc::new(Pending {
+                minute,
+                day,
+                sketch: Sketch::new(),
+            });
+            let previous = self.current.compare_and_swap(&current, fresh);
+            if Arc::ptr_eq(&previous, &current) && previous.minute != i64::MIN {
+                self.retired.lock().push(Arc::clone(&previous));
+            }
+        }
+    }
+
+    /// The buckets to ship now: those swapped out at the previous call.
+    /// Swaps the current bucket out for the next call.
+    pub fn take(&self) -> Vec<Arc<Pending>> {
+        let mut limbo = self.limbo.lock();
+        let mut ready = std::mem::take(&mut *limbo);
+        // Safe to look inside now: every hit that could still write to
+        // these buckets finished a flush interval ago.
+        ready.retain(|p| p.sketch.count() > 0);
+        let current = self.current.load_full();
+        if current.minute != i64::MIN && current.sketch.count() > 0 {
+            let fresh = Arc::new(Pending {
+                minute: current.minute,
+                day: current.day,
+                sketch: Sketch::new(),
+            });
+            let previous = self.current.compare_and_swap(&current, fresh);
+            if Arc::ptr_eq(&previous, &current) {
+                limbo.push(Arc::clone(&previous));
+            }
+        }
+        limbo.append(&mut self.retired.lock());
+        ready
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +429,29 @@ mod tests {
         // Six minutes later the first minute has left the window.
         assert_eq!(ring.count(t0 + 6 * 60 + 60), 1);
         assert_eq!(ring.count(t0 + 20 * 60), 0);
+    }
+
+    #[test]
+    fn batcher_hands_over_every_visitor_one_take_later() {
+        let b = VisitorBatcher::new();
+        let t0 = 1_800_000_000; // a minute boundary
+        b.record(t0, 10, 1);
+        b.record(t0 + 1, 10, 2);
+        assert!(b.take().is_empty(), "nothing handed over at the first take");
+        b.record(t0 + 61, 10, 3); // next minute: bucket rotates
+        b.record(t0 + 62, 11, 4); // next day: rotates again
+        let first = b.take();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].sketch.count(), 2);
+        let second = b.take();
+        let mut seen: Vec<(i64, DayNumber, u64)> = second
+            .iter()
+            .map(|p| (p.minute, p.day, p.sketch.count()))
+            .collect();
+        seen.sort();
+        let m = t0 / 60;
+        assert_eq!(seen, vec![(m + 1, 10, 1), (m + 1, 11, 1)]);
+        assert!(b.take().is_empty());
     }
 
     #[test]
