@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod redis;
+
 /// How long the binary may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a SIGTERM'd server may take to exit.
