@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# Nothing beyond the Rust toolchain is needed yet; later suites add
-# redis-server, wrk and chromium here.
+# The Redis tests start their own redis-server (and a cluster of six) on
+# free loopback ports.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust (rustup) first" >&2
     exit 1
