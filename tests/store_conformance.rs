@@ -2,6 +2,9 @@
 //! embedded store, plus what only a file-backed store must do: keep
 //! everything across a reopen.
 
+#[allow(dead_code)]
+mod common;
+
 use std::sync::Arc;
 
 use luot::store::{Applied, BatchId, EmbeddedStore, Increment, PeriodKey, Scope, SiteBatch, Store};
@@ -48,4 +51,175 @@ async fn embedded_store_keeps_counters_watermarks_and_secrets_across_reopen() {
     assert_eq!((r.values[0], r.watermark), (42, 3));
     assert_eq!(store.apply(&batch).await.unwrap(), Applied::Duplicate);
     assert_eq!(store.secret("salt:x", [1; 32]).await.unwrap(), [9; 32]);
+}
+
+/// The same suite against a real Redis, started by the harness on a free
+/// loopback port. Each test gets its own server, so tests never share keys.
+mod redis_single {
+    use super::common::redis::RedisServer;
+    use luot::store::RedisStore;
+
+    /// Keeps the server alive as long as the store under test.
+    pub struct WithServer {
+        store: RedisStore,
+        _server: RedisServer,
+    }
+
+    impl std::ops::Deref for WithServer {
+        type Target = RedisStore;
+        fn deref(&self) -> &RedisStore {
+            &self.store
+        }
+    }
+
+    impl luot::store::Store for WithServer {
+        fn apply(
+            &self,
+            batch: &luot::store::SiteBatch,
+        ) -> impl std::future::Future<
+            Output = Result<luot::store::Applied, luot::store::StoreError>,
+        > + Send {
+            self.store.apply(batch)
+        }
+        fn read(
+            &self,
+            site: &str,
+            scope: &luot::store::Scope,
+            periods: &[luot::store::PeriodKey],
+            producer: &str,
+        ) -> impl std::future::Future<
+            Output = Result<luot::store::Reading, luot::store::StoreError>,
+        > + Send {
+            self.store.read(site, scope, periods, producer)
+        }
+        fn secret(
+            &self,
+            name: &str,
+            candidate: [u8; 32],
+        ) -> impl std::future::Future<Output = Result<[u8; 32], luot::store::StoreError>> + Send
+        {
+            self.store.secret(name, candidate)
+        }
+        fn distinct(
+            &self,
+            site: &str,
+            keys: &[luot::store::SketchKey],
+        ) -> impl std::future::Future<Output = Result<Option<u64>, luot::store::StoreError>> + Send
+        {
+            self.store.distinct(site, keys)
+        }
+        fn ping(
+            &self,
+        ) -> impl std::future::Future<Output = Result<(), luot::store::StoreError>> + Send {
+            self.store.ping()
+        }
+    }
+
+    pub async fn fresh() -> WithServer {
+        let server = tokio::task::spawn_blocking(RedisServer::start)
+            .await
+            .expect("start redis");
+        let store = RedisStore::connect(&server.url()).await.expect("connect");
+        WithServer {
+            store,
+            _server: server,
+        }
+    }
+
+    luot::store_conformance_tests!(fresh());
+}
+
+/// The whole suite against a Redis Cluster of three masters with a replica
+/// each: every key of a batch shares the site's slot, so no script call
+/// meets CROSSSLOT. One cluster serves every case (each uses its own site).
+#[tokio::test]
+async fn redis_cluster_passes_the_conformance_suite() {
+    use luot::store::conformance as c;
+    let cluster = tokio::task::spawn_blocking(|| common::redis::RedisCluster::start(3, 1))
+        .await
+        .expect("start cluster");
+    for url in [cluster.cluster_url(), cluster.url_list()] {
+        let store = luot::store::RedisStore::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        assert!(store.is_cluster(), "{url} is a cluster URL");
+        store.ping().await.unwrap();
+    }
+    let store = luot::store::RedisStore::connect(&cluster.cluster_url())
+        .await
+        .unwrap();
+    c::applies_increments_and_reads_them_back(&store).await;
+    c::missing_keys_read_as_zero(&store).await;
+    c::a_replayed_batch_is_applied_once(&store).await;
+    c::watermarks_are_per_producer_and_site(&store).await;
+    c::expired_periods_are_late_and_total_still_counts(&store).await;
+    c::sites_are_isolated(&store).await;
+    c::first_secret_wins(&store).await;
+    c::ping_answers(&store).await;
+    drop(cluster);
+}
+
+/// Visitors shipped as members (few) and as registers (many) land in the
+/// same Redis HyperLogLog as if every visitor had been `PFADD`ed, so
+/// instances that ship differently still agree, and Redis's count of a
+/// union equals luot's own estimate of it.
+#[tokio::test]
+async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
+    use luot::sketch::{Sketch, SketchUnion};
+    use luot::store::{Members, SketchKey, VisitorDelta};
+    let server = tokio::task::spawn_blocking(common::redis::RedisServer::start)
+        .await
+        .unwrap();
+    let store = luot::store::RedisStore::connect(&server.url())
+        .await
+        .unwrap();
+    // Instance A saw visitors 0..1000 (few: shipped as members); instance B
+    // saw 500..6000 (many: shipped as registers).
+    let few = Sketch::new();
+    (0..1000u64).for_each(|v| few.insert(v * 7919 + 1));
+    let many = Sketch::new();
+    (500..6000u64).for_each(|v| many.insert(v * 7919 + 1));
+    let mut a = SketchUnion::new();
+    a.add(&few);
+    let mut b = SketchUnion::new();
+    b.add(&many);
+    assert!(a.is_exact() && !b.is_exact());
+    let key = SketchKey::Day(jiff::civil::Date::constant(2026, 11, 27));
+    let expires = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24));
+    for (seq, members) in [
+        (1, Members::Exact(a.exact_members().unwrap().collect())),
+        (2, Members::Registers(b.registers().to_vec())),
+    ] {
+        let batch = SiteBatch {
+            site: Arc::from("sk"),
+            id: BatchId {
+                producer: Arc::from("p"),
+                seq,
+            },
+            increments: Vec::new(),
+            visitors: vec![VisitorDelta {
+                keys: vec![(key, expires)],
+                members,
+            }],
+        };
+        store.apply(&batch).await.unwrap();
+    }
+    let mut union = a.clone();
+    union.add_union(&b);
+    let redis = store.distinct("sk", &[key]).await.unwrap().unwrap();
+    assert_eq!(
+        redis,
+        union.count(),
+        "Redis and luot estimate the same union"
+    );
+    let truth = 6000u64;
+    assert!(
+        redis.abs_diff(truth) * 100 < truth * 3,
+        "{redis} vs {truth}"
+    );
+    // A key never written counts zero, and the minute keys are separate.
+    assert_eq!(
+        store.distinct("sk", &[SketchKey::Minute(1)]).await.unwrap(),
+        Some(0)
+    );
 }
