@@ -2,7 +2,6 @@
 //! embedded store, plus what only a file-backed store must do: keep
 //! everything across a reopen.
 
-#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
