@@ -27,8 +27,8 @@ use crate::store::{
     Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
     StoreError, VisitorDelta,
 };
-use crate::wal::Wal;
 use crate::tally::Delta;
+use crate::wal::Wal;
 
 /// Shortest pause after a store error.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -237,7 +237,11 @@ impl<S: Store> Flusher<S> {
         let unions = self.visitors.entry(Arc::clone(&site.id)).or_default();
         for bucket in &buckets {
             let day = date_of_number(bucket.day);
-            for key in [SketchKey::Minute(bucket.minute), SketchKey::Day(day), SketchKey::All] {
+            for key in [
+                SketchKey::Minute(bucket.minute),
+                SketchKey::Day(day),
+                SketchKey::All,
+            ] {
                 unions.entry(key).or_default().add(&bucket.sketch);
             }
         }
@@ -280,7 +284,9 @@ impl<S: Store> Flusher<S> {
 
     async fn flush_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
         let now = Instant::now();
-        site.ledger.write().take_from(&site.tally, &mut self.scratch);
+        site.ledger
+            .write()
+            .take_from(&site.tally, &mut self.scratch);
         self.gather_visitors(site);
         if !self.backoff_for(site).ready(now) {
             return Ok(());
@@ -308,8 +314,12 @@ impl<S: Store> Flusher<S> {
             let started = Instant::now();
             match self.store.apply(&send.batch).await {
                 Ok(applied) => {
-                    self.metrics.duration.record(started.elapsed().as_secs_f64());
-                    self.metrics.batch_keys.record(send.batch.increments.len() as f64);
+                    self.metrics
+                        .duration
+                        .record(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .batch_keys
+                        .record(send.batch.increments.len() as f64);
                     match applied {
                         Applied::Fresh { late } => self.metrics.late.increment(late),
                         Applied::Duplicate => self.metrics.duplicates.increment(1),
@@ -385,27 +395,23 @@ impl<S: Store> Flusher<S> {
         let now = Timestamp::now();
         let today = site.calendar().day_of(now);
         let keys = read_keys(today, site.calendar());
+        let minutes: Vec<SketchKey> = if site.visitors.is_some() {
+            let minute = now.as_second().div_euclid(60);
+            let window = (self.online_window.as_secs() / 60) as i64;
+            (minute - window..=minute).map(SketchKey::Minute).collect()
+        } else {
+            Vec::new()
+        };
         let result = self
             .store
-            .read(&site.id, &Scope::Site, &keys, &self.producer)
-            .await;
-        let result = match result {
-            Ok(reading) if site.visitors.is_some() => {
-                let minute = now.as_second().div_euclid(60);
-                let window = (self.online_window.as_secs() / 60) as i64;
-                let minutes: Vec<SketchKey> =
-                    (minute - window..=minute).map(SketchKey::Minute).collect();
-                match self.store.distinct(&site.id, &minutes).await {
-                    Ok(Some(online)) => {
-                        site.shared_online.store(online, Ordering::Release);
-                        Ok(reading)
-                    }
-                    Ok(None) => Ok(reading),
-                    Err(e) => Err(e),
+            .read_site(&site.id, &keys, &self.producer, &minutes)
+            .await
+            .map(|(reading, online)| {
+                if let Some(online) = online {
+                    site.shared_online.store(online, Ordering::Release);
                 }
-            }
-            other => other,
-        };
+                reading
+            });
         match result {
             Ok(reading) => {
                 self.metrics.store_up.set(1.0);
@@ -462,7 +468,9 @@ impl<S: Store> Flusher<S> {
         }
         let table = self.sites.snapshot();
         for site in table.iter() {
-            site.ledger.write().take_from(&site.tally, &mut self.scratch);
+            site.ledger
+                .write()
+                .take_from(&site.tally, &mut self.scratch);
             let frozen = {
                 let producer = &self.producer;
                 let retention = &self.retention;

@@ -112,6 +112,17 @@ mod redis_single {
         ) -> impl std::future::Future<Output = Result<(), luot::store::StoreError>> + Send {
             self.store.ping()
         }
+        fn read_site(
+            &self,
+            site: &str,
+            periods: &[luot::store::PeriodKey],
+            producer: &str,
+            sketches: &[luot::store::SketchKey],
+        ) -> impl std::future::Future<
+            Output = Result<(luot::store::Reading, Option<u64>), luot::store::StoreError>,
+        > + Send {
+            self.store.read_site(site, periods, producer, sketches)
+        }
     }
 
     pub async fn fresh() -> WithServer {
@@ -154,6 +165,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::expired_periods_are_late_and_total_still_counts(&store).await;
     c::sites_are_isolated(&store).await;
     c::first_secret_wins(&store).await;
+    c::site_refresh_reads_counters_watermark_and_sketches(&store).await;
     c::ping_answers(&store).await;
     drop(cluster);
 }

@@ -208,6 +208,37 @@ pub async fn first_secret_wins<S: Store>(store: &S) {
     assert_eq!(other, [3; 32]);
 }
 
+/// A site refresh reads what separate calls would.
+pub async fn site_refresh_reads_counters_watermark_and_sketches<S: Store>(store: &S) {
+    let site = "conf-refresh";
+    let mut b = batch(site, "p1", 4, full(&Scope::Site, 3));
+    b.visitors = vec![super::VisitorDelta {
+        keys: vec![(super::SketchKey::Minute(100), None)],
+        members: super::Members::Exact(vec![1, 2, 3]),
+    }];
+    store.apply(&b).await.unwrap();
+    let keys = [super::SketchKey::Minute(100), super::SketchKey::Minute(101)];
+    let (reading, online) = store
+        .read_site(site, &all_periods(), "p1", &keys)
+        .await
+        .unwrap();
+    let plain = store
+        .read(site, &Scope::Site, &all_periods(), "p1")
+        .await
+        .unwrap();
+    assert_eq!(reading, plain);
+    assert_eq!(reading.values, vec![3, 3, 3, 3]);
+    assert_eq!(online, store.distinct(site, &keys).await.unwrap());
+    if let Some(n) = online {
+        assert_eq!(n, 3);
+    }
+    let (_, none) = store
+        .read_site(site, &all_periods(), "p1", &[])
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+}
+
 /// A reachable store answers a ping.
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.unwrap();
@@ -226,6 +257,7 @@ macro_rules! store_conformance_tests {
             expired_periods_are_late_and_total_still_counts,
             sites_are_isolated,
             first_secret_wins,
+            site_refresh_reads_counters_watermark_and_sketches,
             ping_answers,
         );
     };

@@ -238,6 +238,30 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// A [`StoreError`] when it does not.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A site's refresh: [`Store::read`] of the site scope and
+    /// [`Store::distinct`] of `sketches`, which a store may answer in one
+    /// round trip.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn read_site(
+        &self,
+        site: &str,
+        periods: &[PeriodKey],
+        producer: &str,
+        sketches: &[SketchKey],
+    ) -> impl Future<Output = Result<(Reading, Option<u64>), StoreError>> + Send {
+        async move {
+            let reading = self.read(site, &Scope::Site, periods, producer).await?;
+            let distinct = if sketches.is_empty() {
+                None
+            } else {
+                self.distinct(site, sketches).await?
+            };
+            Ok((reading, distinct))
+        }
+    }
 }
 
 /// The configured store, whichever it is. An enum rather than a trait
@@ -287,6 +311,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+
+    async fn read_site(
+        &self,
+        site: &str,
+        periods: &[PeriodKey],
+        producer: &str,
+        sketches: &[SketchKey],
+    ) -> Result<(Reading, Option<u64>), StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.read_site(site, periods, producer, sketches).await,
+            AnyStore::Redis(s) => s.read_site(site, periods, producer, sketches).await,
         }
     }
 }

@@ -26,9 +26,7 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
 
-use super::{
-    Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
-};
+use super::{Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
 use crate::sketch::{member_bytes, redis_dense_hll};
 
 /// How long one Redis command may take before its outcome is unknown.
@@ -118,10 +116,13 @@ return {1, late}
 "#;
 
 const READ_LUA: &str = r#"
--- KEYS[1] watermarks, KEYS[2..] counters. ARGV[1] producer, ARGV[2] kind
--- ('c' | 'z'), ARGV[3] page. Returns the values, then the watermark.
+-- KEYS[1] watermarks, KEYS[2..1+n] counters, then sketches to count as one
+-- union. ARGV[1] producer, ARGV[2] kind ('c' | 'z'), ARGV[3] page,
+-- ARGV[4] n. Returns the values, the watermark, then the union's count
+-- (or -1 when no sketch was asked).
+local n = tonumber(ARGV[4])
 local out = {}
-for i = 2, #KEYS do
+for i = 2, n + 1 do
   local v
   if ARGV[2] == 'z' then
     v = redis.call('ZSCORE', KEYS[i], ARGV[3])
@@ -130,7 +131,12 @@ for i = 2, #KEYS do
   end
   out[i - 1] = v or '0'
 end
-out[#KEYS] = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
+out[n + 1] = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
+if #KEYS > n + 1 then
+  out[n + 2] = tostring(redis.call('PFCOUNT', unpack(KEYS, n + 2, #KEYS)))
+else
+  out[n + 2] = '-1'
+end
 return out
 "#;
 
@@ -230,9 +236,7 @@ impl RedisStore {
                 .set_response_timeout(Some(RESPONSE_TIMEOUT))
                 .set_number_of_retries(2)
                 .set_max_delay(Duration::from_secs(1));
-            Conn::Single(
-                ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?,
-            )
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(map_err)?)
         };
         Ok(RedisStore {
             conn,
@@ -255,6 +259,54 @@ impl RedisStore {
             Conn::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
         }
         .map_err(map_err)
+    }
+
+    /// One read script call: counters, watermark and a sketch union count.
+    async fn read_all(
+        &self,
+        site: &str,
+        scope: &Scope,
+        periods: &[PeriodKey],
+        producer: &str,
+        sketches: &[SketchKey],
+    ) -> Result<(Reading, Option<u64>), StoreError> {
+        let mut inv = self.read.prepare_invoke();
+        inv.key(key(site, "wm"));
+        for p in periods {
+            inv.key(counter_key(site, scope, p));
+        }
+        for k in sketches {
+            inv.key(sketch_key(site, k));
+        }
+        inv.arg(producer);
+        match scope {
+            Scope::Site => inv.arg("c").arg(""),
+            Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
+        };
+        inv.arg(periods.len());
+        let raw: Vec<String> = self.invoke(&inv).await?;
+        let parse = |s: &str| -> Result<u64, StoreError> {
+            s.parse::<u64>()
+                .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
+                .map_err(|_| StoreError::Corrupt(format!("counter value {s:?}")))
+        };
+        if raw.len() != periods.len() + 2 {
+            return Err(StoreError::Corrupt(format!(
+                "read reply has {} values, expected {}",
+                raw.len(),
+                periods.len() + 2
+            )));
+        }
+        let values = raw[..periods.len()]
+            .iter()
+            .map(|v| parse(v))
+            .collect::<Result<_, _>>()?;
+        let watermark = parse(&raw[periods.len()])?;
+        let distinct = match raw[periods.len() + 1].as_str() {
+            "-1" => None,
+            n => Some(parse(n)?),
+        };
+        Ok((Reading { values, watermark }, distinct))
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -323,29 +375,18 @@ impl Store for RedisStore {
         periods: &[PeriodKey],
         producer: &str,
     ) -> Result<Reading, StoreError> {
-        let mut inv = self.read.prepare_invoke();
-        inv.key(key(site, "wm"));
-        for p in periods {
-            inv.key(counter_key(site, scope, p));
-        }
-        inv.arg(producer);
-        match scope {
-            Scope::Site => inv.arg("c").arg(""),
-            Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
-        };
-        let raw: Vec<String> = self.invoke(&inv).await?;
-        let parse = |s: &str| -> Result<u64, StoreError> {
-            s.parse::<u64>()
-                .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
-                .map_err(|_| StoreError::Corrupt(format!("counter value {s:?}")))
-        };
-        let (mark, values) = raw
-            .split_last()
-            .ok_or_else(|| StoreError::Corrupt("empty read reply".into()))?;
-        Ok(Reading {
-            values: values.iter().map(|v| parse(v)).collect::<Result<_, _>>()?,
-            watermark: parse(mark)?,
-        })
+        Ok(self.read_all(site, scope, periods, producer, &[]).await?.0)
+    }
+
+    async fn read_site(
+        &self,
+        site: &str,
+        periods: &[PeriodKey],
+        producer: &str,
+        sketches: &[SketchKey],
+    ) -> Result<(Reading, Option<u64>), StoreError> {
+        self.read_all(site, &Scope::Site, periods, producer, sketches)
+            .await
     }
 
     async fn secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
@@ -357,7 +398,8 @@ impl Store for RedisStore {
         }
         let _: Value = self.query(&set).await?;
         let stored: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(&k)).await?;
-        let stored = stored.ok_or_else(|| StoreError::Unavailable(format!("secret {name} vanished")))?;
+        let stored =
+            stored.ok_or_else(|| StoreError::Unavailable(format!("secret {name} vanished")))?;
         stored
             .try_into()
             .map_err(|_| StoreError::Corrupt(format!("secret {name} is not 32 bytes")))
@@ -399,7 +441,10 @@ mod tests {
             counter_key("demo", &Scope::Page("/a".into()), &PeriodKey::Total),
             "luot:{demo}:p:t"
         );
-        assert_eq!(sketch_key("demo", &SketchKey::Minute(7)), "luot:{demo}:v:o:7");
+        assert_eq!(
+            sketch_key("demo", &SketchKey::Minute(7)),
+            "luot:{demo}:v:o:7"
+        );
         assert_eq!(sketch_key("demo", &SketchKey::All), "luot:{demo}:v:t");
     }
 
