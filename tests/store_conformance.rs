@@ -234,3 +234,44 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
         Some(0)
     );
 }
+
+/// Producers idle for 30 days lose their watermark (so the hash of
+/// watermarks cannot grow forever); active ones keep theirs.
+#[tokio::test]
+async fn redis_prunes_watermarks_of_producers_idle_for_thirty_days() {
+    let server = tokio::task::spawn_blocking(common::redis::RedisServer::start)
+        .await
+        .unwrap();
+    let store = luot::store::RedisStore::connect(&server.url())
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let ancient = (jiff::Timestamp::now().as_second() - 31 * 86_400).to_string();
+    let recent = (jiff::Timestamp::now().as_second() - 29 * 86_400).to_string();
+    for (producer, when) in [("gone", ancient.as_str()), ("quiet", recent.as_str())] {
+        common::redis::must(
+            addr,
+            &["HSET", "luot:{pr}:wm", producer, "00000000000000000005"],
+        );
+        common::redis::must(addr, &["HSET", "luot:{pr}:wmt", producer, when]);
+    }
+    let batch = SiteBatch {
+        site: Arc::from("pr"),
+        id: BatchId {
+            producer: Arc::from("active"),
+            seq: 1,
+        },
+        increments: Vec::new(),
+        visitors: Vec::new(),
+    };
+    store.apply(&batch).await.unwrap();
+    let marks = common::redis::must(addr, &["HKEYS", "luot:{pr}:wm"]);
+    let mut names: Vec<String> = marks
+        .array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.text())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["active", "quiet"]);
+}
