@@ -28,8 +28,8 @@ use crate::period::{DayNumber, date_of_number, day_number};
 use crate::read::Reader;
 use crate::sites::{SiteTable, Sites};
 use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
-use crate::wal::{Wal, WalError};
 use crate::visitor::{Identity, VID_KEY_NAME, salt_name};
+use crate::wal::{Wal, WalError};
 
 /// How often the daily salts are checked (a new day may need one).
 const SALT_REFRESH: Duration = Duration::from_secs(60);
@@ -209,7 +209,10 @@ pub async fn run(
     let (store, wal) = if config.store.redis_url.is_empty() {
         // One local ACID file: a batch is durable once applied, so no
         // write-ahead file is needed in front of it.
-        (AnyStore::Embedded(EmbeddedStore::open(&server.data_dir)?), None)
+        (
+            AnyStore::Embedded(EmbeddedStore::open(&server.data_dir)?),
+            None,
+        )
     } else {
         let store = AnyStore::Redis(RedisStore::connect(&config.store.redis_url).await?);
         let (wal, recovery) = Wal::open(&server.data_dir)?;
@@ -231,8 +234,8 @@ pub async fn run(
     // watermark, and from the clock for good measure.
     let mut first_seqs = std::collections::HashMap::new();
     for site in &config.sites {
-        let r = startup(|| store.read(&site.id, &Scope::Site, &[PeriodKey::Total], &producer))
-            .await?;
+        let r =
+            startup(|| store.read(&site.id, &Scope::Site, &[PeriodKey::Total], &producer)).await?;
         let clock_seq = Timestamp::now().as_microsecond().max(0) as u64;
         first_seqs.insert(site.id.clone(), (r.watermark + 1).max(clock_seq));
     }
@@ -260,7 +263,10 @@ pub async fn run(
                 }
             }
             if replayed > 0 {
-                tracing::info!(batches = replayed, "replaying unacknowledged batches from the write-ahead file");
+                tracing::info!(
+                    batches = replayed,
+                    "replaying unacknowledged batches from the write-ahead file"
+                );
             }
             Some(wal)
         }

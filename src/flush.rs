@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Retention;
-use crate::ledger::{Stored, read_keys};
+use crate::ledger::{Stored, Visitors, read_keys};
 use crate::metrics::FlushMetrics;
 use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
 use crate::sites::{Site, Sites};
@@ -153,6 +153,37 @@ fn plus(at: Timestamp, keep: Duration) -> Timestamp {
     at.checked_add(keep).unwrap_or(Timestamp::MAX)
 }
 
+/// How often unique-visitor figures are re-read (a month is a union of up
+/// to 31 day sketches: cheap, but not free at every flush).
+pub const VISITOR_REFRESH: Duration = Duration::from_secs(5);
+
+/// The sketch groups whose union counts give today's, yesterday's, this
+/// week's, this month's and all-time unique visitors at local day `today`.
+pub fn visitor_groups(today: jiff::civil::Date, calendar: &SiteCalendar) -> [Vec<SketchKey>; 5] {
+    let days_from = |first: jiff::civil::Date| -> Vec<SketchKey> {
+        let mut days = Vec::new();
+        let mut d = first;
+        while d <= today && days.len() < 32 {
+            days.push(SketchKey::Day(d));
+            match d.tomorrow() {
+                Ok(next) => d = next,
+                Err(_) => break,
+            }
+        }
+        days
+    };
+    [
+        vec![SketchKey::Day(today)],
+        today
+            .yesterday()
+            .map(|y| vec![SketchKey::Day(y)])
+            .unwrap_or_default(),
+        days_from(week_of(today, calendar.week_start())),
+        days_from(month_of(today)),
+        vec![SketchKey::All],
+    ]
+}
+
 /// Flushes every site's pending deltas to the store.
 pub struct Flusher<S> {
     store: S,
@@ -169,6 +200,8 @@ pub struct Flusher<S> {
     /// Visitors taken from each site, merged per sketch until a batch
     /// carries them (bounded by sketches, not by visitors).
     visitors: BTreeMap<Arc<str>, BTreeMap<SketchKey, SketchUnion>>,
+    /// When each site's unique-visitor figures were last read.
+    visitors_read: BTreeMap<Arc<str>, Instant>,
     scratch: Vec<Delta>,
 }
 
@@ -200,6 +233,7 @@ impl<S: Store> Flusher<S> {
             metrics: FlushMetrics::new(),
             backoff: BTreeMap::new(),
             visitors: BTreeMap::new(),
+            visitors_read: BTreeMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -395,20 +429,38 @@ impl<S: Store> Flusher<S> {
         let now = Timestamp::now();
         let today = site.calendar().day_of(now);
         let keys = read_keys(today, site.calendar());
-        let minutes: Vec<SketchKey> = if site.visitors.is_some() {
-            let minute = now.as_second().div_euclid(60);
-            let window = (self.online_window.as_secs() / 60) as i64;
-            (minute - window..=minute).map(SketchKey::Minute).collect()
-        } else {
-            Vec::new()
-        };
+        let minute = now.as_second().div_euclid(60);
+        let window = (self.online_window.as_secs() / 60) as i64;
+        let mut groups: Vec<Vec<SketchKey>> =
+            vec![(minute - window..=minute).map(SketchKey::Minute).collect()];
+        let visitors_due = self
+            .visitors_read
+            .get(&site.id)
+            .is_none_or(|t| t.elapsed() >= VISITOR_REFRESH);
+        if visitors_due {
+            groups.extend(visitor_groups(today, site.calendar()));
+        }
         let result = self
             .store
-            .read_site(&site.id, &keys, &self.producer, &minutes)
+            .read_site(&site.id, &keys, &self.producer, &groups)
             .await
-            .map(|(reading, online)| {
-                if let Some(online) = online {
-                    site.shared_online.store(online, Ordering::Release);
+            .map(|(reading, counts)| {
+                if let Some(Some(online)) = counts.first() {
+                    site.shared_online.store(*online, Ordering::Release);
+                }
+                if let [_, today, yesterday, week, month, total] = counts[..]
+                    && let (Some(today), Some(yesterday), Some(week), Some(month), Some(total)) =
+                        (today, yesterday, week, month, total)
+                {
+                    site.shared_visitors.store(Some(Arc::new(Visitors {
+                        today,
+                        yesterday,
+                        week,
+                        month,
+                        total,
+                    })));
+                    self.visitors_read
+                        .insert(Arc::clone(&site.id), Instant::now());
                 }
                 reading
             });

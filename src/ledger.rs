@@ -32,7 +32,8 @@ pub struct Figures {
     pub month: u64,
     /// Site only: distinct visitors in the online window.
     pub online: Option<u64>,
-    /// Site only: distinct visitors per period (not yet tracked: `null`).
+    /// Site only: distinct visitors per period, as the store last said
+    /// (`null` until it has been read).
     pub visitors: Option<Visitors>,
     /// True when the store could not be read and the figures are the last
     /// good ones plus this instance's own hits.
@@ -314,10 +315,7 @@ impl LedgerWrite<'_> {
     /// (retried unchanged), else a new one frozen from the open deltas by
     /// `build` (given the sequence number and the deltas). `None` when there
     /// is nothing to send.
-    pub fn next_batch(
-        &mut self,
-        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
-    ) -> Option<ToSend> {
+    pub fn next_batch(&mut self, build: impl FnOnce(u64, &[Delta]) -> SiteBatch) -> Option<ToSend> {
         if let Some(f) = self.state.frozen.iter().find(|f| !f.acked) {
             return Some(ToSend {
                 batch: Arc::clone(&f.batch),
@@ -328,7 +326,8 @@ impl LedgerWrite<'_> {
             // Acknowledged, waiting for a reading that covers it.
             return None;
         }
-        self.freeze(build).map(|batch| ToSend { batch, fresh: true })
+        self.freeze(build)
+            .map(|batch| ToSend { batch, fresh: true })
     }
 
     /// Freezes the open deltas into a new batch queued behind any frozen
@@ -420,7 +419,13 @@ impl LedgerWrite<'_> {
 
     /// Number of keys waiting: open deltas plus the frozen batch's.
     pub fn pending_keys(&self) -> usize {
-        self.state.open.len() + self.state.frozen.iter().map(|f| f.deltas.len()).sum::<usize>()
+        self.state.open.len()
+            + self
+                .state
+                .frozen
+                .iter()
+                .map(|f| f.deltas.len())
+                .sum::<usize>()
     }
 }
 

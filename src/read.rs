@@ -52,7 +52,7 @@ impl Reader {
             week: c.week,
             month: c.month,
             online: Some(site.online_now(now.as_second())),
-            visitors: None,
+            visitors: site.shared_visitors.load_full().map(|v| (*v).clone()),
             stale,
             as_of: calendar.rfc3339(now),
         }

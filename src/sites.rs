@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use dashmap::DashMap;
 
 use crate::config::{Config, SiteConfig};
-use crate::ledger::{Ledger, Stored};
+use crate::ledger::{Ledger, Stored, Visitors};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
@@ -33,9 +33,11 @@ pub struct Site {
     pub tally: SiteTally,
     pub online: OnlineRing,
     pub ledger: Ledger,
-    /// Visitors to ship to a store that keeps sketches; `None` when the
-    /// store does not (the embedded store: one instance sees everyone).
+    /// Visitors to ship to the store's sketches (unique visitors; with
+    /// Redis also `online` across instances).
     pub visitors: Option<VisitorBatcher>,
+    /// Unique visitors per period as the store last said.
+    pub shared_visitors: ArcSwapOption<Visitors>,
     /// Distinct visitors online across all instances, as the store last
     /// said (`u64::MAX` until it has).
     pub shared_online: AtomicU64,
@@ -66,7 +68,8 @@ impl Site {
             tally: SiteTally::new(config.max_pages.unwrap_or(global.counting.max_pages)),
             online: OnlineRing::new(minutes),
             ledger: Ledger::new(first_seq),
-            visitors: (!global.store.redis_url.is_empty()).then(VisitorBatcher::new),
+            visitors: Some(VisitorBatcher::new()),
+            shared_visitors: ArcSwapOption::empty(),
             shared_online: AtomicU64::new(u64::MAX),
             page_cache: DashMap::new(),
             metrics: SiteMetrics::new(&config.id),

@@ -117,11 +117,11 @@ mod redis_single {
             site: &str,
             periods: &[luot::store::PeriodKey],
             producer: &str,
-            sketches: &[luot::store::SketchKey],
+            groups: &[Vec<luot::store::SketchKey>],
         ) -> impl std::future::Future<
-            Output = Result<(luot::store::Reading, Option<u64>), luot::store::StoreError>,
+            Output = Result<(luot::store::Reading, Vec<Option<u64>>), luot::store::StoreError>,
         > + Send {
-            self.store.read_site(site, periods, producer, sketches)
+            self.store.read_site(site, periods, producer, groups)
         }
     }
 
@@ -166,6 +166,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::sites_are_isolated(&store).await;
     c::first_secret_wins(&store).await;
     c::site_refresh_reads_counters_watermark_and_sketches(&store).await;
+    c::day_and_all_time_visitors_are_kept_and_merge(&store).await;
     c::ping_answers(&store).await;
     drop(cluster);
 }

@@ -217,9 +217,9 @@ pub async fn site_refresh_reads_counters_watermark_and_sketches<S: Store>(store:
         members: super::Members::Exact(vec![1, 2, 3]),
     }];
     store.apply(&b).await.unwrap();
-    let keys = [super::SketchKey::Minute(100), super::SketchKey::Minute(101)];
-    let (reading, online) = store
-        .read_site(site, &all_periods(), "p1", &keys)
+    let keys = vec![super::SketchKey::Minute(100), super::SketchKey::Minute(101)];
+    let (reading, counts) = store
+        .read_site(site, &all_periods(), "p1", std::slice::from_ref(&keys))
         .await
         .unwrap();
     let plain = store
@@ -228,15 +228,48 @@ pub async fn site_refresh_reads_counters_watermark_and_sketches<S: Store>(store:
         .unwrap();
     assert_eq!(reading, plain);
     assert_eq!(reading.values, vec![3, 3, 3, 3]);
-    assert_eq!(online, store.distinct(site, &keys).await.unwrap());
-    if let Some(n) = online {
+    assert_eq!(counts, vec![store.distinct(site, &keys).await.unwrap()]);
+    if let Some(n) = counts[0] {
         assert_eq!(n, 3);
     }
     let (_, none) = store
         .read_site(site, &all_periods(), "p1", &[])
         .await
         .unwrap();
-    assert_eq!(none, None);
+    assert!(none.is_empty());
+}
+
+/// Visitors per day and ever are kept by every store: the union of the
+/// days of a week counts a visitor seen on two days once, and a day's
+/// sketch merges members and registers from different batches.
+pub async fn day_and_all_time_visitors_are_kept_and_merge<S: Store>(store: &S) {
+    use super::{Members, SketchKey, VisitorDelta};
+    let site = "conf-visitors";
+    let mon = Date::constant(2026, 11, 23);
+    let tue = Date::constant(2026, 11, 24);
+    let later = Some(Timestamp::now() + SignedDuration::from_hours(24 * 30));
+    let delta = |day: Date, members: Vec<u64>| VisitorDelta {
+        keys: vec![(SketchKey::Day(day), later), (SketchKey::All, None)],
+        members: Members::Exact(members),
+    };
+    let mut b1 = batch(site, "p1", 1, Vec::new());
+    b1.visitors = vec![delta(mon, vec![1, 2, 3])];
+    let mut b2 = batch(site, "p1", 2, Vec::new());
+    b2.visitors = vec![delta(tue, vec![3, 4])];
+    store.apply(&b1).await.unwrap();
+    store.apply(&b2).await.unwrap();
+    let groups = vec![
+        vec![SketchKey::Day(mon)],
+        vec![SketchKey::Day(tue)],
+        vec![SketchKey::Day(mon), SketchKey::Day(tue)],
+        vec![SketchKey::All],
+        vec![SketchKey::Day(Date::constant(2026, 11, 25))],
+    ];
+    let (_, counts) = store
+        .read_site(site, &[PeriodKey::Total], "p1", &groups)
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![Some(3), Some(2), Some(4), Some(4), Some(0)]);
 }
 
 /// A reachable store answers a ping.
@@ -258,6 +291,7 @@ macro_rules! store_conformance_tests {
             sites_are_isolated,
             first_secret_wins,
             site_refresh_reads_counters_watermark_and_sketches,
+            day_and_all_time_visitors_are_kept_and_merge,
             ping_answers,
         );
     };

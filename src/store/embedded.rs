@@ -12,7 +12,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{Applied, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
+use super::{Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
+use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
 /// Counter values: (site, scope, period name) → hits. The scope is the page
 /// path, or "" for the site.
@@ -25,6 +26,14 @@ const EXPIRY: TableDefinition<(i64, &str, &str, &str), ()> = TableDefinition::ne
 const WATERMARKS: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("watermarks");
 /// Shared secrets (salts): name → 32 bytes.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+/// Visitor sketches: (site, sketch name) → an encoded `SketchUnion`. Only
+/// days and all time: one embedded instance counts `online` itself.
+const SKETCHES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sketches");
+/// The scope recorded in the expiry index for a sketch (pages start with
+/// `/` and the site is empty, so this names neither).
+const SKETCH_SCOPE: &str = "#v";
+/// Salts older than this many days before a new one are deleted.
+const SALT_KEEP_DAYS: i64 = 3;
 
 /// How many expired counters one flush transaction deletes at most, so a
 /// backlog of expiries never makes one flush slow.
@@ -60,6 +69,7 @@ impl EmbeddedStore {
             tx.open_table(EXPIRY).map_err(unavailable)?;
             tx.open_table(WATERMARKS).map_err(unavailable)?;
             tx.open_table(SECRETS).map_err(unavailable)?;
+            tx.open_table(SKETCHES).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -122,7 +132,40 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
             }
         }
         late = skipped;
-        prune_expired(&mut counters, &mut expiry, now)?;
+        let mut sketches = tx.open_table(SKETCHES).map_err(unavailable)?;
+        for delta in &batch.visitors {
+            let add = match &delta.members {
+                Members::Exact(m) => SketchUnion::from_parts(&[0u8; HLL_REGISTERS], Some(m)),
+                Members::Registers(r) => SketchUnion::from_parts(r, None),
+            }
+            .map_err(|e| StoreError::Refused(format!("visitor sketch: {e}")))?;
+            for (key, expires_at) in &delta.keys {
+                if matches!(key, SketchKey::Minute(_)) || expires_at.is_some_and(|at| at <= now) {
+                    continue;
+                }
+                let name = key.to_string();
+                let k = (batch.site.as_ref(), name.as_str());
+                let existing = sketches
+                    .get(k)
+                    .map_err(unavailable)?
+                    .map(|v| v.value().to_vec());
+                let mut union = match &existing {
+                    Some(bytes) => SketchUnion::from_bytes(bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("sketch {name}: {e}")))?,
+                    None => SketchUnion::new(),
+                };
+                union.add_union(&add);
+                sketches
+                    .insert(k, union.to_bytes().as_slice())
+                    .map_err(unavailable)?;
+                if let (None, Some(at)) = (&existing, expires_at) {
+                    expiry
+                        .insert((at.as_second(), k.0, SKETCH_SCOPE, k.1), ())
+                        .map_err(unavailable)?;
+                }
+            }
+        }
+        prune_expired(&mut counters, &mut sketches, &mut expiry, now)?;
     }
     tx.commit().map_err(unavailable)?;
     Ok(Applied::Fresh { late })
@@ -132,6 +175,7 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
 /// [`PRUNE_PER_BATCH`] per call.
 fn prune_expired(
     counters: &mut redb::Table<(&str, &str, &str), u64>,
+    sketches: &mut redb::Table<(&str, &str), &[u8]>,
     expiry: &mut redb::Table<(i64, &str, &str, &str), ()>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -145,12 +189,73 @@ fn prune_expired(
         due.push((at, site.to_string(), scope.to_string(), period.to_string()));
     }
     for (at, site, scope, period) in due {
-        counters
-            .remove((site.as_str(), scope.as_str(), period.as_str()))
-            .map_err(unavailable)?;
+        if scope == SKETCH_SCOPE {
+            sketches
+                .remove((site.as_str(), period.as_str()))
+                .map_err(unavailable)?;
+        } else {
+            counters
+                .remove((site.as_str(), scope.as_str(), period.as_str()))
+                .map_err(unavailable)?;
+        }
         expiry
             .remove((at, site.as_str(), scope.as_str(), period.as_str()))
             .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// The union count of some sketches; `None` when a minute is asked for
+/// (one embedded instance counts `online` itself).
+fn distinct_blocking(
+    db: &Database,
+    site: &str,
+    keys: &[SketchKey],
+) -> Result<Option<u64>, StoreError> {
+    if keys.iter().any(|k| matches!(k, SketchKey::Minute(_))) {
+        return Ok(None);
+    }
+    let tx = db.begin_read().map_err(unavailable)?;
+    let sketches = tx.open_table(SKETCHES).map_err(unavailable)?;
+    let mut union = SketchUnion::new();
+    for key in keys {
+        let name = key.to_string();
+        if let Some(v) = sketches.get((site, name.as_str())).map_err(unavailable)? {
+            let stored = SketchUnion::from_bytes(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("sketch {name}: {e}")))?;
+            union.add_union(&stored);
+        }
+    }
+    Ok(Some(union.count()))
+}
+
+/// When the salt of a new day is created, deletes salts of days more than
+/// [`SALT_KEEP_DAYS`] before it: an old salt could only re-identify
+/// yesterday's visitors.
+fn prune_salts(secrets: &mut redb::Table<&str, &[u8]>, created: &str) -> Result<(), StoreError> {
+    let Some(day) = created
+        .strip_prefix("salt:")
+        .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+    else {
+        return Ok(());
+    };
+    let Ok(oldest) = day.checked_sub(jiff::Span::new().days(SALT_KEEP_DAYS)) else {
+        return Ok(());
+    };
+    let mut stale = Vec::new();
+    for entry in secrets.range("salt:".."salt;").map_err(unavailable)? {
+        let (k, _) = entry.map_err(unavailable)?;
+        let name = k.value().to_string();
+        if let Some(d) = name
+            .strip_prefix("salt:")
+            .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+            && d < oldest
+        {
+            stale.push(name);
+        }
+    }
+    for name in stale {
+        secrets.remove(name.as_str()).map_err(unavailable)?;
     }
     Ok(())
 }
@@ -213,6 +318,7 @@ impl Store for EmbeddedStore {
                         secrets
                             .insert(name.as_str(), candidate.as_slice())
                             .map_err(unavailable)?;
+                        prune_salts(&mut secrets, &name)?;
                         candidate
                     }
                 }
@@ -223,9 +329,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn distinct(&self, _site: &str, _keys: &[SketchKey]) -> Result<Option<u64>, StoreError> {
-        // One embedded instance sees every visitor itself.
-        Ok(None)
+    async fn distinct(&self, site: &str, keys: &[SketchKey]) -> Result<Option<u64>, StoreError> {
+        let site = site.to_string();
+        let keys = keys.to_vec();
+        self.blocking(move |db| distinct_blocking(db, &site, &keys))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

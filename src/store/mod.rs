@@ -240,8 +240,8 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A site's refresh: [`Store::read`] of the site scope and
-    /// [`Store::distinct`] of `sketches`, which a store may answer in one
-    /// round trip.
+    /// [`Store::distinct`] of each group of sketches (online minutes, the
+    /// days of this week…), which a store may answer in one round trip.
     ///
     /// # Errors
     /// A [`StoreError`] when the store cannot answer.
@@ -250,16 +250,15 @@ pub trait Store: Send + Sync + 'static {
         site: &str,
         periods: &[PeriodKey],
         producer: &str,
-        sketches: &[SketchKey],
-    ) -> impl Future<Output = Result<(Reading, Option<u64>), StoreError>> + Send {
+        groups: &[Vec<SketchKey>],
+    ) -> impl Future<Output = Result<(Reading, Vec<Option<u64>>), StoreError>> + Send {
         async move {
             let reading = self.read(site, &Scope::Site, periods, producer).await?;
-            let distinct = if sketches.is_empty() {
-                None
-            } else {
-                self.distinct(site, sketches).await?
-            };
-            Ok((reading, distinct))
+            let mut counts = Vec::with_capacity(groups.len());
+            for group in groups {
+                counts.push(self.distinct(site, group).await?);
+            }
+            Ok((reading, counts))
         }
     }
 }
@@ -319,11 +318,11 @@ impl Store for AnyStore {
         site: &str,
         periods: &[PeriodKey],
         producer: &str,
-        sketches: &[SketchKey],
-    ) -> Result<(Reading, Option<u64>), StoreError> {
+        groups: &[Vec<SketchKey>],
+    ) -> Result<(Reading, Vec<Option<u64>>), StoreError> {
         match self {
-            AnyStore::Embedded(s) => s.read_site(site, periods, producer, sketches).await,
-            AnyStore::Redis(s) => s.read_site(site, periods, producer, sketches).await,
+            AnyStore::Embedded(s) => s.read_site(site, periods, producer, groups).await,
+            AnyStore::Redis(s) => s.read_site(site, periods, producer, groups).await,
         }
     }
 }

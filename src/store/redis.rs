@@ -116,10 +116,10 @@ return {1, late}
 "#;
 
 const READ_LUA: &str = r#"
--- KEYS[1] watermarks, KEYS[2..1+n] counters, then sketches to count as one
--- union. ARGV[1] producer, ARGV[2] kind ('c' | 'z'), ARGV[3] page,
--- ARGV[4] n. Returns the values, the watermark, then the union's count
--- (or -1 when no sketch was asked).
+-- KEYS[1] watermarks, KEYS[2..1+n] counters, then groups of sketches, each
+-- counted as one union. ARGV[1] producer, ARGV[2] kind ('c' | 'z'),
+-- ARGV[3] page, ARGV[4] n, ARGV[5..] the size of each group. Returns the
+-- values, the watermark, then one count per group.
 local n = tonumber(ARGV[4])
 local out = {}
 for i = 2, n + 1 do
@@ -132,10 +132,15 @@ for i = 2, n + 1 do
   out[i - 1] = v or '0'
 end
 out[n + 1] = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
-if #KEYS > n + 1 then
-  out[n + 2] = tostring(redis.call('PFCOUNT', unpack(KEYS, n + 2, #KEYS)))
-else
-  out[n + 2] = '-1'
+local k = n + 2
+for g = 5, #ARGV do
+  local size = tonumber(ARGV[g])
+  if size > 0 then
+    out[#out + 1] = tostring(redis.call('PFCOUNT', unpack(KEYS, k, k + size - 1)))
+  else
+    out[#out + 1] = '0'
+  end
+  k = k + size
 end
 return out
 "#;
@@ -261,21 +266,22 @@ impl RedisStore {
         .map_err(map_err)
     }
 
-    /// One read script call: counters, watermark and a sketch union count.
+    /// One read script call: counters, watermark and one union count per
+    /// group of sketches.
     async fn read_all(
         &self,
         site: &str,
         scope: &Scope,
         periods: &[PeriodKey],
         producer: &str,
-        sketches: &[SketchKey],
-    ) -> Result<(Reading, Option<u64>), StoreError> {
+        groups: &[Vec<SketchKey>],
+    ) -> Result<(Reading, Vec<Option<u64>>), StoreError> {
         let mut inv = self.read.prepare_invoke();
         inv.key(key(site, "wm"));
         for p in periods {
             inv.key(counter_key(site, scope, p));
         }
-        for k in sketches {
+        for k in groups.iter().flatten() {
             inv.key(sketch_key(site, k));
         }
         inv.arg(producer);
@@ -284,17 +290,20 @@ impl RedisStore {
             Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
         };
         inv.arg(periods.len());
+        for g in groups {
+            inv.arg(g.len());
+        }
         let raw: Vec<String> = self.invoke(&inv).await?;
         let parse = |s: &str| -> Result<u64, StoreError> {
             s.parse::<u64>()
                 .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
                 .map_err(|_| StoreError::Corrupt(format!("counter value {s:?}")))
         };
-        if raw.len() != periods.len() + 2 {
+        let expected = periods.len() + 1 + groups.len();
+        if raw.len() != expected {
             return Err(StoreError::Corrupt(format!(
-                "read reply has {} values, expected {}",
-                raw.len(),
-                periods.len() + 2
+                "read reply has {} values, expected {expected}",
+                raw.len()
             )));
         }
         let values = raw[..periods.len()]
@@ -302,11 +311,11 @@ impl RedisStore {
             .map(|v| parse(v))
             .collect::<Result<_, _>>()?;
         let watermark = parse(&raw[periods.len()])?;
-        let distinct = match raw[periods.len() + 1].as_str() {
-            "-1" => None,
-            n => Some(parse(n)?),
-        };
-        Ok((Reading { values, watermark }, distinct))
+        let counts = raw[periods.len() + 1..]
+            .iter()
+            .map(|c| parse(c).map(Some))
+            .collect::<Result<_, _>>()?;
+        Ok((Reading { values, watermark }, counts))
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -383,9 +392,9 @@ impl Store for RedisStore {
         site: &str,
         periods: &[PeriodKey],
         producer: &str,
-        sketches: &[SketchKey],
-    ) -> Result<(Reading, Option<u64>), StoreError> {
-        self.read_all(site, &Scope::Site, periods, producer, sketches)
+        groups: &[Vec<SketchKey>],
+    ) -> Result<(Reading, Vec<Option<u64>>), StoreError> {
+        self.read_all(site, &Scope::Site, periods, producer, groups)
             .await
     }
 
