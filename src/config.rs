@@ -34,6 +34,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_ONLINE_WINDOW: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_PAGES: usize = 100_000;
 pub const DEFAULT_MAX_PAGE_LENGTH: usize = crate::page::DEFAULT_MAX_PAGE_LEN;
+pub const DEFAULT_RATE_PER_SECOND: u32 = 100;
+pub const DEFAULT_RATE_BURST: u32 = 1_000;
 pub const DEFAULT_SITE_DAYS: Duration = Duration::from_secs(400 * 86_400);
 pub const DEFAULT_PAGE_DAYS: Duration = Duration::from_secs(35 * 86_400);
 pub const DEFAULT_WEEKS: Duration = Duration::from_secs(730 * 86_400);
@@ -189,6 +191,21 @@ pub struct Counting {
     pub max_pages: usize,
     pub max_page_length: usize,
     pub keep_query: bool,
+    /// Honour `DNT: 1` / `Sec-GPC: 1`: the hit counts, no visitor identity
+    /// is derived or kept.
+    pub respect_dnt: bool,
+    /// Count hits from crawlers, headless browsers, uptime checkers and link
+    /// previewers (off: they are answered but not counted).
+    pub count_bots: bool,
+    /// Sustained hits per second allowed from one client address (IPv4, or
+    /// an IPv6 /64).
+    pub rate_limit_per_second: u32,
+    /// Hits one client may send at once before the sustained rate applies.
+    pub rate_limit_burst: u32,
+    /// The same visitor on the same page within this window counts once.
+    /// `"0s"` (the default) counts every page load, as classic counters do.
+    #[serde(with = "duration_str")]
+    pub dedupe_window: Duration,
 }
 
 impl Default for Counting {
@@ -198,8 +215,25 @@ impl Default for Counting {
             max_pages: DEFAULT_MAX_PAGES,
             max_page_length: DEFAULT_MAX_PAGE_LENGTH,
             keep_query: false,
+            respect_dnt: true,
+            count_bots: false,
+            rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
+            rate_limit_burst: DEFAULT_RATE_BURST,
+            dedupe_window: Duration::ZERO,
         }
     }
+}
+
+/// The counting rules in force for one site: the global `[counting]`
+/// values, overridden by the site's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteRules {
+    pub respect_dnt: bool,
+    pub count_bots: bool,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub dedupe_window: Duration,
+    pub max_pages: usize,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -265,6 +299,21 @@ pub struct SiteConfig {
     /// Overrides `counting.max_pages` for this site.
     #[serde(default)]
     pub max_pages: Option<usize>,
+    /// Overrides `counting.respect_dnt`.
+    #[serde(default)]
+    pub respect_dnt: Option<bool>,
+    /// Overrides `counting.count_bots`.
+    #[serde(default)]
+    pub count_bots: Option<bool>,
+    /// Overrides `counting.rate_limit_per_second`.
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    /// Overrides `counting.rate_limit_burst`.
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// Overrides `counting.dedupe_window`.
+    #[serde(default, with = "opt_duration_str")]
+    pub dedupe_window: Option<Duration>,
     /// Bearer token for the owner's routes when the site is not public.
     /// Secret; masked in logs.
     #[serde(default)]
@@ -386,6 +435,22 @@ impl Config {
                 "must be between 16 and 4096",
             ));
         }
+        if c.rate_limit_per_second == 0 || c.rate_limit_burst == 0 {
+            return Err(ConfigError::invalid(
+                if c.rate_limit_per_second == 0 {
+                    "counting.rate_limit_per_second"
+                } else {
+                    "counting.rate_limit_burst"
+                },
+                "must be more than zero",
+            ));
+        }
+        if c.dedupe_window > MAX_DEDUPE_WINDOW {
+            return Err(ConfigError::invalid(
+                "counting.dedupe_window",
+                "must be at most 24h",
+            ));
+        }
         if c.max_pages == 0 {
             return Err(ConfigError::invalid(
                 "counting.max_pages",
@@ -481,6 +546,23 @@ impl SiteConfig {
                 "must be more than zero",
             ));
         }
+        for (name, v) in [
+            ("rate_limit_per_second", self.rate_limit_per_second),
+            ("rate_limit_burst", self.rate_limit_burst),
+        ] {
+            if v == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.{name}"),
+                    "must be more than zero",
+                ));
+            }
+        }
+        if self.dedupe_window.is_some_and(|w| w > MAX_DEDUPE_WINDOW) {
+            return Err(ConfigError::invalid(
+                format!("{key}.dedupe_window"),
+                "must be at most 24h",
+            ));
+        }
         if matches!(&self.read_token, Some(t) if t.len() < 16) {
             return Err(ConfigError::invalid(
                 format!("{key}.read_token"),
@@ -490,6 +572,20 @@ impl SiteConfig {
         Ok(())
     }
 
+    /// The counting rules for this site.
+    pub fn rules(&self, global: &Counting) -> SiteRules {
+        SiteRules {
+            respect_dnt: self.respect_dnt.unwrap_or(global.respect_dnt),
+            count_bots: self.count_bots.unwrap_or(global.count_bots),
+            rate_limit_per_second: self
+                .rate_limit_per_second
+                .unwrap_or(global.rate_limit_per_second),
+            rate_limit_burst: self.rate_limit_burst.unwrap_or(global.rate_limit_burst),
+            dedupe_window: self.dedupe_window.unwrap_or(global.dedupe_window),
+            max_pages: self.max_pages.unwrap_or(global.max_pages),
+        }
+    }
+
     /// Whether a browser at `origin` may send beacons and read answers.
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.origins
@@ -497,6 +593,9 @@ impl SiteConfig {
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 }
+
+/// A dedupe window beyond a day is a different feature (unique visitors).
+const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(86_400);
 
 /// Keeps figures far below the range where a JSON reader loses precision.
 const MAX_INITIAL_TOTAL: u64 = 1 << 50;
@@ -628,6 +727,22 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
+/// An optional duration as a human string.
+mod opt_duration_str {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(d).map(Some)
+    }
+}
+
 /// Durations as human strings (`"200ms"`, `"1s"`, `"5m"`, `"400d"`).
 mod duration_str {
     use super::*;
@@ -689,6 +804,12 @@ mod tests {
         assert_eq!(c.counting.online_window, DEFAULT_ONLINE_WINDOW);
         assert_eq!(c.counting.max_pages, DEFAULT_MAX_PAGES);
         assert_eq!(c.counting.max_page_length, DEFAULT_MAX_PAGE_LENGTH);
+        let d = Counting::default();
+        assert_eq!(c.counting.respect_dnt, d.respect_dnt);
+        assert_eq!(c.counting.count_bots, d.count_bots);
+        assert_eq!(c.counting.rate_limit_per_second, DEFAULT_RATE_PER_SECOND);
+        assert_eq!(c.counting.rate_limit_burst, DEFAULT_RATE_BURST);
+        assert_eq!(c.counting.dedupe_window, d.dedupe_window);
         assert_eq!(c.retention.site_days, DEFAULT_SITE_DAYS);
         assert_eq!(c.retention.page_days, DEFAULT_PAGE_DAYS);
         assert_eq!(c.retention.weeks, DEFAULT_WEEKS);
@@ -846,6 +967,26 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("redis://u:***@127.0.0.1:6379"), "{json}");
+    }
+
+    #[test]
+    fn site_rules_fall_back_to_the_global_counting_rules() {
+        let text = "[counting]\ndedupe_window = \"30m\"\n[[sites]]\nid = \"a\"\ntimezone = \"UTC\"\norigins = []\ninitial_total = 0\nrate_limit_per_second = 5\ncount_bots = true\n[[sites]]\nid = \"b\"\ntimezone = \"UTC\"\norigins = []\ninitial_total = 0\ndedupe_window = \"0s\"\n";
+        let c = Config::from_toml_str(text).unwrap();
+        let a = c.sites[0].rules(&c.counting);
+        assert_eq!(a.rate_limit_per_second, 5);
+        assert_eq!(a.rate_limit_burst, DEFAULT_RATE_BURST);
+        assert!(a.count_bots && a.respect_dnt);
+        assert_eq!(a.dedupe_window, Duration::from_secs(1800));
+        let b = c.sites[1].rules(&c.counting);
+        assert_eq!(b.dedupe_window, Duration::ZERO);
+        assert!(!b.count_bots);
+        assert_eq!(b.rate_limit_per_second, DEFAULT_RATE_PER_SECOND);
+        let zero = "[[sites]]\nid = \"a\"\ntimezone = \"UTC\"\norigins = []\ninitial_total = 0\nrate_limit_burst = 0\n";
+        assert_eq!(
+            invalid_key(Config::from_toml_str(zero).unwrap_err()),
+            "sites[0].rate_limit_burst"
+        );
     }
 
     #[test]
