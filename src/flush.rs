@@ -326,13 +326,16 @@ impl<S: Store> Flusher<S> {
             return Ok(());
         }
         let visitors = self.visitor_deltas(site);
+        // Visitors travel even without hits to carry them, or the last
+        // interval's visitors would wait for the site's next hit.
+        let has_visitors = !visitors.is_empty();
         let mut unused_visitors = Some(visitors);
         let to_send = {
             let producer = &self.producer;
             let retention = &self.retention;
             let calendar = site.calendar();
             let visitors = &mut unused_visitors;
-            site.ledger.write().next_batch(|seq, deltas| {
+            site.ledger.write().next_batch(has_visitors, |seq, deltas| {
                 let mut batch = build_batch(&site.id, producer, seq, deltas, calendar, retention);
                 batch.visitors = visitors.take().unwrap_or_default();
                 batch
@@ -486,6 +489,12 @@ impl<S: Store> Flusher<S> {
     /// is frozen into the write-ahead file (if there is one), so the next
     /// start sends it.
     pub async fn drain(&mut self, deadline: Instant) -> bool {
+        // Connections are drained, so no hit can touch the visitor buckets
+        // any more: hand them all over now (the batcher is one call late).
+        for site in self.sites.snapshot().iter() {
+            self.gather_visitors(site);
+            self.gather_visitors(site);
+        }
         loop {
             for b in self.backoff.values_mut() {
                 // At shutdown, try again at once rather than sleep out a
@@ -527,7 +536,7 @@ impl<S: Store> Flusher<S> {
                 let producer = &self.producer;
                 let retention = &self.retention;
                 let calendar = site.calendar();
-                site.ledger.write().freeze(|seq, deltas| {
+                site.ledger.write().freeze(false, |seq, deltas| {
                     build_batch(&site.id, producer, seq, deltas, calendar, retention)
                 })
             };

@@ -315,7 +315,13 @@ impl LedgerWrite<'_> {
     /// (retried unchanged), else a new one frozen from the open deltas by
     /// `build` (given the sequence number and the deltas). `None` when there
     /// is nothing to send.
-    pub fn next_batch(&mut self, build: impl FnOnce(u64, &[Delta]) -> SiteBatch) -> Option<ToSend> {
+    /// `also_when_empty` freezes a batch even without open deltas (it
+    /// carries visitors only).
+    pub fn next_batch(
+        &mut self,
+        also_when_empty: bool,
+        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+    ) -> Option<ToSend> {
         if let Some(f) = self.state.frozen.iter().find(|f| !f.acked) {
             return Some(ToSend {
                 batch: Arc::clone(&f.batch),
@@ -326,18 +332,19 @@ impl LedgerWrite<'_> {
             // Acknowledged, waiting for a reading that covers it.
             return None;
         }
-        self.freeze(build)
+        self.freeze(also_when_empty, build)
             .map(|batch| ToSend { batch, fresh: true })
     }
 
     /// Freezes the open deltas into a new batch queued behind any frozen
     /// ones (at shutdown, so the write-ahead file keeps them). `None` when
-    /// nothing is open.
+    /// nothing is open, unless `also_when_empty`.
     pub fn freeze(
         &mut self,
+        also_when_empty: bool,
         build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
-        if self.state.open.is_empty() {
+        if self.state.open.is_empty() && !also_when_empty {
             return None;
         }
         let mut deltas: Vec<Delta> = self
@@ -489,7 +496,7 @@ mod tests {
         let mut scratch = Vec::new();
         ledger.write().take_from(&tally, &mut scratch);
         assert_eq!(total(&ledger), 105, "after take");
-        let send = ledger.write().next_batch(build).unwrap();
+        let send = ledger.write().next_batch(false, build).unwrap();
         assert_eq!(total(&ledger), 105, "after freeze");
         tally.count("/a", d);
         assert_eq!(
@@ -509,7 +516,7 @@ mod tests {
         assert_eq!(total(&ledger), 106, "after the covering reading");
         assert!(!ledger.read().covers(0));
         assert!(
-            ledger.write().next_batch(build).is_none(),
+            ledger.write().next_batch(false, build).is_none(),
             "the new hit is still in the tally"
         );
     }
@@ -522,15 +529,15 @@ mod tests {
         tally.count("/a", day_number(today));
         let mut scratch = Vec::new();
         ledger.write().take_from(&tally, &mut scratch);
-        let first = ledger.write().next_batch(build).unwrap().batch;
+        let first = ledger.write().next_batch(false, build).unwrap().batch;
         tally.count("/b", day_number(today));
         ledger.write().take_from(&tally, &mut scratch);
-        let again = ledger.write().next_batch(build).unwrap().batch;
+        let again = ledger.write().next_batch(false, build).unwrap().batch;
         assert_eq!(first, again);
         assert_eq!(first.id.seq, 7);
         ledger.write().acknowledge(7);
         ledger.write().install(stored_total(today, 2, 7));
-        let next = ledger.write().next_batch(build).unwrap().batch;
+        let next = ledger.write().next_batch(false, build).unwrap().batch;
         assert_eq!(next.id.seq, 8);
     }
 

@@ -261,9 +261,6 @@ fn two_instances_scenario(check_online: bool) {
 }
 
 #[test]
-#[ignore = "src bug: visitors seen in a site's last flush interval before its traffic \
-            stops are never shipped to Redis (src/flush.rs flush_site requeues them when \
-            Ledger::next_batch has no open deltas), so `online` never merges across instances"]
 fn two_instances_on_one_redis_agree_exactly_and_merge_online() {
     two_instances_scenario(true);
 }
@@ -914,9 +911,6 @@ fn redis_keys_carry_the_site_hash_tag_and_expire_by_retention() {
 }
 
 #[test]
-#[ignore = "src bug: visitors seen in a site's last flush interval before its traffic \
-            stops are never shipped to Redis (src/flush.rs flush_site requeues them when \
-            Ledger::next_batch has no open deltas): no luot:{site}:v:* key appears"]
 fn visitor_sketches_reach_redis_with_the_hash_tag_and_retention() {
     key_layout_scenario(true);
 }
