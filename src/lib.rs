@@ -19,12 +19,15 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bots;
 pub mod config;
+pub mod dedupe;
 pub mod flush;
 pub mod http;
 
 pub mod ingest;
 pub mod ledger;
+pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod period;

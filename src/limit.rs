@@ -244,11 +244,21 @@ mod tests {
         assert_eq!(RateLimit::new(0, 5), Err(RateLimitError::ZeroPerSecond));
         assert_eq!(RateLimit::new(5, 0), Err(RateLimitError::ZeroBurst));
         assert_eq!(
-            RateLimit { per_second: 3, burst: 7 }.validate(),
-            Ok(RateLimit { per_second: 3, burst: 7 })
+            RateLimit {
+                per_second: 3,
+                burst: 7
+            }
+            .validate(),
+            Ok(RateLimit {
+                per_second: 3,
+                burst: 7
+            })
         );
         // A hand-built zero limit does not panic: it behaves as 1/s, burst 1.
-        let limiter = ClientLimiter::new(RateLimit { per_second: 0, burst: 0 });
+        let limiter = ClientLimiter::new(RateLimit {
+            per_second: 0,
+            burst: 0,
+        });
         assert!(limiter.allow(ip("192.0.2.1")));
         assert!(!limiter.allow(ip("192.0.2.1")));
     }
