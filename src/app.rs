@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bots::BotDetector;
 use crate::config::Config;
 use crate::flush::Flusher;
 use crate::http::{self, State};
@@ -30,6 +31,9 @@ use crate::sites::{SiteTable, Sites};
 use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
 use crate::visitor::{Identity, VID_KEY_NAME, salt_name};
 use crate::wal::{Wal, WalError};
+
+/// How often idle clients are dropped from the rate limiters.
+const LIMITER_PRUNE: Duration = Duration::from_secs(5);
 
 /// How often the daily salts are checked (a new day may need one).
 const SALT_REFRESH: Duration = Duration::from_secs(60);
@@ -53,6 +57,8 @@ pub enum AppError {
     },
     #[error("write-ahead file: {0}")]
     Wal(#[from] WalError),
+    #[error("bot list: {0}")]
+    Bots(#[from] crate::bots::BotsError),
 }
 
 /// The addresses the service listens on (useful when configured with port 0).
@@ -307,12 +313,15 @@ pub async fn run(
         })?,
     };
 
+    let bots = BotDetector::new()?;
+    tracing::info!(patterns = bots.patterns(), "bot list compiled");
     let state = Arc::new(State {
         sites: Arc::clone(&sites),
         identity: Arc::clone(&identity),
         store: store.clone(),
         reader: Reader::new(store.clone(), Arc::clone(&producer)),
         counters: HitCounters::new(),
+        bots,
         trusted_proxies: server.trusted_proxies.clone(),
         max_body_bytes: config.limits.max_body_bytes,
         max_header_bytes: config.limits.max_header_bytes,
@@ -333,12 +342,25 @@ pub async fn run(
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_salt = Instant::now();
+            let mut last_prune = Instant::now();
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {
                         flusher.pass().await;
+                        let now = Timestamp::now();
+                        let prune = last_prune.elapsed() >= LIMITER_PRUNE;
                         for site in sites.snapshot().iter() {
-                            site.metrics.online.set(site.online.count(Timestamp::now().as_second()) as f64);
+                            site.metrics.online.set(site.online_now(now.as_second()) as f64);
+                            if let Some(filter) = &site.dedupe {
+                                filter.rotate_if_due(now.as_millisecond().max(0) as u64);
+                            }
+                            if prune {
+                                site.limiter.prune();
+                            }
+                            site.metrics.limiter_clients.set(site.limiter.len() as f64);
+                        }
+                        if prune {
+                            last_prune = Instant::now();
                         }
                         if last_salt.elapsed() >= SALT_REFRESH {
                             last_salt = Instant::now();

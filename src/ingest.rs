@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use crate::bots::BotDetector;
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
 use crate::sites::Site;
@@ -49,6 +50,8 @@ pub enum IngestError {
     BadPage(#[from] PageError),
     #[error("origin {0} may not send beacons for this site")]
     ForbiddenOrigin(String),
+    #[error("too many hits from this address; slow down")]
+    RateLimited,
 }
 
 impl IngestError {
@@ -57,6 +60,7 @@ impl IngestError {
         match self {
             IngestError::UnknownSite(_) => HitResult::UnknownSite,
             IngestError::ForbiddenOrigin(_) => HitResult::Forbidden,
+            IngestError::RateLimited => HitResult::RateLimited,
             _ => HitResult::Invalid,
         }
     }
@@ -159,10 +163,15 @@ pub struct Sender<'a> {
     pub referer: Option<&'a str>,
 }
 
-/// What happened to a counted hit, for the answer.
+/// What happened to an accepted hit. Every verdict is answered the same
+/// way (2xx); only `Counted` changes a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Receipt {
-    pub counted: Counted,
+pub enum Verdict {
+    Counted(Counted),
+    /// A crawler, headless browser, uptime checker or link previewer.
+    Bot,
+    /// The same visitor on the same page within the dedupe window.
+    Duplicate,
 }
 
 thread_local! {
@@ -175,11 +184,13 @@ thread_local! {
 pub struct Ingest<'s> {
     pub identity: &'s Identity,
     pub counters: &'s HitCounters,
+    pub bots: &'s BotDetector,
 }
 
 impl Ingest<'_> {
-    /// Validates and counts one beacon for `site`. `on_page` sees the
-    /// normalised page (borrowed from a reused buffer) after counting.
+    /// Validates, classifies and counts one beacon for `site`: origin, rate
+    /// limit, bot, page, repeat view. `on_page` sees the normalised page
+    /// (borrowed from a reused buffer) and the verdict.
     ///
     /// # Errors
     /// An [`IngestError`] when the beacon is refused; nothing is counted or
@@ -190,32 +201,46 @@ impl Ingest<'_> {
         beacon: &Beacon<'_>,
         sender: &Sender<'_>,
         now: Timestamp,
-        on_page: impl FnOnce(&str, Receipt) -> R,
+        on_page: impl FnOnce(&str, Verdict) -> R,
     ) -> Result<R, IngestError> {
         if let Some(origin) = sender.origin
             && !site.config.allows_origin(origin)
         {
             return Err(IngestError::ForbiddenOrigin(echo(origin)));
         }
+        if !site.limiter.allow(sender.ip) {
+            return Err(IngestError::RateLimited);
+        }
         let raw_page = beacon.page.as_deref().or(sender.referer).unwrap_or("/");
         PAGE_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             normalize_into(raw_page, site.rules, &mut buf)?;
+            if !site.counting.count_bots && self.bots.is_bot(sender.user_agent) {
+                self.counters.record(HitResult::Bot);
+                return Ok(on_page(&buf, Verdict::Bot));
+            }
             let secs = now.as_second();
             let day = site.clock.day_at(secs);
+            let parts = VisitorParts {
+                vid: beacon.vid.as_deref(),
+                ip: sender.ip,
+                user_agent: sender.user_agent,
+                no_track: sender.no_track && site.counting.respect_dnt,
+            };
+            let visitor = self.identity.visitor(&site.id, day, &parts);
+            if let (Some(filter), Ok(v)) = (&site.dedupe, &visitor)
+                && filter.check_and_insert(repeat_key(*v, &buf), now.as_millisecond().max(0) as u64)
+            {
+                self.counters.record(HitResult::Duplicate);
+                return Ok(on_page(&buf, Verdict::Duplicate));
+            }
             let counted = site.tally.count(&buf, day);
             if counted == Counted::SiteOnlyOverflow {
                 site.metrics.overflow.increment(1);
             }
             site.metrics.hits.increment(1);
             self.counters.record(HitResult::Counted);
-            let parts = VisitorParts {
-                vid: beacon.vid.as_deref(),
-                ip: sender.ip,
-                user_agent: sender.user_agent,
-                no_track: sender.no_track,
-            };
-            match self.identity.visitor(&site.id, day, &parts) {
+            match visitor {
                 Ok(visitor) => {
                     site.online.insert(secs, visitor);
                     if let Some(batcher) = &site.visitors {
@@ -225,9 +250,18 @@ impl Ingest<'_> {
                 Err(Anonymous::NoTrack) => self.counters.anonymous_no_track.increment(1),
                 Err(Anonymous::NoSalt) => self.counters.anonymous_no_salt.increment(1),
             }
-            Ok(on_page(&buf, Receipt { counted }))
+            Ok(on_page(&buf, Verdict::Counted(counted)))
         })
     }
+}
+
+/// The dedupe key of a visitor on a page.
+fn repeat_key(visitor: u64, page: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    visitor.hash(&mut h);
+    page.hash(&mut h);
+    h.finish()
 }
 
 /// Resolves the beacon's site among the declared ones.

@@ -16,6 +16,7 @@ pub const SITE_HITS: &str = "luot_site_hits_total";
 pub const SITE_ONLINE: &str = "luot_site_online_visitors";
 pub const PAGE_OVERFLOW: &str = "luot_page_overflow_total";
 pub const SITE_PAGES: &str = "luot_site_pages";
+pub const LIMITER_CLIENTS: &str = "luot_rate_limiter_clients";
 pub const HTTP_REQUESTS: &str = "luot_http_requests_total";
 pub const HTTP_DURATION: &str = "luot_http_request_duration_seconds";
 pub const CONNECTIONS: &str = "luot_http_connections";
@@ -125,6 +126,10 @@ fn describe() {
         "Hits on new pages beyond max_pages, counted for the site only."
     );
     describe_gauge!(
+        LIMITER_CLIENTS,
+        "Client addresses with rate-limit state, per declared site."
+    );
+    describe_gauge!(
         SITE_PAGES,
         "Distinct pages kept in memory, per declared site."
     );
@@ -212,6 +217,7 @@ pub struct SiteMetrics {
     pub online: Gauge,
     pub overflow: Counter,
     pub pages: Gauge,
+    pub limiter_clients: Gauge,
 }
 
 impl SiteMetrics {
@@ -221,7 +227,8 @@ impl SiteMetrics {
             hits: metrics::counter!(SITE_HITS, "site" => site.clone()),
             online: metrics::gauge!(SITE_ONLINE, "site" => site.clone()),
             overflow: metrics::counter!(PAGE_OVERFLOW, "site" => site.clone()),
-            pages: metrics::gauge!(SITE_PAGES, "site" => site),
+            pages: metrics::gauge!(SITE_PAGES, "site" => site.clone()),
+            limiter_clients: metrics::gauge!(LIMITER_CLIENTS, "site" => site),
         }
     }
 }

@@ -13,13 +13,20 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use dashmap::DashMap;
 
-use crate::config::{Config, SiteConfig};
+use crate::config::{Config, SiteConfig, SiteRules};
+use crate::dedupe::DedupeFilter;
 use crate::ledger::{Ledger, Stored, Visitors};
+use crate::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
 use crate::tally::SiteTally;
 use crate::visitor::{OnlineRing, VisitorBatcher};
+
+/// Bits of each of the two dedupe filters (1 MiB of memory per site with a
+/// dedupe window): about 210,000 distinct (visitor, page) pairs per window at
+/// under 0.1 % false repeats.
+const DEDUPE_BITS: usize = 1 << 22;
 
 /// Most page readings kept per site; beyond it the cache starts over.
 const PAGE_CACHE_MAX: usize = 10_000;
@@ -30,6 +37,12 @@ pub struct Site {
     pub config: SiteConfig,
     pub clock: DayClock,
     pub rules: PageRules,
+    /// The counting rules in force (global, overridden by the site's).
+    pub counting: SiteRules,
+    /// Per-client rate limit for this site.
+    pub limiter: ClientLimiter,
+    /// Repeat-view filter, when a dedupe window is set.
+    pub dedupe: Option<DedupeFilter>,
     pub tally: SiteTally,
     pub online: OnlineRing,
     pub ledger: Ledger,
@@ -57,6 +70,13 @@ impl Site {
         let tz = jiff::tz::TimeZone::get(&config.timezone).expect("validated time zone");
         let calendar = SiteCalendar::new(tz, config.week_start);
         let minutes = (global.counting.online_window.as_secs() / 60).max(1) as u32;
+        let counting = config.rules(&global.counting);
+        let limiter = ClientLimiter::new(RateLimit {
+            per_second: counting.rate_limit_per_second,
+            burst: counting.rate_limit_burst,
+        });
+        let dedupe = (!counting.dedupe_window.is_zero())
+            .then(|| DedupeFilter::new(counting.dedupe_window, DEDUPE_BITS));
         Site {
             id: Arc::from(config.id.as_str()),
             config: config.clone(),
@@ -65,7 +85,10 @@ impl Site {
                 keep_query: global.counting.keep_query,
                 max_len: global.counting.max_page_length,
             },
-            tally: SiteTally::new(config.max_pages.unwrap_or(global.counting.max_pages)),
+            tally: SiteTally::new(counting.max_pages),
+            counting,
+            limiter,
+            dedupe,
             online: OnlineRing::new(minutes),
             ledger: Ledger::new(first_seq),
             visitors: Some(VisitorBatcher::new()),

@@ -23,6 +23,7 @@ use jiff::Timestamp;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
@@ -59,6 +60,7 @@ pub struct State {
     pub store: AnyStore,
     pub reader: Reader,
     pub counters: HitCounters,
+    pub bots: BotDetector,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
     /// Request head limits; hyper enforces twice these as a backstop.
@@ -140,6 +142,7 @@ impl From<IngestError> for ApiError {
             IngestError::BadPage(_) => (StatusCode::BAD_REQUEST, "bad_page"),
             IngestError::UnknownSite(_) => (StatusCode::NOT_FOUND, "unknown_site"),
             IngestError::ForbiddenOrigin(_) => (StatusCode::FORBIDDEN, "origin_not_allowed"),
+            IngestError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -419,6 +422,7 @@ fn count_beacon(
         let ingest = Ingest {
             identity: &state.identity,
             counters: &state.counters,
+            bots: &state.bots,
         };
         let page = ingest.count(site, beacon, sender, now, |page, _| {
             (!quiet).then(|| Arc::<str>::from(page))
