@@ -321,6 +321,7 @@ pub async fn run(
         store: store.clone(),
         reader: Reader::new(store.clone(), Arc::clone(&producer)),
         counters: HitCounters::new(),
+        http_metrics: m::HttpMetrics::new(),
         bots,
         trusted_proxies: server.trusted_proxies.clone(),
         max_body_bytes: config.limits.max_body_bytes,

@@ -27,14 +27,46 @@ use crate::visitor::{Anonymous, Identity, VisitorParts};
 /// work with older servers.
 #[derive(Debug, Deserialize, Default, PartialEq, Eq)]
 pub struct Beacon<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub site: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub page: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "ref")]
+    #[serde(borrow, default, deserialize_with = "borrowed", rename = "ref")]
     pub referrer: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub vid: Option<Cow<'a, str>>,
+}
+
+/// Deserialises a string field borrowing from the body when it has no
+/// escapes (serde's own `Option<Cow<str>>` always copies), so a beacon is
+/// read without allocating.
+fn borrowed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    d.deserialize_option(Visit)
 }
 
 /// Why a beacon was refused. Each maps to one HTTP status in `http`.
@@ -81,6 +113,10 @@ fn echo(text: &str) -> String {
 /// # Errors
 /// [`IngestError::Malformed`] when the body is not a JSON object of strings.
 pub fn parse_body(body: &[u8]) -> Result<Beacon<'_>, IngestError> {
+    // Only an object is a beacon (serde would also take a JSON array).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(IngestError::Malformed("expected a JSON object".into()));
+    }
     serde_json::from_slice(body).map_err(|e| IngestError::Malformed(e.to_string()))
 }
 
@@ -300,6 +336,16 @@ mod tests {
         assert_eq!(b.page.as_deref(), Some("/a"));
         assert_eq!(b.referrer.as_deref(), Some("https://x/"));
         assert_eq!(b.vid.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn plain_strings_are_borrowed_and_null_is_absent() {
+        let body = br#"{"site":"demo","page":"/a","vid":null}"#;
+        let b = parse_body(body).unwrap();
+        assert!(matches!(b.site, Some(Cow::Borrowed("demo"))));
+        assert!(matches!(b.page, Some(Cow::Borrowed("/a"))));
+        assert_eq!(b.vid, None);
+        assert_eq!(b.referrer, None);
     }
 
     #[test]

@@ -274,31 +274,75 @@ impl Default for FlushMetrics {
     }
 }
 
-/// Records one answered HTTP request.
-pub fn http_request(route: &'static str, status: u16, seconds: f64) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => status_label(status))
-        .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route).record(seconds);
+/// The status labels of [`HTTP_REQUESTS`]; anything else is "other".
+const STATUSES: [u16; 16] = [
+    200, 204, 304, 400, 401, 403, 404, 405, 408, 413, 415, 429, 431, 500, 503, 0,
+];
+const STATUS_LABELS: [&str; 16] = [
+    "200", "204", "304", "400", "401", "403", "404", "405", "408", "413", "415", "429", "431",
+    "500", "503", "other",
+];
+/// Most routes [`HttpMetrics`] can tell apart.
+pub const MAX_ROUTES: usize = 24;
+
+/// Handles for the HTTP metrics, registered on first use of each (route,
+/// status) and reused after, so answering a request does no registry
+/// lookup and no allocation.
+pub struct HttpMetrics {
+    routes: [OnceLock<&'static str>; MAX_ROUTES],
+    requests: [[OnceLock<Counter>; 16]; MAX_ROUTES],
+    durations: [OnceLock<Histogram>; MAX_ROUTES],
 }
 
-fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        204 => "204",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        413 => "413",
-        415 => "415",
-        429 => "429",
-        431 => "431",
-        500 => "500",
-        503 => "503",
-        _ => "other",
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpMetrics {
+    pub fn new() -> Self {
+        HttpMetrics {
+            routes: std::array::from_fn(|_| OnceLock::new()),
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The slot of a route label, claimed on first use.
+    fn slot(&self, label: &'static str) -> Option<usize> {
+        for (i, slot) in self.routes.iter().enumerate() {
+            match slot.get() {
+                Some(l) if *l == label => return Some(i),
+                Some(_) => continue,
+                None => {
+                    let claimed = *slot.get_or_init(|| label);
+                    if claimed == label {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Records one answered request of the route labelled `label`.
+    pub fn record(&self, label: &'static str, status: u16, seconds: f64) {
+        let Some(route) = self.slot(label) else {
+            return;
+        };
+        let s = STATUSES
+            .iter()
+            .position(|&c| c == status)
+            .unwrap_or(STATUSES.len() - 1);
+        self.requests[route][s]
+            .get_or_init(
+                || metrics::counter!(HTTP_REQUESTS, "route" => label, "status" => STATUS_LABELS[s]),
+            )
+            .increment(1);
+        self.durations[route]
+            .get_or_init(|| metrics::histogram!(HTTP_DURATION, "route" => label))
+            .record(seconds);
     }
 }
 

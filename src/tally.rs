@@ -143,6 +143,10 @@ pub struct SiteTally {
     /// Cells with untaken hits. Pushed by the first hit on a cell after a
     /// flush, swapped out whole by the flusher.
     dirty: Mutex<Vec<Arc<Cell>>>,
+    /// The flusher's side of the dirty list: swapped with `dirty` at each
+    /// take and drained, so both keep their capacity and a hit never has to
+    /// grow the list in the steady state.
+    spare: Mutex<Vec<Arc<Cell>>>,
     /// Deltas evicted from a slot by a later day (see [`Cell::add`]).
     spill: Mutex<Vec<Delta>>,
 }
@@ -156,6 +160,7 @@ impl SiteTally {
             max_pages,
             site: Arc::new(Cell::new(None)),
             dirty: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             spill: Mutex::new(Vec::new()),
         }
     }
@@ -231,8 +236,9 @@ impl SiteTally {
     /// at zero. Cost grows with the cells touched since the last take, not
     /// with hits.
     pub fn take(&self, out: &mut Vec<Delta>) {
-        let dirty = std::mem::take(&mut *self.dirty.lock());
-        for cell in &dirty {
+        let mut spare = self.spare.lock();
+        std::mem::swap(&mut *spare, &mut *self.dirty.lock());
+        for cell in spare.drain(..) {
             cell.take(|day, hits| {
                 out.push(Delta {
                     page: cell.page.clone(),
