@@ -60,6 +60,7 @@ pub struct State {
     pub store: AnyStore,
     pub reader: Reader,
     pub counters: HitCounters,
+    pub http_metrics: metrics::HttpMetrics,
     pub bots: BotDetector,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
@@ -223,7 +224,7 @@ pub async fn handle_public(
         _ => Err(ApiError::method_not_allowed()),
     };
     let resp = result.unwrap_or_else(|e| e.response());
-    metrics::http_request(
+    state.http_metrics.record(
         route.label(),
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -238,7 +239,11 @@ fn head_too_large(state: &State, req: &Request<Incoming>) -> bool {
         return true;
     }
     // Request line plus "name: value\r\n" per field, as sent.
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let line = req.method().as_str().len() + target + 12;
     let fields: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
@@ -258,6 +263,9 @@ const MAX_DISCARD: usize = 1 << 20;
 /// [`MAX_DISCARD`] bytes of it), 400 when it cannot be read.
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     let mut body = body;
+    // A beacon arrives in one frame: keep hyper's buffer as it is, and copy
+    // only when a body comes in pieces.
+    let mut first: Option<Bytes> = None;
     let mut kept = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
@@ -273,7 +281,14 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
         };
         seen = seen.saturating_add(data.len());
         if seen <= limit {
-            kept.extend_from_slice(&data);
+            if first.is_none() && kept.is_empty() {
+                first = Some(data);
+            } else {
+                if let Some(f) = first.take() {
+                    kept.extend_from_slice(&f);
+                }
+                kept.extend_from_slice(&data);
+            }
         } else if seen > MAX_DISCARD {
             break;
         }
@@ -281,7 +296,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     if seen > limit {
         return Err(ApiError::body_too_large(limit));
     }
-    Ok(kept.freeze())
+    Ok(first.unwrap_or_else(|| kept.freeze()))
 }
 
 #[derive(Serialize)]
@@ -359,9 +374,7 @@ async fn post_hit(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, ApiError> {
-    let quiet = req.uri().query().is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "quiet" && v == "1")
-    });
+    let quiet = is_quiet(req.uri());
     let (parts, body) = req.into_parts();
     let limit = state.max_body_bytes;
     let declared = parts
@@ -377,6 +390,9 @@ async fn post_hit(
     let bytes = read_body(body, limit)
         .await
         .inspect_err(|_| state.counters.record(metrics::HitResult::Invalid))?;
+    if quiet {
+        return quiet_beacon(state, &parts.headers, &bytes, peer);
+    }
     let beacon = ingest::parse_body(&bytes).inspect_err(|e| state.counters.record(e.result()))?;
     let sender = sender(state, &parts.headers, peer);
     let now = Timestamp::now();
@@ -403,6 +419,40 @@ async fn post_hit(
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     allow_origin(&mut resp, &site, sender.origin);
+    Ok(resp)
+}
+
+/// Whether a `/hit` query asks for a quiet answer (`quiet=1`).
+pub fn is_quiet(uri: &hyper::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "quiet" && v == "1")
+    })
+}
+
+/// Counts a beacon sent with `?quiet=1`, from the request's headers and body
+/// bytes to the `204` answer.
+///
+/// This is the hot path of a page view; it allocates nothing once the page,
+/// the visitor and the client are known (a test with a counting allocator
+/// holds it to that). The answer carries no header unless the browser sent
+/// an `Origin` that needs CORS headers.
+///
+/// # Errors
+/// An [`ApiError`] when the beacon is refused.
+pub fn quiet_beacon(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let beacon = ingest::parse_body(body).inspect_err(|e| state.counters.record(e.result()))?;
+    let sender = sender(state, headers, peer);
+    let (site, _) = count_beacon(state, &beacon, &sender, Timestamp::now(), true)?;
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    if sender.origin.is_some() {
+        allow_origin(&mut resp, &site, sender.origin);
+    }
     Ok(resp)
 }
 
