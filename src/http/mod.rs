@@ -4,8 +4,18 @@
 //! Handlers are thin: they take borrowed parts of the request to `ingest`
 //! and `read`, and turn the result into a response. One function,
 //! [`ApiError::response`], maps errors to statuses.
+//!
+//! The faces readers see have a file each: [`snippet`] (`/luot.js`),
+//! [`widget`] (`/widget/{site}`), [`badge`] (`/badge/{site}.svg`) and
+//! [`busuanzi`] (`/busuanzi`, JSONP); [`text`] holds their escaping and
+//! number formatting.
 
+pub mod badge;
+pub mod busuanzi;
 pub mod server;
+pub mod snippet;
+pub mod text;
+pub mod widget;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,6 +61,10 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("OPTIONS", "/api/v1/sites/{site}/counters"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/luot.js"),
+    ("GET", "/widget/{site}"),
+    ("GET", "/badge/{site}.svg"),
+    ("GET", "/busuanzi"),
 ];
 
 /// Everything the handlers share. Cheap to clone (an `Arc`).
@@ -157,6 +171,10 @@ enum Route {
     Counters,
     Healthz,
     Readyz,
+    Snippet,
+    Widget,
+    Badge,
+    Busuanzi,
     Unknown,
 }
 
@@ -168,6 +186,10 @@ impl Route {
             Route::Counters => "counters",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
+            Route::Snippet => "snippet",
+            Route::Widget => "widget",
+            Route::Badge => "badge",
+            Route::Busuanzi => "busuanzi",
             Route::Unknown => "unknown",
         }
     }
@@ -179,7 +201,22 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
         "/hit.gif" => (Route::HitGif, None),
         "/healthz" => (Route::Healthz, None),
         "/readyz" => (Route::Readyz, None),
+        "/luot.js" => (Route::Snippet, None),
+        "/busuanzi" => (Route::Busuanzi, None),
         _ => {
+            let one_segment = |s: &str| !s.is_empty() && !s.contains('/');
+            if let Some(site) = path.strip_prefix("/widget/")
+                && one_segment(site)
+            {
+                return (Route::Widget, Some(site));
+            }
+            if let Some(site) = path
+                .strip_prefix("/badge/")
+                .and_then(|rest| rest.strip_suffix(".svg"))
+                && one_segment(site)
+            {
+                return (Route::Badge, Some(site));
+            }
             if let Some(rest) = path.strip_prefix("/api/v1/sites/")
                 && let Some(site) = rest.strip_suffix("/counters")
                 && !site.is_empty()
@@ -220,6 +257,24 @@ pub async fn handle_public(
             Ok(json(StatusCode::OK, &Health { status: "ok" }))
         }
         (Route::Readyz, &Method::GET | &Method::HEAD) => Ok(readyz(&state).await),
+        (Route::Snippet, &Method::GET | &Method::HEAD) => Ok(snippet::serve(&state, req.headers())),
+        (Route::Widget, &Method::GET | &Method::HEAD) => widget::serve(
+            &state,
+            site_param.as_deref().unwrap_or_default(),
+            req.uri().query(),
+        ),
+        (Route::Badge, &Method::GET | &Method::HEAD) => {
+            badge::serve(
+                &state,
+                site_param.as_deref().unwrap_or_default(),
+                req.uri().query(),
+            )
+            .await
+        }
+        // GET only: a busuanzi request counts a hit.
+        (Route::Busuanzi, &Method::GET) => {
+            busuanzi::serve(&state, req.headers(), req.uri().query(), peer).await
+        }
         (Route::Unknown, _) => Err(ApiError::not_found()),
         _ => Err(ApiError::method_not_allowed()),
     };
@@ -664,6 +719,15 @@ mod tests {
         assert_eq!(route_of("/api/v1/sites//counters").0, Route::Unknown);
         assert_eq!(route_of("/api/v1/sites/a/b/counters").0, Route::Unknown);
         assert_eq!(route_of("/nope").0, Route::Unknown);
+        assert_eq!(route_of("/luot.js").0, Route::Snippet);
+        assert_eq!(route_of("/busuanzi").0, Route::Busuanzi);
+        assert_eq!(route_of("/widget/demo"), (Route::Widget, Some("demo")));
+        assert_eq!(route_of("/widget/").0, Route::Unknown);
+        assert_eq!(route_of("/widget/a/b").0, Route::Unknown);
+        assert_eq!(route_of("/badge/demo.svg"), (Route::Badge, Some("demo")));
+        assert_eq!(route_of("/badge/.svg").0, Route::Unknown);
+        assert_eq!(route_of("/badge/demo").0, Route::Unknown);
+        assert_eq!(route_of("/badge/a/b.svg").0, Route::Unknown);
     }
 
     #[test]

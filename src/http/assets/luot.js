@@ -1,0 +1,88 @@
+/*! luot.js — counts one page view and shows the figures. No cookies, no dependencies.
+ * <script async src="https://HOST/luot.js" data-site="demo"></script>
+ * <span data-luot="total|today|yesterday|week|month|online"></span> (site figures)
+ * <span data-luot-page="total|today|…"></span> (this page's figures)
+ * data-luot-pad="8" zero-pads to 8 digits, without digit grouping. */
+(function () {
+  "use strict";
+  var d = document, w = window, n = navigator;
+  var me = d.currentScript;
+  if (!me || !me.src) return;
+  var site = me.getAttribute("data-site");
+  if (!site) return;
+  var endpoint = new URL("hit", me.src).href;
+  var keys = ["total", "today", "yesterday", "week", "month", "online"];
+  var noTrack = n.doNotTrack == "1" || w.doNotTrack == "1" || n.globalPrivacyControl === true;
+
+  // A random visitor id kept in localStorage (none under DNT / GPC).
+  function visitor() {
+    if (noTrack) return undefined;
+    try {
+      var s = w.localStorage, id = s.getItem("luot_vid");
+      if (!id || !/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+        var b = new Uint8Array(12);
+        w.crypto.getRandomValues(b);
+        id = Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
+        s.setItem("luot_vid", id);
+      }
+      return id;
+    } catch (e) {
+      return undefined;
+    }
+  }
+
+  function show(figures, attr) {
+    if (!figures) return;
+    var lang = d.documentElement.lang || undefined;
+    keys.forEach(function (k) {
+      var v = figures[k];
+      if (typeof v != "number") return;
+      d.querySelectorAll("[" + attr + '="' + k + '"]').forEach(function (el) {
+        var pad = parseInt(el.getAttribute("data-luot-pad"), 10);
+        el.textContent = pad > 0 ? String(v).padStart(Math.min(pad, 20), "0") : v.toLocaleString(lang);
+      });
+    });
+  }
+
+  function send(ref) {
+    var body = JSON.stringify({ site: site, page: location.href, ref: ref, vid: visitor() });
+    // text/plain (fetch's default for a string body): no CORS preflight.
+    if (w.fetch) {
+      try {
+        fetch(endpoint, { method: "POST", keepalive: true, body: body, credentials: "omit" })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (a) {
+            if (a) { show(a.site, "data-luot"); show(a.page, "data-luot-page"); }
+          })
+          .catch(function () {});
+        return;
+      } catch (e) { /* keepalive unsupported: fall through */ }
+    }
+    if (n.sendBeacon) n.sendBeacon(endpoint, body);
+  }
+
+  // Single-page apps: a new path is a new page view.
+  var path = location.pathname, url = location.href;
+  function changed() {
+    if (location.pathname != path) {
+      var from = url;
+      path = location.pathname;
+      url = location.href;
+      send(from);
+    } else {
+      url = location.href;
+    }
+  }
+  ["pushState", "replaceState"].forEach(function (m) {
+    var orig = history[m];
+    if (!orig) return;
+    history[m] = function () {
+      var r = orig.apply(this, arguments);
+      changed();
+      return r;
+    };
+  });
+  w.addEventListener("popstate", changed);
+
+  send(d.referrer);
+})();

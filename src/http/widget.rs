@@ -1,0 +1,316 @@
+//! `GET /widget/{site}`: the footer box as a self-contained HTML page, for
+//! an `<iframe>`.
+//!
+//! The page carries its CSS and a few lines of script inline and loads
+//! nothing else; its figures are rendered here, and the script refreshes
+//! them every 30 seconds from `/api/v1/sites/{site}/counters` (a relative
+//! URL, so the page works behind a path prefix). Every piece of text that
+//! enters the markup goes through [`escape_markup`]. This module reads
+//! figures; it never counts.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use jiff::Timestamp;
+
+use super::text::{escape_markup, group, pad, query_param};
+use super::{ApiError, Body, State, lookup};
+use crate::config::Language;
+use crate::ledger::Figures;
+
+/// Digits the total is padded to unless `?pad=` says otherwise.
+pub const DEFAULT_PAD: usize = 8;
+/// The widest `?pad=` accepted.
+pub const MAX_PAD: usize = 12;
+/// How often the page asks for fresh figures.
+const REFRESH_MS: u32 = 30_000;
+
+/// The page may run its own inline style and script and talk to this
+/// origin, nothing more; any site may frame it.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+    script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'";
+
+/// The box's labels in one language.
+struct Labels {
+    code: &'static str,
+    visits: &'static str,
+    today: &'static str,
+    yesterday: &'static str,
+    week: &'static str,
+    month: &'static str,
+    online: &'static str,
+    /// The digit-group separator `toLocaleString` uses for this language.
+    separator: char,
+}
+
+const VI: Labels = Labels {
+    code: "vi",
+    visits: "Lượt Truy Cập",
+    today: "Hôm nay",
+    yesterday: "Hôm qua",
+    week: "Tuần này",
+    month: "Tháng này",
+    online: "Đang trực tuyến",
+    separator: '.',
+};
+
+const EN: Labels = Labels {
+    code: "en",
+    visits: "Visits",
+    today: "Today",
+    yesterday: "Yesterday",
+    week: "This week",
+    month: "This month",
+    online: "Online now",
+    separator: ',',
+};
+
+/// Light, dark, or whatever the reader's system prefers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Theme {
+    Auto,
+    Light,
+    Dark,
+}
+
+/// The widget's options, from its query string.
+#[derive(Debug, PartialEq, Eq)]
+struct Options {
+    language: Option<Language>,
+    theme: Theme,
+    pad: usize,
+}
+
+fn bad(message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message)
+}
+
+fn options(query: Option<&str>) -> Result<Options, ApiError> {
+    let language = match query_param(query, "lang").as_deref() {
+        None => None,
+        Some("vi") => Some(Language::Vi),
+        Some("en") => Some(Language::En),
+        Some(_) => return Err(bad("`lang` must be `vi` or `en`")),
+    };
+    let theme = match query_param(query, "theme").as_deref() {
+        None | Some("auto") => Theme::Auto,
+        Some("light") => Theme::Light,
+        Some("dark") => Theme::Dark,
+        Some(_) => return Err(bad("`theme` must be `light`, `dark` or `auto`")),
+    };
+    let pad = match query_param(query, "pad") {
+        None => DEFAULT_PAD,
+        Some(p) => p
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAD).contains(n))
+            .ok_or_else(|| bad("`pad` must be a whole number from 1 to 12"))?,
+    };
+    Ok(Options {
+        language,
+        theme,
+        pad,
+    })
+}
+
+/// Answers `GET /widget/{site}`.
+///
+/// # Errors
+/// 404 for an undeclared site, 400 for a `lang`, `theme` or `pad` it does
+/// not know.
+pub fn serve(state: &State, id: &str, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let site = lookup(state, id)?;
+    let options = options(query)?;
+    let figures = state.reader.site_figures(&site, Timestamp::now());
+    let labels = match options.language.unwrap_or(site.config.language) {
+        Language::Vi => &VI,
+        Language::En => &EN,
+    };
+    let html = render(&figures, labels, options.theme, options.pad);
+    let mut resp = Response::new(Full::new(Bytes::from(html)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(resp)
+}
+
+const STYLE: &str = "\
+:root{--bg:#fff;--fg:#1f2328;--mute:#59636e;--line:#d8dee4;--odo:#1f2328;--odo-fg:#fff;--dot:#1a7f37}\
+.dark{--bg:#0d1117;--fg:#e6edf3;--mute:#9198a1;--line:#30363d;--odo:#010409;--odo-fg:#f0f6fc;--dot:#3fb950}\
+@media (prefers-color-scheme:dark){.auto{--bg:#0d1117;--fg:#e6edf3;--mute:#9198a1;--line:#30363d;--odo:#010409;--odo-fg:#f0f6fc;--dot:#3fb950}}\
+html{color-scheme:light dark}\
+body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.4 system-ui,-apple-system,\"Segoe UI\",Roboto,\"Noto Sans\",\"DejaVu Sans\",sans-serif}\
+.luot{box-sizing:border-box;max-width:320px;padding:10px 12px;border:1px solid var(--line);border-radius:6px;background:var(--bg)}\
+.head{display:flex;align-items:center;justify-content:space-between;gap:8px;margin-bottom:6px}\
+.head b{font-weight:600;white-space:nowrap}\
+.odo{display:inline-flex;gap:2px}\
+.odo span{display:inline-block;min-width:.8em;padding:1px 2px;border-radius:3px;background:var(--odo);color:var(--odo-fg);text-align:center;font:600 15px/1.3 ui-monospace,\"DejaVu Sans Mono\",monospace}\
+table{width:100%;border-collapse:collapse}\
+th{text-align:left;font-weight:400;color:var(--mute);padding:2px 0}\
+td{text-align:right;font-variant-numeric:tabular-nums;padding:2px 0}\
+tr+tr th,tr+tr td{border-top:1px dashed var(--line)}\
+.on::before{content:\"\";display:inline-block;width:7px;height:7px;margin-right:6px;border-radius:50%;background:var(--dot);vertical-align:middle}";
+
+const SCRIPT: &str = "\
+(function(){var b=document.getElementById(\"luot\"),src=b.getAttribute(\"data-src\"),\
+pad=+b.getAttribute(\"data-pad\"),lang=document.documentElement.lang;\
+function odo(el,s){el.setAttribute(\"aria-label\",s);el.textContent=\"\";\
+for(var i=0;i<s.length;i++){var c=document.createElement(\"span\");c.textContent=s[i];el.appendChild(c)}}\
+function put(f){b.querySelectorAll(\"[data-k]\").forEach(function(el){var v=f[el.getAttribute(\"data-k\")];\
+if(typeof v!=\"number\")return;if(el.classList.contains(\"odo\"))odo(el,String(v).padStart(pad,\"0\"));\
+else el.textContent=v.toLocaleString(lang)})}\
+function tick(){if(!window.fetch)return;fetch(src,{cache:\"no-store\",credentials:\"omit\"})\
+.then(function(r){return r.ok?r.json():null}).then(function(f){f&&put(f)}).catch(function(){})}\
+setInterval(tick,";
+
+/// The page for `figures`.
+fn render(figures: &Figures, labels: &Labels, theme: Theme, width: usize) -> String {
+    let class = match theme {
+        Theme::Auto => "auto",
+        Theme::Light => "light",
+        Theme::Dark => "dark",
+    };
+    let site = escape_markup(&figures.site);
+    let total = pad(figures.total, width);
+    let mut odometer = String::with_capacity(total.len() * 14);
+    for digit in total.chars() {
+        let _ = write!(odometer, "<span>{digit}</span>");
+    }
+    let n = |v: u64| group(v, labels.separator);
+    let online = figures.online.unwrap_or(0);
+    let mut html = String::with_capacity(4096);
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html lang=\"{lang}\" class=\"{class}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<meta name=\"color-scheme\" content=\"light dark\">\
+<title>{visits} · {site}</title><style>{STYLE}</style></head><body>\n\
+<div class=\"luot\" id=\"luot\" data-src=\"../api/v1/sites/{site}/counters\" data-pad=\"{width}\">\
+<div class=\"head\"><b>{visits}</b><span class=\"odo\" data-k=\"total\" role=\"img\" aria-label=\"{total}\">{odometer}</span></div>\n\
+<table>\
+<tr><th>{l_today}:</th><td data-k=\"today\">{today}</td></tr>\
+<tr><th>{l_yesterday}:</th><td data-k=\"yesterday\">{yesterday}</td></tr>\
+<tr><th>{l_week}:</th><td data-k=\"week\">{week}</td></tr>\
+<tr><th>{l_month}:</th><td data-k=\"month\">{month}</td></tr>\
+<tr><th class=\"on\">{l_online}:</th><td data-k=\"online\">{online}</td></tr>\
+</table></div>\n<script>{SCRIPT}{REFRESH_MS})}})();</script>\n</body></html>\n",
+        lang = labels.code,
+        visits = escape_markup(labels.visits),
+        l_today = escape_markup(labels.today),
+        l_yesterday = escape_markup(labels.yesterday),
+        l_week = escape_markup(labels.week),
+        l_month = escape_markup(labels.month),
+        l_online = escape_markup(labels.online),
+        today = n(figures.today),
+        yesterday = n(figures.yesterday),
+        week = n(figures.week),
+        month = n(figures.month),
+        online = n(online),
+    );
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn figures() -> Figures {
+        Figures {
+            site: Arc::from("demo"),
+            page: None,
+            total: 9_356_665,
+            today: 545,
+            yesterday: 808,
+            week: 1353,
+            month: 2958,
+            online: Some(45),
+            visitors: None,
+            stale: false,
+            as_of: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_vietnamese_box_shows_the_footer() {
+        let html = render(&figures(), &VI, Theme::Auto, 8);
+        for text in [
+            "Lượt Truy Cập",
+            "Hôm nay:",
+            "Hôm qua:",
+            "Tuần này:",
+            "Tháng này:",
+            "Đang trực tuyến:",
+            "aria-label=\"09356665\"",
+            ">1.353<",
+            ">2.958<",
+            ">45<",
+            "<html lang=\"vi\" class=\"auto\">",
+        ] {
+            assert!(html.contains(text), "{text} missing from {html}");
+        }
+    }
+
+    #[test]
+    fn english_labels_and_grouping() {
+        let html = render(&figures(), &EN, Theme::Dark, 10);
+        for text in [
+            "Visits",
+            "Today:",
+            "Yesterday:",
+            "This week:",
+            "This month:",
+            "Online now:",
+            "aria-label=\"0009356665\"",
+            ">1,353<",
+            "class=\"dark\"",
+        ] {
+            assert!(html.contains(text), "{text} missing");
+        }
+    }
+
+    #[test]
+    fn options_are_validated() {
+        assert_eq!(
+            options(None).unwrap(),
+            Options {
+                language: None,
+                theme: Theme::Auto,
+                pad: DEFAULT_PAD
+            }
+        );
+        let o = options(Some("lang=en&theme=dark&pad=12")).unwrap();
+        assert_eq!(o.language, Some(Language::En));
+        assert_eq!(o.theme, Theme::Dark);
+        assert_eq!(o.pad, 12);
+        for q in ["pad=0", "pad=13", "pad=x", "lang=fr", "theme=<b>"] {
+            assert_eq!(options(Some(q)).unwrap_err().status, 400, "{q}");
+        }
+    }
+
+    #[test]
+    fn the_page_loads_nothing_from_elsewhere() {
+        let html = render(&figures(), &VI, Theme::Light, 8);
+        assert!(!html.contains("http://") && !html.contains("https://"));
+        assert!(!html.contains(" src="));
+        assert!(html.contains("setInterval(tick,30000)"));
+    }
+}
