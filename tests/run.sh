@@ -12,6 +12,8 @@ need_apt=()
 # free loopback ports.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+# The browser tests (tests/browser.rs) drive Debian's headless Chromium.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust (rustup) first" >&2
     exit 1

@@ -52,7 +52,11 @@
         fetch(endpoint, { method: "POST", keepalive: true, body: body, credentials: "omit" })
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (a) {
-            if (a) { show(a.site, "data-luot"); show(a.page, "data-luot-page"); }
+            if (!a) return;
+            var fill = function () { show(a.site, "data-luot"); show(a.page, "data-luot-page"); };
+            // The answer may beat the parser to the footer.
+            if (d.readyState == "loading") d.addEventListener("DOMContentLoaded", fill);
+            else fill();
           })
           .catch(function () {});
         return;

@@ -1,0 +1,637 @@
+//! The reader faces in a real browser: Debian's headless Chromium, driven
+//! from its command line (`--dump-dom`, `--screenshot`), against the real
+//! `luot` binary and test pages from `tests/web/` served by a tiny HTTP
+//! server on another loopback origin, as a real site would be.
+//!
+//! Chromium is launched with a desktop browser's User-Agent: headless
+//! Chromium announces itself as `HeadlessChrome` and is rightly not
+//! counted (one test checks that too). Screenshots go to
+//! `target/test-artifacts/`.
+//!
+//! Without Chromium these tests fail and say how to get it: `bash
+//! tests/run.sh` installs it (as root, from Debian packages).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Server, poll, wait_bounded};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// A desktop Chrome's User-Agent.
+const CHROME_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+    (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+/// How long one Chromium run may take before it is killed.
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `demo` carrying over an old total, so digit grouping shows.
+const DEMO_1234560: &str = r#"
+[[sites]]
+id = "demo"
+timezone = "Asia/Ho_Chi_Minh"
+origins = ["*"]
+hosts = ["localhost", "127.0.0.1"]
+initial_total = 1234560
+language = "vi"
+"#;
+
+// ---- Chromium ----
+
+/// One Chromium at a time: they are heavy, and parallel runs make virtual
+/// time budgets flaky on small machines.
+static CHROMIUM: Mutex<()> = Mutex::new(());
+
+/// The Chromium executable, or a failure that says how to install it.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("LUOT_CHROMIUM") {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser"] {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "Chromium is missing, and the browser tests need it. Run `bash tests/run.sh` \
+         (as root it installs Debian's `chromium`), or `apt-get install chromium`, or \
+         point LUOT_CHROMIUM at a Chromium binary."
+    );
+}
+
+/// How to launch one Chromium.
+struct Launch<'a> {
+    url: &'a str,
+    /// `None` keeps headless Chromium's own (bot) User-Agent.
+    user_agent: Option<&'a str>,
+    /// Turns on the browser's "Do Not Track" setting.
+    do_not_track: bool,
+    /// Virtual milliseconds the page may run (timers fire instantly;
+    /// network requests are waited for).
+    budget_ms: u32,
+}
+
+impl<'a> Launch<'a> {
+    fn new(url: &'a str) -> Self {
+        Launch {
+            url,
+            user_agent: Some(CHROME_UA),
+            do_not_track: false,
+            budget_ms: 5_000,
+        }
+    }
+
+    fn run(&self, action: &[String]) -> Output {
+        let exe = chromium();
+        let profile = TempDir::new().expect("a Chromium profile directory");
+        if self.do_not_track {
+            let default = profile.path().join("Default");
+            std::fs::create_dir_all(&default).unwrap();
+            std::fs::write(
+                default.join("Preferences"),
+                json!({"enable_do_not_track": true}).to_string(),
+            )
+            .unwrap();
+        }
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--lang=vi",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.push(format!("--virtual-time-budget={}", self.budget_ms));
+        if let Some(ua) = self.user_agent {
+            args.push(format!("--user-agent={ua}"));
+        }
+        args.extend(action.iter().cloned());
+        args.push(self.url.to_string());
+
+        let _one_at_a_time = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+        let mut child = Command::new(&exe)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        // Drain both pipes while waiting, so a chatty Chromium never blocks.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out = thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stdout.read_to_end(&mut v);
+            v
+        });
+        let err = thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v);
+            v
+        });
+        let status = wait_bounded(&mut child, CHROMIUM_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "Chromium did not finish {} within {CHROMIUM_TIMEOUT:?}",
+                self.url
+            )
+        });
+        Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
+    }
+
+    /// The page's DOM once the virtual time budget is spent.
+    fn dump_dom(&self) -> String {
+        let out = self.run(&["--dump-dom".to_string()]);
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && dom.contains("<html"),
+            "Chromium failed on {} ({:?}):\n{}",
+            self.url,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dom
+    }
+
+    /// Saves a screenshot as `target/test-artifacts/<name>`.
+    fn screenshot(&self, name: &str, width: u32, height: u32) -> PathBuf {
+        let dir = artifacts();
+        let file = dir.join(name);
+        let _ = std::fs::remove_file(&file);
+        let out = self.run(&[
+            format!("--screenshot={}", file.display()),
+            format!("--window-size={width},{height}"),
+        ]);
+        assert!(
+            file.is_file(),
+            "no screenshot of {} ({:?}):\n{}",
+            self.url,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let png = std::fs::read(&file).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            file.display()
+        );
+        file
+    }
+}
+
+/// `target/test-artifacts/`.
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target/tmp has a parent")
+        .join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The text of the element with `id` in a dumped DOM (up to its first
+/// child tag), unescaped.
+fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no element #{id} in:\n{dom}"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find('<').unwrap();
+    dom[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
+}
+
+/// The beacons a test page recorded (one JSON body per line in `#sent`).
+fn beacons(dom: &str) -> Vec<Value> {
+    text_of(dom, "sent")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+// ---- the test site ----
+
+/// A tiny HTTP/1.1 server for test pages: fixed routes, one thread per
+/// connection, `Connection: close`. It stands for the site that embeds
+/// luot, on an origin of its own.
+struct PageServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Every request's target, in order.
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+type Routes = HashMap<String, (&'static str, Vec<u8>)>;
+
+impl PageServer {
+    fn start(routes: Routes) -> PageServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let routes = Arc::new(routes);
+        {
+            let stop = Arc::clone(&stop);
+            let requests = Arc::clone(&requests);
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let routes = Arc::clone(&routes);
+                            let requests = Arc::clone(&requests);
+                            thread::spawn(move || serve_page(stream, &routes, &requests));
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        PageServer {
+            addr,
+            stop,
+            requests,
+        }
+    }
+
+    /// The URL of `path` on host `host` (`localhost` or `127.0.0.1`).
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.addr.port())
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_page(mut stream: TcpStream, routes: &Routes, requests: &Mutex<Vec<String>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = target.split('?').next().unwrap_or("/").to_string();
+    requests.lock().unwrap().push(target);
+    let (status, content_type, body) = match routes.get(&path) {
+        Some((ct, body)) => ("200 OK", *ct, body.as_slice()),
+        None => ("404 Not Found", "text/plain", &b"not found"[..]),
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes());
+    let _ = stream.write_all(body);
+    let _ = stream.flush();
+}
+
+/// `tests/web/<file>` with `{{LUOT}}` replaced by the luot server's origin.
+fn web_page(file: &str, luot: &Server) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/web")
+        .join(file);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.replace("{{LUOT}}", &format!("http://{}", luot.public))
+        .into_bytes()
+}
+
+fn routes(entries: Vec<(&str, &'static str, Vec<u8>)>) -> Routes {
+    entries
+        .into_iter()
+        .map(|(path, ct, body)| (path.to_string(), (ct, body)))
+        .collect()
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+fn total(server: &Server, page: Option<&str>) -> u64 {
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        server.counters("demo", page)["total"].as_u64().unwrap()
+    }));
+    read.unwrap_or_else(|_| panic!("luot did not answer; its log:\n{}", server.log()))
+}
+
+fn hits(server: &Server, page: &str, n: usize) {
+    for i in 0..n {
+        let r = server.post(
+            "/hit",
+            &[("Content-Type", "text/plain"), ("User-Agent", CHROME_UA)],
+            json!({"site": "demo", "page": page, "vid": format!("reader-{i}")})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+// ---- the tests ----
+
+#[test]
+fn snippet_counts_one_view_per_load_and_fills_the_footer() {
+    let luot = Server::start_with(DEMO_1234560, &[]);
+    hits(&luot, "/elsewhere", 4);
+    let site = PageServer::start(routes(vec![(
+        "/snippet.html",
+        HTML,
+        web_page("snippet.html", &luot),
+    )]));
+    let url = site.url("localhost", "/snippet.html");
+
+    // First view.
+    let dom = Launch::new(&url).dump_dom();
+    let sent = beacons(&dom);
+    assert_eq!(sent.len(), 1, "one beacon per page view: {sent:?}");
+    assert_eq!(sent[0]["site"], "demo");
+    assert_eq!(sent[0]["page"], url.as_str());
+    assert_eq!(sent[0]["ref"], "");
+    let vid = sent[0]["vid"].as_str().expect("a visitor id without DNT");
+    assert!(
+        vid.len() == 24 && vid.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{vid}"
+    );
+    assert_eq!(
+        text_of(&dom, "total-pad"),
+        "01234565",
+        "padded, no grouping"
+    );
+    assert_eq!(text_of(&dom, "total"), "1.234.565", "grouped for lang=vi");
+    assert_eq!(text_of(&dom, "today"), "5");
+    assert_eq!(text_of(&dom, "week"), "5");
+    assert_eq!(text_of(&dom, "month"), "5");
+    assert_eq!(text_of(&dom, "yesterday"), "0");
+    assert_eq!(text_of(&dom, "online"), "5", "4 readers + this browser");
+    assert_eq!(text_of(&dom, "page-total"), "1");
+    assert_eq!(text_of(&dom, "page-today"), "1");
+    assert_eq!(
+        text_of(&dom, "page-online"),
+        "–",
+        "a page has no online figure"
+    );
+    assert_eq!(total(&luot, None), 1_234_565);
+    assert_eq!(total(&luot, Some("/snippet.html")), 1);
+
+    // Second view: one more, on the server and on the page.
+    let dom = Launch::new(&url).dump_dom();
+    assert_eq!(beacons(&dom).len(), 1);
+    assert_eq!(text_of(&dom, "total-pad"), "01234566");
+    assert_eq!(text_of(&dom, "page-total"), "2");
+    assert_eq!(total(&luot, None), 1_234_566);
+
+    // Headless Chromium as itself is a bot: answered, shown, not counted.
+    let mut headless = Launch::new(&url);
+    headless.user_agent = None;
+    let dom = headless.dump_dom();
+    assert_eq!(text_of(&dom, "total-pad"), "01234566");
+    assert_eq!(
+        total(&luot, None),
+        1_234_566,
+        "HeadlessChrome is not counted"
+    );
+    assert_eq!(luot.metric("luot_hits_total{result=\"bot\"}"), Some(1.0));
+
+    // The script came from luot, the page from the site: two origins.
+    assert!(
+        site.requests()
+            .iter()
+            .all(|target| !target.contains("luot.js"))
+    );
+    Launch::new(&url).screenshot("snippet-page.png", 480, 420);
+}
+
+#[test]
+fn snippet_sends_no_visitor_id_under_do_not_track() {
+    let luot = Server::start();
+    let site = PageServer::start(routes(vec![(
+        "/snippet.html",
+        HTML,
+        web_page("snippet.html", &luot),
+    )]));
+    let url = site.url("127.0.0.1", "/snippet.html");
+    let mut launch = Launch::new(&url);
+    launch.do_not_track = true;
+    let dom = launch.dump_dom();
+    assert_eq!(text_of(&dom, "dnt"), "1", "the browser's DNT setting is on");
+    let sent = beacons(&dom);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].get("vid").is_none(), "no id under DNT: {}", sent[0]);
+    // Counted, without any identity.
+    assert_eq!(text_of(&dom, "total-pad"), "00000001");
+    assert_eq!(text_of(&dom, "online"), "0");
+    assert_eq!(total(&luot, None), 1);
+    assert_eq!(
+        luot.metric("luot_anonymous_hits_total{reason=\"no_track\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn single_page_app_navigation_sends_a_beacon_per_new_path() {
+    let luot = Server::start();
+    let site = PageServer::start(routes(vec![(
+        "/spa.html",
+        HTML,
+        web_page("spa.html", &luot),
+    )]));
+    let first = site.url("127.0.0.1", "/spa.html");
+    let mut launch = Launch::new(&first);
+    launch.budget_ms = 10_000;
+    let dom = launch.dump_dom();
+    assert_eq!(
+        text_of(&dom, "steps").trim(),
+        "push replace push-query back"
+    );
+    let sent = beacons(&dom);
+    let pages: Vec<&str> = sent.iter().map(|b| b["page"].as_str().unwrap()).collect();
+    let second = site.url("127.0.0.1", "/spa/second");
+    assert_eq!(
+        pages,
+        [first.as_str(), second.as_str(), first.as_str()],
+        "a beacon for each new path, none for a new hash or query"
+    );
+    assert_eq!(
+        sent[1]["ref"],
+        first.as_str(),
+        "the previous URL is the referrer"
+    );
+    assert_eq!(sent[0]["vid"], sent[1]["vid"], "one visitor");
+    assert_eq!(total(&luot, None), 3);
+    assert_eq!(total(&luot, Some("/spa.html")), 2);
+    assert_eq!(total(&luot, Some("/spa/second")), 1);
+    assert_eq!(text_of(&dom, "total"), "3");
+    assert_eq!(text_of(&dom, "page-total"), "2");
+}
+
+#[test]
+fn widget_renders_the_vietnamese_box_and_refreshes_it() {
+    let luot = Server::start();
+    hits(&luot, "/a", 7);
+
+    // The widget itself, straight from luot.
+    let url = luot.url("/widget/demo");
+    let dom = Launch::new(&url).dump_dom();
+    for text in [
+        "Lượt Truy Cập",
+        "Hôm nay:",
+        "Hôm qua:",
+        "Tuần này:",
+        "Tháng này:",
+        "Đang trực tuyến:",
+        "aria-label=\"00000007\"",
+    ] {
+        assert!(
+            dom.contains(text),
+            "{text:?} missing from the rendered widget"
+        );
+    }
+    let shot = Launch::new(&url).screenshot("widget-vi.png", 320, 190);
+    eprintln!("screenshot: {}", shot.display());
+    let en = luot.url("/widget/demo?lang=en&theme=dark");
+    Launch::new(&en).screenshot("widget-en-dark.png", 320, 190);
+
+    // In iframes on a site's page, with badges.
+    let site = PageServer::start(routes(vec![(
+        "/faces.html",
+        HTML,
+        web_page("faces.html", &luot),
+    )]));
+    let host = site.url("localhost", "/faces.html");
+    let dom = Launch::new(&host).dump_dom();
+    let size = text_of(&dom, "badge-size");
+    let (w, h) = size
+        .split_once('x')
+        .unwrap_or_else(|| panic!("the badge did not load as an image: {size}"));
+    assert!(w.parse::<u32>().unwrap() > 50, "{size}");
+    assert_eq!(h, "20", "{size}");
+    Launch::new(&host).screenshot("faces.png", 680, 300);
+
+    // The 30 s refresh: the same page, served where its relative counters
+    // URL answers figures of our choosing.
+    let widget_html = luot.get("/widget/demo").body;
+    let fake = json!({
+        "site": "demo", "page": null, "total": 424242, "today": 1234, "yesterday": 808,
+        "week": 2042, "month": 5000, "online": 77, "visitors": null, "stale": false,
+        "as_of": "2026-11-27T21:00:00+07:00"
+    });
+    let fake_site = PageServer::start(routes(vec![
+        ("/widget/demo", HTML, widget_html),
+        (
+            "/api/v1/sites/demo/counters",
+            "application/json",
+            fake.to_string().into_bytes(),
+        ),
+    ]));
+    let copy = fake_site.url("127.0.0.1", "/widget/demo");
+    let before = Launch::new(&copy).dump_dom();
+    assert!(before.contains("aria-label=\"00000007\""), "no refresh yet");
+    let mut later = Launch::new(&copy);
+    later.budget_ms = 35_000;
+    let after = later.dump_dom();
+    assert!(after.contains("aria-label=\"00424242\""), "{after}");
+    assert!(after.contains("data-k=\"today\">1.234<"), "{after}");
+    assert!(after.contains("data-k=\"online\">77<"), "{after}");
+    assert!(
+        fake_site
+            .requests()
+            .iter()
+            .any(|t| t == "/api/v1/sites/demo/counters"),
+        "the widget asked for fresh figures"
+    );
+}
+
+#[test]
+fn an_unmodified_busuanzi_client_fills_its_three_figures() {
+    let luot = Server::start();
+    hits(&luot, "/about", 2);
+    let seen = poll(Duration::from_secs(20), || {
+        (luot.counters("demo", None)["visitors"]["total"] == 2).then_some(())
+    });
+    assert!(seen.is_some(), "visitors never read back");
+
+    let client = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/vendor/busuanzi.pure.js"),
+    )
+    .unwrap();
+    assert!(client.contains("//busuanzi.ibruce.info/busuanzi?jsonpCallback=BusuanziCallback"));
+    // What self-hosters do: point the client at their own server.
+    let client = client.replace("//busuanzi.ibruce.info", &format!("//{}", luot.public));
+    let site = PageServer::start(routes(vec![
+        (
+            "/posts/hello-world/",
+            HTML,
+            web_page("busuanzi.html", &luot),
+        ),
+        (
+            "/vendor/busuanzi.pure.js",
+            "application/javascript",
+            client.into_bytes(),
+        ),
+    ]));
+    let url = site.url("localhost", "/posts/hello-world/");
+    let started = Instant::now();
+    let dom = Launch::new(&url).dump_dom();
+    assert_eq!(text_of(&dom, "busuanzi_value_site_pv"), "3");
+    assert_eq!(text_of(&dom, "busuanzi_value_page_pv"), "1");
+    let uv: u64 = text_of(&dom, "busuanzi_value_site_uv").parse().unwrap();
+    assert!(
+        (2..=3).contains(&uv),
+        "site_uv {uv}: all-time visitors as last read"
+    );
+    for container in ["site_pv", "site_uv", "page_pv"] {
+        let marker = format!("id=\"busuanzi_container_{container}\" style=\"display: inline;\"");
+        assert!(dom.contains(&marker), "{marker} missing:\n{dom}");
+    }
+    // Counted on the Referer's site and path.
+    assert_eq!(total(&luot, None), 3);
+    assert_eq!(total(&luot, Some("/posts/hello-world")), 1);
+    eprintln!("busuanzi page filled in {:?}", started.elapsed());
+    Launch::new(&url).screenshot("busuanzi.png", 900, 260);
+}
