@@ -57,5 +57,43 @@ fn flush_batch(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hot_path, flush_batch);
+fn embedded_apply(c: &mut Criterion) {
+    use luot::store::{EmbeddedStore, Store};
+    let cal = calendar();
+    let day = day_number(jiff::civil::Date::constant(2026, 11, 27));
+    let deltas: Vec<Delta> = (0..10_000)
+        .map(|i| Delta {
+            page: Some(Arc::from(format!("/news/article-{i}").as_str())),
+            day,
+            hits: 3,
+        })
+        .chain(std::iter::once(Delta {
+            page: None,
+            day,
+            hits: 30_000,
+        }))
+        .collect();
+    let site: Arc<str> = Arc::from("demo");
+    let producer: Arc<str> = Arc::from("bench");
+    let retention = Retention::default();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path()).expect("store");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut seq = 0;
+    let mut group = c.benchmark_group("embedded store");
+    group.sample_size(10);
+    group.bench_function("apply a flush of 10k page deltas", |b| {
+        b.iter(|| {
+            seq += 1;
+            let batch = build_batch(&site, &producer, seq, &deltas, &cal, &retention);
+            runtime.block_on(store.apply(&batch)).expect("applied")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path, flush_batch, embedded_apply);
 criterion_main!(benches);

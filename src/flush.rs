@@ -103,40 +103,63 @@ pub fn build_batch(
     calendar: &SiteCalendar,
     retention: &Retention,
 ) -> SiteBatch {
-    let mut sums: BTreeMap<(Scope, PeriodKey), u64> = BTreeMap::new();
-    let mut expiry: BTreeMap<(Scope, PeriodKey), Option<Timestamp>> = BTreeMap::new();
-    for d in deltas {
-        let day = date_of_number(d.day);
-        let scope = d.page.clone().map_or(Scope::Site, Scope::Page);
-        let day_end = calendar.day_bounds(day).1;
+    // Deltas grouped by scope (the ledger hands them over sorted; sort a
+    // copy of the order otherwise), so each scope is expanded on its own
+    // with a handful of periods, and increments come out sorted by scope.
+    let mut order: Vec<usize> = (0..deltas.len()).collect();
+    if !deltas.is_sorted_by(|a, b| a.page <= b.page) {
+        order.sort_by(|&a, &b| deltas[a].page.cmp(&deltas[b].page));
+    }
+    // Day bounds need the time zone database: work them out once per day.
+    let mut days: Vec<(u32, DayInfo)> = Vec::new();
+    let mut increments = Vec::with_capacity(deltas.len() * 4);
+    let mut periods: Vec<(PeriodKey, u64, Option<Timestamp>)> = Vec::with_capacity(8);
+    let mut start = 0;
+    while start < order.len() {
+        let page = &deltas[order[start]].page;
+        let mut end = start;
+        while end < order.len() && &deltas[order[end]].page == page {
+            end += 1;
+        }
+        let scope = page.clone().map_or(Scope::Site, Scope::Page);
         let day_keep = match scope {
             Scope::Site => retention.site_days,
             Scope::Page(_) => retention.page_days,
         };
-        let week = week_of(day, calendar.week_start());
-        let week_end = calendar
-            .day_bounds(week.checked_add(jiff::Span::new().days(6)).unwrap_or(week))
-            .1;
-        let periods = [
-            (PeriodKey::Day(day), Some(plus(day_end, day_keep))),
-            (PeriodKey::Week(week), Some(plus(week_end, retention.weeks))),
-            (PeriodKey::Month(month_of(day)), None),
-            (PeriodKey::Total, None),
-        ];
-        for (period, expires_at) in periods {
-            *sums.entry((scope.clone(), period)).or_default() += d.hits;
-            expiry.insert((scope.clone(), period), expires_at);
+        periods.clear();
+        for d in order[start..end].iter().map(|&i| &deltas[i]) {
+            let info = match days.iter().find(|(n, _)| *n == d.day) {
+                Some((_, info)) => *info,
+                None => {
+                    let info = DayInfo::of(d.day, calendar);
+                    days.push((d.day, info));
+                    info
+                }
+            };
+            for (period, expires_at) in [
+                (PeriodKey::Day(info.day), Some(plus(info.day_end, day_keep))),
+                (
+                    PeriodKey::Week(info.week),
+                    Some(plus(info.week_end, retention.weeks)),
+                ),
+                (PeriodKey::Month(info.month), None),
+                (PeriodKey::Total, None),
+            ] {
+                match periods.iter_mut().find(|p| p.0 == period) {
+                    Some(p) => p.1 += d.hits,
+                    None => periods.push((period, d.hits, expires_at)),
+                }
+            }
         }
-    }
-    let increments = sums
-        .into_iter()
-        .map(|(key, hits)| Increment {
-            expires_at: expiry.get(&key).copied().flatten(),
-            scope: key.0,
-            period: key.1,
+        periods.sort_by_key(|p| p.0);
+        increments.extend(periods.iter().map(|&(period, hits, expires_at)| Increment {
+            scope: scope.clone(),
+            period,
             hits,
-        })
-        .collect();
+            expires_at,
+        }));
+        start = end;
+    }
     SiteBatch {
         site: Arc::clone(site),
         id: BatchId {
@@ -145,6 +168,31 @@ pub fn build_batch(
         },
         increments,
         visitors: Vec::new(),
+    }
+}
+
+/// What a batch needs to know about one local day.
+#[derive(Clone, Copy)]
+struct DayInfo {
+    day: jiff::civil::Date,
+    day_end: Timestamp,
+    week: jiff::civil::Date,
+    week_end: Timestamp,
+    month: jiff::civil::Date,
+}
+
+impl DayInfo {
+    fn of(n: u32, calendar: &SiteCalendar) -> Self {
+        let day = date_of_number(n);
+        let week = week_of(day, calendar.week_start());
+        let last = week.checked_add(jiff::Span::new().days(6)).unwrap_or(week);
+        DayInfo {
+            day,
+            day_end: calendar.day_bounds(day).1,
+            week,
+            week_end: calendar.day_bounds(last).1,
+            month: month_of(day),
+        }
     }
 }
 

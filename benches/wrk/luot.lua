@@ -1,0 +1,73 @@
+-- wrk script for benches/load.py: realistic beacons and reads.
+--
+-- LUOT_BENCH_MODE: quiet (POST /hit?quiet=1), gif (GET /hit.gif),
+-- answer (POST /hit answering figures), counters (GET the site's figures).
+-- LUOT_BENCH_SITE (default demo), LUOT_BENCH_PAGES (default 10000),
+-- LUOT_BENCH_VISITORS (default 100000), LUOT_BENCH_CLIENTS (default 10000).
+-- Pages, visitors, browser user agents and X-Forwarded-For client
+-- addresses (documentation ranges only) vary per request. done() prints one
+-- "RESULT key=value ..." line for the driver to parse.
+
+local mode = os.getenv("LUOT_BENCH_MODE") or "quiet"
+local site = os.getenv("LUOT_BENCH_SITE") or "demo"
+local pages = tonumber(os.getenv("LUOT_BENCH_PAGES") or "10000")
+local visitors = tonumber(os.getenv("LUOT_BENCH_VISITORS") or "100000")
+local clients = tonumber(os.getenv("LUOT_BENCH_CLIENTS") or "10000")
+
+local agents = {
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+  "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+  "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
+  "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0",
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) coc_coc_browser/134.0.232 Chrome/128.0.6613.232 Safari/537.36",
+  "Mozilla/5.0 (Linux; Android 13; 2201117TG Build/TKQ1.221114.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.144 Mobile Safari/537.36 Zalo android/12100562 ZaloTheme/light ZaloLanguage/vi",
+}
+
+-- Client addresses: the three IPv4 documentation /24s, then distinct IPv6
+-- documentation /64s (luot keys IPv6 clients by /64).
+local function client(i)
+  if i <= 254 then return "192.0.2." .. i end
+  if i <= 508 then return "198.51.100." .. (i - 254) end
+  if i <= 762 then return "203.0.113." .. (i - 508) end
+  return string.format("2001:db8:%x:%x::1", math.floor(i / 65536), i % 65536)
+end
+
+local function pick(n) return math.random(1, n) end
+
+function setup(thread)
+  thread:set("id", tostring(thread))
+end
+
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+end
+
+function request()
+  local page = "/news/article-" .. pick(pages)
+  local vid = "v" .. pick(visitors)
+  local headers = {
+    ["User-Agent"] = agents[pick(#agents)],
+    ["X-Forwarded-For"] = client(pick(clients)),
+  }
+  if mode == "gif" then
+    return wrk.format("GET", "/hit.gif?site=" .. site .. "&page=" .. page .. "&vid=" .. vid, headers)
+  elseif mode == "counters" then
+    return wrk.format("GET", "/api/v1/sites/" .. site .. "/counters", headers)
+  end
+  headers["Content-Type"] = "text/plain;charset=UTF-8"
+  local body = '{"site":"' .. site .. '","page":"https://news.example' .. page ..
+    '?utm_source=fb#top","ref":"https://www.google.com/","vid":"' .. vid .. '"}'
+  local path = "/hit"
+  if mode == "quiet" then path = "/hit?quiet=1" end
+  return wrk.format("POST", path, headers, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
