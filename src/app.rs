@@ -351,7 +351,8 @@ pub async fn run(
                         let now = Timestamp::now();
                         let prune = last_prune.elapsed() >= LIMITER_PRUNE;
                         for site in sites.snapshot().iter() {
-                            site.metrics.online.set(site.online_now(now.as_second()) as f64);
+                            site.recount_online(now.as_second());
+                            site.metrics.online.set(site.online_now() as f64);
                             if let Some(filter) = &site.dedupe {
                                 filter.rotate_if_due(now.as_millisecond().max(0) as u64);
                             }

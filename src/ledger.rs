@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jiff::civil::Date;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -158,15 +159,77 @@ impl<'c> Composer<'c> {
     }
 }
 
+/// How long applied batches stay in memory for page readings to lean on.
+pub const APPLIED_KEEP: Duration = Duration::from_secs(5);
+/// At most this many applied batches are kept, whatever their age.
+const APPLIED_MAX: usize = 64;
+
 /// A batch on its way to the store, and the deltas it carries (for reads).
 struct Frozen {
     batch: Arc<SiteBatch>,
-    deltas: Vec<Delta>,
+    deltas: DeltaMap,
     acked: bool,
 }
 
-/// Deltas keyed by (page, day); `None` is the site.
-pub type DeltaMap = HashMap<(Option<Arc<str>>, DayNumber), u64>;
+/// Deltas indexed by scope, so a reader finds one page's deltas without
+/// scanning a whole batch (a flush may hold 100,000 pages).
+#[derive(Debug, Default)]
+pub struct DeltaMap {
+    site: Vec<(DayNumber, u64)>,
+    pages: HashMap<Arc<str>, Vec<(DayNumber, u64)>>,
+}
+
+impl DeltaMap {
+    fn add(&mut self, page: Option<Arc<str>>, day: DayNumber, hits: u64) {
+        let days = match page {
+            None => &mut self.site,
+            Some(p) => self.pages.entry(p).or_default(),
+        };
+        match days.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, n)) => *n += hits,
+            None => days.push((day, hits)),
+        }
+    }
+
+    /// The `(day, hits)` of one scope.
+    fn of(&self, page: Option<&str>) -> &[(DayNumber, u64)] {
+        match page {
+            None => &self.site,
+            Some(p) => self.pages.get(p).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.site.is_empty() && self.pages.is_empty()
+    }
+
+    /// Distinct (scope, day) keys.
+    fn len(&self) -> usize {
+        self.site.len() + self.pages.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// The deltas sorted by scope (site first) and day.
+    fn to_sorted(&self) -> Vec<Delta> {
+        let mut out: Vec<Delta> = self
+            .site
+            .iter()
+            .map(|&(day, hits)| Delta {
+                page: None,
+                day,
+                hits,
+            })
+            .chain(self.pages.iter().flat_map(|(p, days)| {
+                days.iter().map(|&(day, hits)| Delta {
+                    page: Some(Arc::clone(p)),
+                    day,
+                    hits,
+                })
+            }))
+            .collect();
+        out.sort_by(|a, b| (&a.page, a.day).cmp(&(&b.page, b.day)));
+        out
+    }
+}
 
 struct State {
     /// The site's figures as the store last answered, with this producer's
@@ -180,6 +243,10 @@ struct State {
     /// site's batches reach the store strictly in order; more than one
     /// exists only after a replay or a shutdown that froze what remained.
     frozen: VecDeque<Frozen>,
+    /// Batches the store has applied and a site reading covers, kept for
+    /// [`APPLIED_KEEP`] so that page readings a few seconds old can still be
+    /// combined with them (each page is not re-read at every flush).
+    applied: VecDeque<(Instant, Frozen)>,
     /// Every batch with a sequence at or below this has left memory, so a
     /// reading older than it would miss hits.
     dropped_through: u64,
@@ -209,8 +276,9 @@ impl Ledger {
             state: RwLock::new(State {
                 stored: None,
                 stale: false,
-                open: HashMap::new(),
+                open: DeltaMap::default(),
                 frozen: VecDeque::new(),
+                applied: VecDeque::new(),
                 dropped_through: 0,
                 next_seq: first_seq.max(1),
             }),
@@ -262,17 +330,16 @@ impl LedgerRead<'_> {
     ) -> Counts {
         let mut c = Composer::new(calendar, today, stored);
         let wanted = |p: &Option<Arc<str>>| p.as_deref() == page;
-        for f in &self.state.frozen {
+        let applied = self.state.applied.iter().map(|(_, f)| f);
+        for f in applied.chain(&self.state.frozen) {
             if f.batch.id.seq > stored.reading.watermark {
-                for d in f.deltas.iter().filter(|d| wanted(&d.page)) {
-                    c.add(d.day, d.hits);
+                for &(day, hits) in f.deltas.of(page) {
+                    c.add(day, hits);
                 }
             }
         }
-        for ((p, day), hits) in &self.state.open {
-            if wanted(p) {
-                c.add(*day, *hits);
-            }
+        for &(day, hits) in self.state.open.of(page) {
+            c.add(day, hits);
         }
         match page {
             None => tally.site_cell().peek(|day, n| c.add(day, n)),
@@ -306,7 +373,7 @@ impl LedgerWrite<'_> {
         scratch.clear();
         tally.take(scratch);
         for d in scratch.drain(..) {
-            *self.state.open.entry((d.page, d.day)).or_default() += d.hits;
+            self.state.open.add(d.page, d.day, d.hits);
         }
         self.state.open.len()
     }
@@ -347,16 +414,10 @@ impl LedgerWrite<'_> {
         if self.state.open.is_empty() && !also_when_empty {
             return None;
         }
-        let mut deltas: Vec<Delta> = self
-            .state
-            .open
-            .drain()
-            .map(|((page, day), hits)| Delta { page, day, hits })
-            .collect();
-        deltas.sort_by(|a, b| (&a.page, a.day).cmp(&(&b.page, b.day)));
+        let deltas = std::mem::take(&mut self.state.open);
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
-        let batch = Arc::new(build(seq, &deltas));
+        let batch = Arc::new(build(seq, &deltas.to_sorted()));
         self.state.frozen.push_back(Frozen {
             batch: Arc::clone(&batch),
             deltas,
@@ -368,21 +429,16 @@ impl LedgerWrite<'_> {
     /// Queues a batch recovered from the write-ahead file, to be sent before
     /// anything new. Its day increments are its deltas (for reads).
     pub fn adopt(&mut self, batch: SiteBatch) {
-        let deltas = batch
-            .increments
-            .iter()
-            .filter_map(|inc| match inc.period {
-                PeriodKey::Day(day) => Some(Delta {
-                    page: match &inc.scope {
-                        crate::store::Scope::Site => None,
-                        crate::store::Scope::Page(p) => Some(Arc::clone(p)),
-                    },
-                    day: day_number(day),
-                    hits: inc.hits,
-                }),
-                _ => None,
-            })
-            .collect();
+        let mut deltas = DeltaMap::default();
+        for inc in &batch.increments {
+            if let PeriodKey::Day(day) = inc.period {
+                let page = match &inc.scope {
+                    crate::store::Scope::Site => None,
+                    crate::store::Scope::Page(p) => Some(Arc::clone(p)),
+                };
+                deltas.add(page, day_number(day), inc.hits);
+            }
+        }
         self.state.next_seq = self.state.next_seq.max(batch.id.seq + 1);
         self.state.frozen.push_back(Frozen {
             batch: Arc::new(batch),
@@ -407,8 +463,16 @@ impl LedgerWrite<'_> {
             && f.acked
             && mark >= f.batch.id.seq
         {
-            self.state.dropped_through = self.state.dropped_through.max(f.batch.id.seq);
-            self.state.frozen.pop_front();
+            if let Some(f) = self.state.frozen.pop_front() {
+                self.state.applied.push_back((Instant::now(), f));
+            }
+        }
+        while let Some((at, _)) = self.state.applied.front()
+            && (at.elapsed() > APPLIED_KEEP || self.state.applied.len() > APPLIED_MAX)
+        {
+            if let Some((_, f)) = self.state.applied.pop_front() {
+                self.state.dropped_through = self.state.dropped_through.max(f.batch.id.seq);
+            }
         }
         self.state.stored = Some(stored);
         self.state.stale = false;
@@ -514,7 +578,13 @@ mod tests {
             .write()
             .install(stored_total(today, 105, send.batch.id.seq));
         assert_eq!(total(&ledger), 106, "after the covering reading");
-        assert!(!ledger.read().covers(0));
+        // An older reading (a page read before the flush) can still be
+        // completed: the applied batch is kept for a while.
+        assert!(ledger.read().covers(0));
+        let old = stored_total(today, 100, 0);
+        let r = ledger.read();
+        assert_eq!(r.counts(&cal, today, &old, None, &tally).total, 106);
+        drop(r);
         assert!(
             ledger.write().next_batch(false, build).is_none(),
             "the new hit is still in the tally"

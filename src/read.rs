@@ -13,8 +13,11 @@ use crate::ledger::{Figures, Stored, read_keys};
 use crate::sites::Site;
 use crate::store::{AnyStore, Scope, Store};
 
-/// How long a page reading is reused.
-pub const PAGE_READING_TTL: Duration = Duration::from_secs(1);
+/// How long a page reading is reused. This instance's own hits are always
+/// added on top; other instances' hits on the page show up within it.
+/// Shorter than the ledger's memory of applied batches, so a reused reading
+/// can always be completed.
+pub const PAGE_READING_TTL: Duration = Duration::from_secs(3);
 /// How long a page read may wait on the store before the answer goes out
 /// stale.
 pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -51,7 +54,7 @@ impl Reader {
             yesterday: c.yesterday,
             week: c.week,
             month: c.month,
-            online: Some(site.online_now(now.as_second())),
+            online: Some(site.online_now()),
             visitors: site.shared_visitors.load_full().map(|v| (*v).clone()),
             stale,
             as_of: calendar.rfc3339(now),

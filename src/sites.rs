@@ -29,7 +29,7 @@ use crate::visitor::{OnlineRing, VisitorBatcher};
 const DEDUPE_BITS: usize = 1 << 22;
 
 /// Most page readings kept per site; beyond it the cache starts over.
-const PAGE_CACHE_MAX: usize = 10_000;
+const PAGE_CACHE_MAX: usize = 50_000;
 
 /// One declared site and everything this instance knows about it.
 pub struct Site {
@@ -54,6 +54,10 @@ pub struct Site {
     /// Distinct visitors online across all instances, as the store last
     /// said (`u64::MAX` until it has).
     pub shared_online: AtomicU64,
+    /// Distinct visitors online as this instance saw them, counted once per
+    /// flush interval (a union of the window's sketches is not free, so
+    /// readers do not each compute it).
+    pub local_online: AtomicU64,
     /// Recent store readings of single pages (for `?page=` and the `POST
     /// /hit` answer), each with when it was taken.
     page_cache: DashMap<Arc<str>, (Stored, Instant)>,
@@ -94,15 +98,25 @@ impl Site {
             visitors: Some(VisitorBatcher::new()),
             shared_visitors: ArcSwapOption::empty(),
             shared_online: AtomicU64::new(u64::MAX),
+            local_online: AtomicU64::new(0),
             page_cache: DashMap::new(),
             metrics: SiteMetrics::new(&config.id),
         }
     }
 
-    /// Distinct visitors online now: what this instance saw, or what all
-    /// instances saw according to the store, whichever is more.
-    pub fn online_now(&self, unix_secs: i64) -> u64 {
-        let local = self.online.count(unix_secs);
+    /// Counts the visitors online now as this instance saw them (once per
+    /// flush interval).
+    pub fn recount_online(&self, unix_secs: i64) -> u64 {
+        let n = self.online.count(unix_secs);
+        self.local_online.store(n, Ordering::Release);
+        n
+    }
+
+    /// Distinct visitors online (as of the last recount): what this
+    /// instance saw, or what all instances saw according to the store,
+    /// whichever is more.
+    pub fn online_now(&self) -> u64 {
+        let local = self.local_online.load(Ordering::Acquire);
         match self.shared_online.load(Ordering::Acquire) {
             u64::MAX => local,
             shared => shared.max(local),

@@ -13,6 +13,12 @@ local site = os.getenv("LUOT_BENCH_SITE") or "demo"
 local pages = tonumber(os.getenv("LUOT_BENCH_PAGES") or "10000")
 local visitors = tonumber(os.getenv("LUOT_BENCH_VISITORS") or "100000")
 local clients = tonumber(os.getenv("LUOT_BENCH_CLIENTS") or "10000")
+-- After this many seconds, send only GET /healthz, so that no beacon is in
+-- flight when wrk stops: every beacon sent is then answered and seen.
+local cutoff = tonumber(os.getenv("LUOT_BENCH_CUTOFF") or "0")
+local started = nil
+beacons = 0
+local threads = {}
 
 local agents = {
   "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -37,7 +43,7 @@ end
 local function pick(n) return math.random(1, n) end
 
 function setup(thread)
-  thread:set("id", tostring(thread))
+  table.insert(threads, thread)
 end
 
 function init(args)
@@ -45,6 +51,11 @@ function init(args)
 end
 
 function request()
+  if started == nil then started = os.time() end
+  if cutoff > 0 and os.time() - started >= cutoff then
+    return wrk.format("GET", "/healthz")
+  end
+  if mode ~= "counters" then beacons = beacons + 1 end
   local page = "/news/article-" .. pick(pages)
   local vid = "v" .. pick(visitors)
   local headers = {
@@ -66,8 +77,12 @@ end
 
 function done(summary, latency, requests)
   local e = summary.errors
+  local sent = 0
+  -- wrk builds one request per thread at start that it never sends
+  -- (measured: built = answered + 1 per thread, whatever the connections).
+  for _, t in ipairs(threads) do sent = sent + math.max((t:get("beacons") or 0) - 1, 0) end
   io.write(string.format(
-    "RESULT requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d\n",
+    "RESULT requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d beacons=%d\n",
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), sent))
 end
