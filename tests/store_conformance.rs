@@ -112,6 +112,15 @@ mod redis_single {
         ) -> impl std::future::Future<Output = Result<(), luot::store::StoreError>> + Send {
             self.store.ping()
         }
+        fn top(
+            &self,
+            site: &str,
+            period: luot::store::PeriodKey,
+            limit: usize,
+        ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, luot::store::StoreError>> + Send
+        {
+            self.store.top(site, period, limit)
+        }
         fn read_site(
             &self,
             site: &str,
@@ -167,6 +176,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::first_secret_wins(&store).await;
     c::site_refresh_reads_counters_watermark_and_sketches(&store).await;
     c::day_and_all_time_visitors_are_kept_and_merge(&store).await;
+    c::top_pages_are_ranked_per_period(&store).await;
     c::ping_answers(&store).await;
     drop(cluster);
 }

@@ -272,6 +272,53 @@ pub async fn day_and_all_time_visitors_are_kept_and_merge<S: Store>(store: &S) {
     assert_eq!(counts, vec![Some(3), Some(2), Some(4), Some(4), Some(0)]);
 }
 
+/// The most-read pages of a period, most read first, ties by page, at
+/// most `limit`, never the site itself, and each period on its own.
+pub async fn top_pages_are_ranked_per_period<S: Store>(store: &S) {
+    let site = "conf-top";
+    let mut incs = full(&Scope::Site, 10);
+    for (page, hits) in [("/a", 5), ("/b", 9), ("/c", 5), ("/d", 1)] {
+        incs.extend(full(&Scope::Page(Arc::from(page)), hits));
+    }
+    incs.push(inc(
+        &Scope::Page(Arc::from("/old")),
+        PeriodKey::Day(Date::constant(2026, 11, 26)),
+        50,
+    ));
+    incs.sort_by(|a, b| a.scope.cmp(&b.scope));
+    store.apply(&batch(site, "p1", 1, incs)).await.unwrap();
+    let top = store.top(site, PeriodKey::Day(DAY), 3).await.unwrap();
+    assert_eq!(
+        top,
+        vec![
+            ("/b".to_string(), 9),
+            ("/a".to_string(), 5),
+            ("/c".to_string(), 5)
+        ]
+    );
+    let all = store.top(site, PeriodKey::Total, 10).await.unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    let yesterday = store
+        .top(site, PeriodKey::Day(Date::constant(2026, 11, 26)), 10)
+        .await
+        .unwrap();
+    assert_eq!(yesterday, vec![("/old".to_string(), 50)]);
+    assert!(
+        store
+            .top(site, PeriodKey::Week(WEEK), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .top("conf-top-none", PeriodKey::Total, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// A reachable store answers a ping.
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.unwrap();
@@ -292,6 +339,7 @@ macro_rules! store_conformance_tests {
             first_secret_wins,
             site_refresh_reads_counters_watermark_and_sketches,
             day_and_all_time_visitors_are_kept_and_merge,
+            top_pages_are_ranked_per_period,
             ping_answers,
         );
     };

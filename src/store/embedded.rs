@@ -453,6 +453,57 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn top(
+        &self,
+        site: &str,
+        period: PeriodKey,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let site_hash = key_hash(site.as_bytes());
+        let code = period_code(&period);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let rows = tx.open_table(ROWS).map_err(unavailable)?;
+            let mut start = [0u8; 16];
+            start[..8].copy_from_slice(&site_hash.to_be_bytes());
+            let mut end = [0xffu8; 16];
+            end[..8].copy_from_slice(&site_hash.to_be_bytes());
+            let now = Timestamp::now().as_second();
+            // A min-heap of the best `limit` so far: memory stays bounded
+            // by `limit`, not by the site's pages.
+            let mut best: std::collections::BinaryHeap<
+                std::cmp::Reverse<(u64, std::cmp::Reverse<String>)>,
+            > = std::collections::BinaryHeap::new();
+            for entry in rows
+                .range::<&[u8; 16]>(&start..=&end)
+                .map_err(unavailable)?
+            {
+                let (_, v) = entry.map_err(unavailable)?;
+                let Some(row) = Row::decode(v.value()) else {
+                    return Err(StoreError::Corrupt("counter row".into()));
+                };
+                if row.scope.is_empty() {
+                    continue;
+                }
+                let hits = row.get(code, now);
+                if hits == 0 || limit == 0 {
+                    continue;
+                }
+                best.push(std::cmp::Reverse((hits, std::cmp::Reverse(row.scope))));
+                if best.len() > limit {
+                    best.pop();
+                }
+            }
+            let mut out: Vec<(String, u64)> = best
+                .into_iter()
+                .map(|std::cmp::Reverse((hits, std::cmp::Reverse(page)))| (page, hits))
+                .collect();
+            out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            Ok(out)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
             .await

@@ -239,6 +239,19 @@ pub trait Store: Send + Sync + 'static {
     /// A [`StoreError`] when it does not.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The `limit` most-read pages of a site in `period`, most read first
+    /// (ties by page). Pages whose counter for the period has expired are
+    /// not listed.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn top(
+        &self,
+        site: &str,
+        period: PeriodKey,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
     /// A site's refresh: [`Store::read`] of the site scope and
     /// [`Store::distinct`] of each group of sketches (online minutes, the
     /// days of this week…), which a store may answer in one round trip.
@@ -310,6 +323,18 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+
+    async fn top(
+        &self,
+        site: &str,
+        period: PeriodKey,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.top(site, period, limit).await,
+            AnyStore::Redis(s) => s.top(site, period, limit).await,
         }
     }
 

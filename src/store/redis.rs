@@ -425,6 +425,36 @@ impl Store for RedisStore {
         Ok(Some(self.query(&cmd).await?))
     }
 
+    async fn top(
+        &self,
+        site: &str,
+        period: PeriodKey,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = counter_key(site, &Scope::Page("".into()), &period);
+        let stop = i64::try_from(limit).unwrap_or(i64::MAX) - 1;
+        let pairs: Vec<(String, f64)> = self
+            .query(
+                redis::cmd("ZREVRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(stop)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        let mut out: Vec<(String, u64)> = pairs
+            .into_iter()
+            .map(|(page, score)| (page, score.max(0.0) as u64))
+            .collect();
+        // Redis breaks ties by member in reverse; order them like the
+        // embedded store does.
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = match &self.conn {
             Conn::Single(c) => c.clone().ping().await,
