@@ -318,6 +318,46 @@ impl LedgerRead<'_> {
         watermark >= self.state.dropped_through
     }
 
+    /// This instance's hits on `page` (or the site) per local day that a
+    /// store reading with `watermark` does not include, for daily series.
+    pub fn pending_days(
+        &self,
+        page: Option<&str>,
+        watermark: u64,
+        tally: &SiteTally,
+    ) -> Vec<(DayNumber, u64)> {
+        let mut days: Vec<(DayNumber, u64)> = Vec::new();
+        let mut add = |day: DayNumber, hits: u64| match days.iter_mut().find(|d| d.0 == day) {
+            Some(d) => d.1 += hits,
+            None => days.push((day, hits)),
+        };
+        let applied = self.state.applied.iter().map(|(_, f)| f);
+        for f in applied.chain(&self.state.frozen) {
+            if f.batch.id.seq > watermark {
+                for &(day, hits) in f.deltas.of(page) {
+                    add(day, hits);
+                }
+            }
+        }
+        for &(day, hits) in self.state.open.of(page) {
+            add(day, hits);
+        }
+        match page {
+            None => tally.site_cell().peek(&mut add),
+            Some(p) => {
+                if let Some(cell) = tally.page_cell(p) {
+                    cell.peek(&mut add);
+                }
+            }
+        }
+        tally.peek_spill(|d| {
+            if d.page.as_deref() == page {
+                add(d.day, d.hits)
+            }
+        });
+        days
+    }
+
     /// Counts of `page` (or the site, `None`) at local day `today`: the
     /// stored reading plus every delta of this instance it does not include.
     pub fn counts(

@@ -34,6 +34,11 @@ impl Reader {
         Reader { store, producer }
     }
 
+    /// This instance's producer id (its watermark names it).
+    pub fn producer(&self) -> &str {
+        &self.producer
+    }
+
     /// The site's figures now. Never waits on the store.
     pub fn site_figures(&self, site: &Site, now: Timestamp) -> Figures {
         let calendar = site.calendar();

@@ -12,6 +12,7 @@
 
 pub mod badge;
 pub mod busuanzi;
+pub mod history;
 pub mod server;
 pub mod snippet;
 pub mod text;
@@ -65,6 +66,8 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/widget/{site}"),
     ("GET", "/badge/{site}.svg"),
     ("GET", "/busuanzi"),
+    ("GET", "/api/v1/sites/{site}/series"),
+    ("GET", "/api/v1/sites/{site}/top"),
 ];
 
 /// Everything the handlers share. Cheap to clone (an `Arc`).
@@ -175,6 +178,8 @@ enum Route {
     Widget,
     Badge,
     Busuanzi,
+    Series,
+    Top,
     Unknown,
 }
 
@@ -187,6 +192,8 @@ impl Route {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Snippet => "snippet",
+            Route::Series => "series",
+            Route::Top => "top",
             Route::Widget => "widget",
             Route::Badge => "badge",
             Route::Busuanzi => "busuanzi",
@@ -218,11 +225,15 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                 return (Route::Badge, Some(site));
             }
             if let Some(rest) = path.strip_prefix("/api/v1/sites/")
-                && let Some(site) = rest.strip_suffix("/counters")
-                && !site.is_empty()
-                && !site.contains('/')
+                && let Some((site, what)) = rest.split_once('/')
+                && one_segment(site)
             {
-                return (Route::Counters, Some(site));
+                match what {
+                    "counters" => return (Route::Counters, Some(site)),
+                    "series" => return (Route::Series, Some(site)),
+                    "top" => return (Route::Top, Some(site)),
+                    _ => {}
+                }
             }
             (Route::Unknown, None)
         }
@@ -274,6 +285,24 @@ pub async fn handle_public(
         // GET only: a busuanzi request counts a hit.
         (Route::Busuanzi, &Method::GET) => {
             busuanzi::serve(&state, req.headers(), req.uri().query(), peer).await
+        }
+        (Route::Series, &Method::GET | &Method::HEAD) => {
+            history::series(
+                &state,
+                site_param.as_deref().unwrap_or_default(),
+                req.headers(),
+                req.uri().query(),
+            )
+            .await
+        }
+        (Route::Top, &Method::GET | &Method::HEAD) => {
+            history::top(
+                &state,
+                site_param.as_deref().unwrap_or_default(),
+                req.headers(),
+                req.uri().query(),
+            )
+            .await
         }
         (Route::Unknown, _) => Err(ApiError::not_found()),
         _ => Err(ApiError::method_not_allowed()),

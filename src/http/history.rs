@@ -1,0 +1,362 @@
+//! The owner's read routes: daily (or monthly) series and most-read pages,
+//! and the access rule they share with the dashboard — public sites answer
+//! anyone, others need the site's read token.
+//!
+//! Reads only. Series add this instance's unflushed hits to the store's
+//! days, so an owner sees today's hits at once; the top list is as of the
+//! last flush (a second at most).
+
+use std::fmt::Write as _;
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::Serialize;
+
+use super::{ApiError, Body, State, constant_time_eq, json, lookup};
+use crate::period::{date_of_number, day_number, month_of};
+use crate::sites::Site;
+use crate::store::{PeriodKey, Scope, SketchKey, Store};
+
+/// Longest daily series one request may ask for (the site days' default
+/// retention).
+pub const MAX_SERIES_DAYS: i64 = 400;
+/// Longest monthly series.
+pub const MAX_SERIES_MONTHS: i64 = 120;
+/// Most pages one top list may hold.
+pub const MAX_TOP: usize = 100;
+
+/// Refuses a non-public site's owner routes without its read token (as
+/// `Authorization: Bearer …` or `?token=`), compared in constant time.
+///
+/// # Errors
+/// 401 `unauthorized` without a valid token.
+pub fn authorize(site: &Site, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+    if site.config.public {
+        return Ok(());
+    }
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let from_query = param(query, "token");
+    let given = from_header.or(from_query);
+    let ok = match (&site.config.read_token, given) {
+        (Some(token), Some(given)) => constant_time_eq(token.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this site's history is private: send its read token as a bearer token",
+        ))
+    }
+}
+
+/// The first value of query parameter `name`.
+pub fn param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+fn date_param(query: Option<&str>, name: &str) -> Result<Option<Date>, ApiError> {
+    param(query, name)
+        .map(|v| {
+            v.parse::<Date>().map_err(|_| {
+                bad(
+                    "bad_date",
+                    format!("`{name}` must be a date like 2026-11-27"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// One point of a series.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Point {
+    /// `2026-11-27` for a day, `2026-11` for a month.
+    pub date: String,
+    pub hits: u64,
+    /// Distinct visitors (site series only; `null` for a page or where the
+    /// store keeps no such figure).
+    pub visitors: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SeriesAnswer<'a> {
+    site: &'a str,
+    page: Option<&'a str>,
+    by: &'a str,
+    from: String,
+    to: String,
+    points: Vec<Point>,
+}
+
+/// The series of a site or a page between two local dates.
+///
+/// # Errors
+/// An [`ApiError`] for a bad range or an unreachable store.
+pub async fn series_points(
+    state: &State,
+    site: &Site,
+    page: Option<&str>,
+    from: Date,
+    to: Date,
+    monthly: bool,
+) -> Result<Vec<Point>, ApiError> {
+    let scope = page.map_or(Scope::Site, |p| Scope::Page(p.into()));
+    let periods: Vec<PeriodKey> = if monthly {
+        let mut out = Vec::new();
+        let mut m = month_of(from);
+        while m <= to && out.len() < MAX_SERIES_MONTHS as usize {
+            out.push(PeriodKey::Month(m));
+            m = m
+                .checked_add(jiff::Span::new().months(1))
+                .map_err(|_| bad("bad_range", "the range leaves the calendar"))?;
+        }
+        out
+    } else {
+        let mut out = Vec::new();
+        let mut d = from;
+        while d <= to && out.len() < MAX_SERIES_DAYS as usize {
+            out.push(PeriodKey::Day(d));
+            d = d
+                .tomorrow()
+                .map_err(|_| bad("bad_range", "the range leaves the calendar"))?;
+        }
+        out
+    };
+    let unavailable = |e: crate::store::StoreError| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the store cannot answer: {}", e.kind()),
+        )
+    };
+    let producer = state.reader.producer();
+    let (reading, visitors) = match page {
+        None if !monthly => {
+            let groups: Vec<Vec<SketchKey>> = periods
+                .iter()
+                .map(|p| match p {
+                    PeriodKey::Day(d) => vec![SketchKey::Day(*d)],
+                    _ => Vec::new(),
+                })
+                .collect();
+            let (reading, counts) = state
+                .store
+                .read_site(&site.id, &periods, producer, &groups)
+                .await
+                .map_err(unavailable)?;
+            (reading, counts)
+        }
+        _ => {
+            let reading = state
+                .store
+                .read(&site.id, &scope, &periods, producer)
+                .await
+                .map_err(unavailable)?;
+            let none = vec![None; periods.len()];
+            (reading, none)
+        }
+    };
+    let pending = site
+        .ledger
+        .read()
+        .pending_days(page, reading.watermark, &site.tally);
+    let mut points = Vec::with_capacity(periods.len());
+    for (i, period) in periods.iter().enumerate() {
+        let stored = reading.values.get(i).copied().unwrap_or(0);
+        let (date, extra) = match period {
+            PeriodKey::Day(d) => {
+                let n = day_number(*d);
+                let extra: u64 = pending.iter().filter(|p| p.0 == n).map(|p| p.1).sum();
+                (d.to_string(), extra)
+            }
+            PeriodKey::Month(m) => {
+                let extra: u64 = pending
+                    .iter()
+                    .filter(|p| month_of(date_of_number(p.0)) == *m)
+                    .map(|p| p.1)
+                    .sum();
+                (format!("{:04}-{:02}", m.year(), m.month()), extra)
+            }
+            _ => continue,
+        };
+        points.push(Point {
+            date,
+            hits: stored + extra,
+            visitors: visitors.get(i).copied().flatten(),
+        });
+    }
+    Ok(points)
+}
+
+/// `GET /api/v1/sites/{site}/series?from=&to=[&page=][&by=month][&format=csv]`.
+///
+/// # Errors
+/// 404 unknown site, 401 private without token, 400 bad parameters.
+pub async fn series(
+    state: &State,
+    id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let site = lookup(state, id)?;
+    authorize(&site, headers, query)?;
+    let monthly = match param(query, "by").as_deref() {
+        None | Some("day") => false,
+        Some("month") => true,
+        Some(_) => return Err(bad("bad_by", "`by` must be day or month")),
+    };
+    let today = site.calendar().day_of(Timestamp::now());
+    let to = date_param(query, "to")?.unwrap_or(today);
+    let default_from = if monthly {
+        to.checked_sub(jiff::Span::new().months(11))
+            .map(month_of)
+            .unwrap_or(to)
+    } else {
+        to.checked_sub(jiff::Span::new().days(29)).unwrap_or(to)
+    };
+    let from = date_param(query, "from")?.unwrap_or(default_from);
+    if from > to {
+        return Err(bad("bad_range", "`from` is after `to`"));
+    }
+    let span_days = (to - from).get_days() as i64 + 1;
+    let too_long = if monthly {
+        span_days > MAX_SERIES_MONTHS * 31
+    } else {
+        span_days > MAX_SERIES_DAYS
+    };
+    if too_long {
+        return Err(bad(
+            "bad_range",
+            format!("at most {MAX_SERIES_DAYS} days or {MAX_SERIES_MONTHS} months per request"),
+        ));
+    }
+    let page = match param(query, "page") {
+        None => None,
+        Some(raw) => Some(
+            crate::page::normalize(&raw, site.rules)
+                .map_err(|e| ApiError::from(crate::ingest::IngestError::BadPage(e)))?,
+        ),
+    };
+    let points = series_points(state, &site, page.as_deref(), from, to, monthly).await?;
+    if param(query, "format").as_deref() == Some("csv") {
+        let mut csv = String::from("date,hits,visitors\n");
+        for p in &points {
+            let visitors = p.visitors.map(|v| v.to_string()).unwrap_or_default();
+            let _ = writeln!(csv, "{},{},{}", p.date, p.hits, visitors);
+        }
+        let mut resp = Response::new(Body::from(csv));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(resp);
+    }
+    Ok(json(
+        StatusCode::OK,
+        &SeriesAnswer {
+            site: &site.id,
+            page: page.as_deref(),
+            by: if monthly { "month" } else { "day" },
+            from: from.to_string(),
+            to: to.to_string(),
+            points,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct TopPage {
+    page: String,
+    hits: u64,
+}
+
+#[derive(Serialize)]
+struct TopAnswer<'a> {
+    site: &'a str,
+    period: &'a str,
+    pages: Vec<TopPage>,
+}
+
+/// The period key a `period=` name means at local day `today`.
+///
+/// # Errors
+/// 400 for an unknown name.
+pub fn period_named(name: &str, today: Date, site: &Site) -> Result<PeriodKey, ApiError> {
+    Ok(match name {
+        "today" => PeriodKey::Day(today),
+        "yesterday" => PeriodKey::Day(today.yesterday().unwrap_or(today)),
+        "week" => PeriodKey::Week(crate::period::week_of(today, site.calendar().week_start())),
+        "month" => PeriodKey::Month(month_of(today)),
+        "total" => PeriodKey::Total,
+        _ => {
+            return Err(bad(
+                "bad_period",
+                "`period` must be today, yesterday, week, month or total",
+            ));
+        }
+    })
+}
+
+/// `GET /api/v1/sites/{site}/top?period=today&limit=10`.
+///
+/// # Errors
+/// 404 unknown site, 401 private without token, 400 bad parameters.
+pub async fn top(
+    state: &State,
+    id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let site = lookup(state, id)?;
+    authorize(&site, headers, query)?;
+    let name = param(query, "period").unwrap_or_else(|| "today".into());
+    let today = site.calendar().day_of(Timestamp::now());
+    let period = period_named(&name, today, &site)?;
+    let limit = match param(query, "limit") {
+        None => 10,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TOP).contains(n))
+            .ok_or_else(|| bad("bad_limit", format!("`limit` must be 1 to {MAX_TOP}")))?,
+    };
+    let pages = state
+        .store
+        .top(&site.id, period, limit)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the store cannot answer: {}", e.kind()),
+            )
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        &TopAnswer {
+            site: &site.id,
+            period: &name,
+            pages: pages
+                .into_iter()
+                .map(|(page, hits)| TopPage { page, hits })
+                .collect(),
+        },
+    ))
+}
