@@ -313,6 +313,7 @@ pub async fn run(
         })?,
     };
 
+    let (import_tx, mut import_rx) = tokio::sync::mpsc::channel(16);
     let bots = BotDetector::new()?;
     tracing::info!(patterns = bots.patterns(), "bot list compiled");
     let state = Arc::new(State {
@@ -329,6 +330,8 @@ pub async fn run(
         max_headers: config.limits.max_headers,
         metrics_token: Some(server.metrics_token.clone()).filter(|t| !t.is_empty()),
         prometheus,
+        imports: Some(import_tx),
+        retention: config.retention.clone(),
         ready: AtomicBool::new(false),
     });
 
@@ -370,6 +373,9 @@ pub async fn run(
                                 tracing::warn!(error = %e, "loading the daily salts failed");
                             }
                         }
+                    }
+                    Some(job) = import_rx.recv() => {
+                        flusher.apply_import(job).await;
                     }
                     changed = flush_stop_rx.changed() => {
                         let deadline = match (changed, *flush_stop_rx.borrow()) {

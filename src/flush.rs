@@ -196,7 +196,14 @@ impl DayInfo {
     }
 }
 
-fn plus(at: Timestamp, keep: Duration) -> Timestamp {
+/// The instant the week starting on `week` ends, in the site's zone.
+pub fn week_end(week: jiff::civil::Date, calendar: &SiteCalendar) -> Timestamp {
+    let last = week.checked_add(jiff::Span::new().days(6)).unwrap_or(week);
+    calendar.day_bounds(last).1
+}
+
+/// `at` plus a retention, saturating.
+pub fn plus(at: Timestamp, keep: Duration) -> Timestamp {
     let keep = SignedDuration::try_from(keep).unwrap_or(SignedDuration::MAX);
     at.checked_add(keep).unwrap_or(Timestamp::MAX)
 }
@@ -530,6 +537,23 @@ impl<S: Store> Flusher<S> {
                 Err(e)
             }
         }
+    }
+
+    /// Applies an import (a batch built by the admin route) and answers.
+    pub async fn apply_import(&mut self, job: crate::http::admin::ImportJob) {
+        let result = self.store.apply(&job.batch).await;
+        match &result {
+            Ok(Applied::Fresh { late }) => {
+                self.metrics.late.increment(*late);
+                tracing::info!(site = %job.batch.site, producer = %job.batch.id.producer, "import applied");
+            }
+            Ok(Applied::Duplicate) => {
+                self.metrics.duplicates.increment(1);
+                tracing::info!(site = %job.batch.site, producer = %job.batch.id.producer, "import refused: applied before");
+            }
+            Err(e) => self.metrics.store_error("import", e.kind()),
+        }
+        let _ = job.reply.send(result);
     }
 
     /// Flushes until nothing is pending or `deadline` passes. Returns true

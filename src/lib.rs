@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod bots;
+pub mod client;
 pub mod config;
 pub mod dedupe;
 pub mod flush;

@@ -37,6 +37,73 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Import into a running luot (through its admin listener): a starting
+    /// total, pages' starting totals, daily history from CSV, or an export.
+    /// Importing the same thing twice changes nothing.
+    Import {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The site to import into.
+        #[arg(long)]
+        site: String,
+        /// Add this starting total to the site's total (e.g. an old counter's value).
+        #[arg(long)]
+        total: Option<u64>,
+        /// A page's starting total, as PAGE=N (repeatable).
+        #[arg(long = "page-total", value_name = "PAGE=N")]
+        page_totals: Vec<String>,
+        /// Daily history, CSV lines `date,hits[,visitors]`: sets day, week
+        /// and month figures and the series, not the total.
+        #[arg(long, value_name = "FILE")]
+        history: Option<PathBuf>,
+        /// A `luot export` JSON file to recreate (days, page totals, total).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["total", "history", "page_totals"])]
+        from_export: Option<PathBuf>,
+    },
+    /// Export a site's daily series and page totals from a running luot.
+    Export {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        site: String,
+        /// First day (default: as far back as site days are kept).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day (default: today in the site's zone).
+        #[arg(long)]
+        to: Option<String>,
+        /// json (everything), csv (the daily series) or pages-csv (page totals).
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// How to reach a running luot's admin listener.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Configuration file (its server.admin_listen and metrics_token are used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The admin listener's address (default: server.admin_listen).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<std::net::SocketAddr>,
+}
+
+impl AdminArgs {
+    /// The admin address and token, from the flags and the configuration.
+    fn resolve(&self) -> Result<(std::net::SocketAddr, Option<String>), String> {
+        let config = Config::load(self.config.as_deref(), &ProcessEnv)
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        let mut addr = self.admin.unwrap_or(config.server.admin_listen);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let token = Some(config.server.metrics_token).filter(|t| !t.is_empty());
+        Ok((addr, token))
+    }
 }
 
 fn main() -> ExitCode {
@@ -55,6 +122,125 @@ fn main() -> ExitCode {
             }
         },
         Command::Healthcheck { config } => healthcheck(config),
+        Command::Import {
+            admin,
+            site,
+            total,
+            page_totals,
+            history,
+            from_export,
+        } => report(import(
+            admin,
+            site,
+            total,
+            page_totals,
+            history,
+            from_export,
+        )),
+        Command::Export {
+            admin,
+            site,
+            from,
+            to,
+            format,
+            output,
+        } => report(export(admin, site, from, to, format, output)),
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import(
+    admin: AdminArgs,
+    site: String,
+    total: Option<u64>,
+    page_totals: Vec<String>,
+    history: Option<PathBuf>,
+    from_export: Option<PathBuf>,
+) -> Result<(), String> {
+    use luot::http::admin::{ImportRequest, PageTotal};
+    let (addr, token) = admin.resolve()?;
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut request = match &from_export {
+        Some(path) => {
+            let export: luot::http::admin::Export = serde_json::from_str(&read(path)?)
+                .map_err(|e| format!("{}: not a luot export: {e}", path.display()))?;
+            let mut r = luot::client::import_from_export(&export);
+            r.site = site.clone();
+            r
+        }
+        None => ImportRequest {
+            site: site.clone(),
+            total,
+            ..ImportRequest::default()
+        },
+    };
+    for item in &page_totals {
+        let (page, n) = item
+            .rsplit_once('=')
+            .ok_or_else(|| format!("--page-total {item}: expected PAGE=N"))?;
+        let total = n
+            .parse()
+            .map_err(|_| format!("--page-total {item}: `{n}` is not a number"))?;
+        request.pages.push(PageTotal {
+            page: page.to_string(),
+            total,
+        });
+    }
+    if let Some(path) = &history {
+        let name = path.display().to_string();
+        request.history =
+            luot::client::parse_history(&name, &read(path)?).map_err(|e| e.to_string())?;
+    }
+    if request.total.is_none() && request.pages.is_empty() && request.history.is_empty() {
+        return Err(
+            "nothing to import: give --total, --page-total, --history or --from-export".into(),
+        );
+    }
+    let answer =
+        luot::client::import(addr, token.as_deref(), request).map_err(|e| e.to_string())?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn export(
+    admin: AdminArgs,
+    site: String,
+    from: Option<String>,
+    to: Option<String>,
+    format: String,
+    output: Option<PathBuf>,
+) -> Result<(), String> {
+    let (addr, token) = admin.resolve()?;
+    let export = luot::client::export(
+        addr,
+        token.as_deref(),
+        &site,
+        from.as_deref(),
+        to.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let text = match format.as_str() {
+        "json" => serde_json::to_string_pretty(&export).map_err(|e| e.to_string())?,
+        "csv" => luot::client::export_csv(&export, false),
+        "pages-csv" => luot::client::export_csv(&export, true),
+        other => return Err(format!("--format {other}: expected json, csv or pages-csv")),
+    };
+    match output {
+        Some(path) => std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
     }
 }
 

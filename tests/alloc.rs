@@ -109,6 +109,8 @@ fn state(dir: &std::path::Path) -> State {
         max_header_bytes: 8192,
         max_headers: 64,
         metrics_token: None,
+        imports: None,
+        retention: config.retention.clone(),
         prometheus: luot::metrics::install(),
         ready: AtomicBool::new(true),
     }

@@ -10,6 +10,7 @@
 //! [`busuanzi`] (`/busuanzi`, JSONP); [`text`] holds their escaping and
 //! number formatting.
 
+pub mod admin;
 pub mod badge;
 pub mod busuanzi;
 pub mod history;
@@ -85,6 +86,10 @@ pub struct State {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub metrics_token: Option<String>,
+    /// Where imports go (the flusher); `None` where none are taken.
+    pub imports: Option<admin::ImportQueue>,
+    /// Retention, for the expiry of imported days.
+    pub retention: crate::config::Retention,
     pub prometheus: PrometheusHandle,
     /// False until start-up is complete, and again once draining begins.
     pub ready: AtomicBool,
@@ -687,17 +692,43 @@ pub async fn handle_admin(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
+    let authorised = match &state.metrics_token {
+        None => true,
+        Some(token) => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+    };
+    let path = req.uri().path().to_owned();
+    let export_site = path
+        .strip_prefix("/admin/v1/sites/")
+        .and_then(|rest| rest.strip_suffix("/export"))
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .map(str::to_owned);
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::POST, "/admin/v1/import") | (&Method::GET, _)
+            if !authorised && (path.starts_with("/admin/") || path == "/metrics") =>
+        {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required on the admin listener",
+            )
+            .response()
+        }
+        (&Method::POST, "/admin/v1/import") => admin::import(&state, req)
+            .await
+            .unwrap_or_else(|e| e.response()),
+        (&Method::GET, _) if export_site.is_some() => admin::export(
+            &state,
+            export_site.as_deref().unwrap_or_default(),
+            req.uri().query(),
+        )
+        .await
+        .unwrap_or_else(|e| e.response()),
         (&Method::GET, "/metrics") => {
-            let authorised = match &state.metrics_token {
-                None => true,
-                Some(token) => req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
-            };
             if authorised {
                 let mut r = Response::new(Full::new(Bytes::from(state.prometheus.render())));
                 r.headers_mut().insert(

@@ -1,0 +1,362 @@
+//! The admin listener's data routes: `luot import` and `luot export` talk
+//! to these, so they work while luot serves, whatever the store.
+//!
+//! An import is turned into one batch and handed to the flusher (the only
+//! writer of the store). Its producer id is `import:<id>`, where the id
+//! derives from the imported file's content, and its sequence is 1: the
+//! store's watermark then refuses the same import a second time.
+
+use std::hash::Hasher;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::history::{Point, series_points};
+use super::{ApiError, Body, State, json, lookup};
+use crate::config::Retention;
+use crate::flush::{plus, week_end};
+use crate::period::{month_of, week_of};
+use crate::sites::Site;
+use crate::sketch::{Sketch, SketchUnion};
+use crate::store::{
+    Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
+    StoreError, VisitorDelta,
+};
+
+/// Largest import body accepted (a few years of daily history and the
+/// totals of many pages).
+pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
+/// Most synthetic visitors recorded for one imported day (beyond it the
+/// HyperLogLog registers alone carry the count anyway).
+const MAX_IMPORTED_VISITORS_PER_DAY: u64 = 5_000_000;
+
+/// An import handed to the flusher, with where to send its outcome.
+pub struct ImportJob {
+    pub batch: SiteBatch,
+    pub reply: oneshot::Sender<Result<Applied, StoreError>>,
+}
+
+/// The flusher's end of the import queue.
+pub type ImportQueue = mpsc::Sender<ImportJob>;
+
+/// What `luot import` sends.
+#[derive(Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub site: String,
+    /// Derived from the imported file's content (16–64 hex digits).
+    pub id: String,
+    /// Added once to the site's total (a starting total carried over).
+    #[serde(default)]
+    pub total: Option<u64>,
+    /// Starting totals of pages.
+    #[serde(default)]
+    pub pages: Vec<PageTotal>,
+    /// Daily history: sets day, week and month figures and the series, not
+    /// the total.
+    #[serde(default)]
+    pub history: Vec<Day>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PageTotal {
+    pub page: String,
+    pub total: u64,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Day {
+    pub date: Date,
+    pub hits: u64,
+    #[serde(default)]
+    pub visitors: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ImportAnswer {
+    /// False when this import had been applied before (nothing changed).
+    applied: bool,
+    /// Days older than their retention (ignored, as late hits are).
+    late: u64,
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// A stable 64-bit content hash as hex, for import ids.
+pub fn content_id(bytes: &[u8]) -> String {
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(0x696d_706f_7274, 0x6c75_6f74);
+    h.write(bytes);
+    let a = h.finish();
+    h.write_u8(0xff);
+    format!("{a:016x}{:016x}", h.finish())
+}
+
+/// Builds the batch of an import.
+///
+/// # Errors
+/// 400 when a page or a number is unusable.
+pub fn import_batch(
+    site: &Site,
+    request: &ImportRequest,
+    retention: &Retention,
+) -> Result<SiteBatch, ApiError> {
+    let calendar = site.calendar();
+    let mut increments = Vec::new();
+    if let Some(total) = request.total {
+        increments.push(Increment {
+            scope: Scope::Site,
+            period: PeriodKey::Total,
+            hits: total,
+            expires_at: None,
+        });
+    }
+    for p in &request.pages {
+        let page = crate::page::normalize(&p.page, site.rules)
+            .map_err(|e| bad("bad_page", format!("page {:?}: {e}", p.page)))?;
+        increments.push(Increment {
+            scope: Scope::Page(page.into()),
+            period: PeriodKey::Total,
+            hits: p.total,
+            expires_at: None,
+        });
+    }
+    let mut visitors = Vec::new();
+    let mut seen_days = std::collections::BTreeSet::new();
+    for day in &request.history {
+        if !seen_days.insert(day.date) {
+            return Err(bad(
+                "duplicate_date",
+                format!("{} appears twice in the history", day.date),
+            ));
+        }
+        let week = week_of(day.date, calendar.week_start());
+        let day_end = calendar.day_bounds(day.date).1;
+        for (period, expires_at) in [
+            (
+                PeriodKey::Day(day.date),
+                Some(plus(day_end, retention.site_days)),
+            ),
+            (
+                PeriodKey::Week(week),
+                Some(plus(week_end(week, calendar), retention.weeks)),
+            ),
+            (PeriodKey::Month(month_of(day.date)), None),
+        ] {
+            increments.push(Increment {
+                scope: Scope::Site,
+                period,
+                hits: day.hits,
+                expires_at,
+            });
+        }
+        if let Some(n) = day.visitors.filter(|n| *n > 0) {
+            if n > MAX_IMPORTED_VISITORS_PER_DAY {
+                return Err(bad(
+                    "too_many_visitors",
+                    format!("at most {MAX_IMPORTED_VISITORS_PER_DAY} visitors a day"),
+                ));
+            }
+            // History has counts, not visitors: stand-ins that no real
+            // visitor can equal make the day's sketch count `n`.
+            let sketch = Sketch::new();
+            for i in 0..n {
+                let mut h = siphasher::sip::SipHasher13::new_with_keys(0x7669_7369, 0x746f_7273);
+                h.write(request.id.as_bytes());
+                h.write(day.date.to_string().as_bytes());
+                h.write_u64(i);
+                sketch.insert(h.finish());
+            }
+            let mut union = SketchUnion::new();
+            union.add(&sketch);
+            let members = match union.exact_members() {
+                Some(m) => Members::Exact(m.collect()),
+                None => Members::Registers(union.registers().to_vec()),
+            };
+            visitors.push(VisitorDelta {
+                keys: vec![
+                    (
+                        SketchKey::Day(day.date),
+                        Some(plus(day_end, retention.site_days)),
+                    ),
+                    (SketchKey::All, None),
+                ],
+                members,
+            });
+        }
+    }
+    // One run per scope, as the stores expect.
+    increments.sort_by(|a, b| (&a.scope, a.period).cmp(&(&b.scope, b.period)));
+    let mut merged: Vec<Increment> = Vec::with_capacity(increments.len());
+    for inc in increments {
+        match merged.last_mut() {
+            Some(last) if last.scope == inc.scope && last.period == inc.period => {
+                last.hits = last.hits.saturating_add(inc.hits);
+            }
+            _ => merged.push(inc),
+        }
+    }
+    Ok(SiteBatch {
+        site: site.id.clone(),
+        id: BatchId {
+            producer: format!("import:{}", request.id).into(),
+            seq: 1,
+        },
+        increments: merged,
+        visitors,
+    })
+}
+
+/// `POST /admin/v1/import`.
+///
+/// # Errors
+/// 400 malformed, 404 unknown site, 413 too large, 503 store unavailable.
+pub async fn import(state: &State, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Some(queue) = &state.imports else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "imports are not accepted yet",
+        ));
+    };
+    let body = http_body_util::Limited::new(req.into_body(), MAX_IMPORT_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("an import is at most {MAX_IMPORT_BYTES} bytes"),
+            )
+        })?
+        .to_bytes();
+    let request: ImportRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad("malformed", format!("not an import request: {e}")))?;
+    if !(16..=64).contains(&request.id.len()) || !request.id.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(bad("bad_id", "`id` must be 16 to 64 hex digits"));
+    }
+    let site = lookup(state, &request.site)?;
+    let batch = import_batch(&site, &request, &state.retention)?;
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(ImportJob { batch, reply })
+        .await
+        .map_err(|_| unavailable("the flusher has stopped"))?;
+    let applied = answer
+        .await
+        .map_err(|_| unavailable("the flusher has stopped"))?
+        .map_err(|e| unavailable(&format!("the store did not take the import: {e}")))?;
+    let (applied, late) = match applied {
+        Applied::Fresh { late } => (true, late),
+        Applied::Duplicate => (false, 0),
+    };
+    Ok(json(StatusCode::OK, &ImportAnswer { applied, late }))
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        message,
+    )
+}
+
+/// What `luot export` receives (and `luot import --from-export` reads).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Export {
+    pub site: String,
+    pub exported_at: String,
+    /// The total figure (with `initial_total`).
+    pub total: u64,
+    /// The site's configured `initial_total` (not in the store).
+    pub initial_total: u64,
+    pub from: Date,
+    pub to: Date,
+    pub days: Vec<ExportDay>,
+    pub pages: Vec<PageTotal>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExportDay {
+    pub date: Date,
+    pub hits: u64,
+    pub visitors: Option<u64>,
+}
+
+/// `GET /admin/v1/sites/{site}/export?from=&to=`: the daily series (up to
+/// the site-day retention) and every page's total.
+///
+/// # Errors
+/// 404 unknown site, 400 bad dates, 503 store unavailable.
+pub async fn export(
+    state: &State,
+    id: &str,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let site = lookup(state, id)?;
+    let now = Timestamp::now();
+    let today = site.calendar().day_of(now);
+    let date = |name: &str| -> Result<Option<Date>, ApiError> {
+        super::history::param(query, name)
+            .map(|v| {
+                v.parse::<Date>()
+                    .map_err(|_| bad("bad_date", format!("bad `{name}`")))
+            })
+            .transpose()
+    };
+    let to = date("to")?.unwrap_or(today);
+    let keep = (state.retention.site_days.as_secs() / 86_400).clamp(1, 400) as i64;
+    let from = date("from")?.unwrap_or_else(|| {
+        to.checked_sub(jiff::Span::new().days(keep - 1))
+            .unwrap_or(to)
+    });
+    if from > to || (to - from).get_days() as i64 >= super::history::MAX_SERIES_DAYS {
+        return Err(bad("bad_range", "at most 400 days, from before to"));
+    }
+    let points: Vec<Point> = series_points(state, &site, None, from, to, false).await?;
+    let pages = state
+        .store
+        .top(&site.id, PeriodKey::Total, usize::MAX)
+        .await
+        .map_err(|e| unavailable(&e.to_string()))?;
+    let figures = state.reader.site_figures(&site, now);
+    let export = Export {
+        site: site.id.to_string(),
+        exported_at: site.calendar().rfc3339(now),
+        total: figures.total,
+        initial_total: site.config.initial_total,
+        from,
+        to,
+        days: points
+            .into_iter()
+            .filter_map(|p| {
+                Some(ExportDay {
+                    date: p.date.parse().ok()?,
+                    hits: p.hits,
+                    visitors: p.visitors,
+                })
+            })
+            .collect(),
+        pages: pages
+            .into_iter()
+            .map(|(page, total)| PageTotal { page, total })
+            .collect(),
+    };
+    let body = serde_json::to_vec(&export).unwrap_or_default();
+    let mut resp = Response::new(Body::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
