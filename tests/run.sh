@@ -34,6 +34,8 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --quiet 2>&1
+echo "== deploy/ validators (tests/validate-deploy.sh)"
+bash tests/validate-deploy.sh
 echo "== cargo bench --no-run"
 cargo bench --no-run --quiet
 echo "== all gates passed"
