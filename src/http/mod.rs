@@ -8,11 +8,13 @@
 //! The faces readers see have a file each: [`snippet`] (`/luot.js`),
 //! [`widget`] (`/widget/{site}`), [`badge`] (`/badge/{site}.svg`) and
 //! [`busuanzi`] (`/busuanzi`, JSONP); [`text`] holds their escaping and
-//! number formatting.
+//! number formatting. The owner's side: [`history`] (series and top
+//! pages, and the read-token rule) and [`dashboard`] (`/dashboard/{site}`).
 
 pub mod admin;
 pub mod badge;
 pub mod busuanzi;
+pub mod dashboard;
 pub mod history;
 pub mod server;
 pub mod snippet;
@@ -69,6 +71,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/busuanzi"),
     ("GET", "/api/v1/sites/{site}/series"),
     ("GET", "/api/v1/sites/{site}/top"),
+    ("GET", "/dashboard/{site}"),
 ];
 
 /// Everything the handlers share. Cheap to clone (an `Arc`).
@@ -185,6 +188,7 @@ enum Route {
     Busuanzi,
     Series,
     Top,
+    Dashboard,
     Unknown,
 }
 
@@ -199,6 +203,7 @@ impl Route {
             Route::Snippet => "snippet",
             Route::Series => "series",
             Route::Top => "top",
+            Route::Dashboard => "dashboard",
             Route::Widget => "widget",
             Route::Badge => "badge",
             Route::Busuanzi => "busuanzi",
@@ -221,6 +226,11 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                 && one_segment(site)
             {
                 return (Route::Widget, Some(site));
+            }
+            if let Some(site) = path.strip_prefix("/dashboard/")
+                && one_segment(site)
+            {
+                return (Route::Dashboard, Some(site));
             }
             if let Some(site) = path
                 .strip_prefix("/badge/")
@@ -302,6 +312,15 @@ pub async fn handle_public(
         }
         (Route::Top, &Method::GET | &Method::HEAD) => {
             history::top(
+                &state,
+                site_param.as_deref().unwrap_or_default(),
+                req.headers(),
+                req.uri().query(),
+            )
+            .await
+        }
+        (Route::Dashboard, &Method::GET | &Method::HEAD) => {
+            dashboard::serve(
                 &state,
                 site_param.as_deref().unwrap_or_default(),
                 req.headers(),
@@ -788,6 +807,12 @@ mod tests {
         assert_eq!(route_of("/badge/.svg").0, Route::Unknown);
         assert_eq!(route_of("/badge/demo").0, Route::Unknown);
         assert_eq!(route_of("/badge/a/b.svg").0, Route::Unknown);
+        assert_eq!(
+            route_of("/dashboard/demo"),
+            (Route::Dashboard, Some("demo"))
+        );
+        assert_eq!(route_of("/dashboard/").0, Route::Unknown);
+        assert_eq!(route_of("/dashboard/a/b").0, Route::Unknown);
     }
 
     #[test]
