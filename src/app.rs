@@ -145,6 +145,67 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Re-reads the configuration and swaps in the new sites (see
+/// [`run_reloadable`]).
+async fn apply_reload(
+    reload: &Reload,
+    running: &Config,
+    store: &AnyStore,
+    sites: &Sites,
+    identity: &Identity,
+    producer: &str,
+) {
+    let new = match reload() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            return;
+        }
+    };
+    let same = |a: serde_json::Result<String>, b: serde_json::Result<String>| matches!((a, b), (Ok(a), Ok(b)) if a == b);
+    let needs_restart = !same(
+        serde_json::to_string(&running.server),
+        serde_json::to_string(&new.server),
+    ) || !same(
+        serde_json::to_string(&running.limits),
+        serde_json::to_string(&new.limits),
+    ) || !same(
+        serde_json::to_string(&running.store),
+        serde_json::to_string(&new.store),
+    );
+    if needs_restart {
+        tracing::warn!(
+            "[server], [limits] and [store] change only at a restart; sites and [counting] are reloaded"
+        );
+    }
+    // A new site's first sequence rises above anything this producer sent
+    // for it before (it may have been declared in an earlier run).
+    let mut first = std::collections::HashMap::new();
+    let current = sites.snapshot();
+    for site in &new.sites {
+        if current.get(&site.id).is_none() {
+            let mark = store
+                .read(&site.id, &Scope::Site, &[PeriodKey::Total], producer)
+                .await
+                .map(|r| r.watermark)
+                .unwrap_or(0);
+            let clock = Timestamp::now().as_microsecond().max(0) as u64;
+            first.insert(site.id.clone(), (mark + 1).max(clock));
+        }
+    }
+    let table = sites.rebuilt(&new, |s| {
+        first
+            .get(&s.id)
+            .copied()
+            .unwrap_or_else(|| Timestamp::now().as_microsecond().max(0) as u64)
+    });
+    sites.swap(table);
+    if let Err(e) = load_salts(store, sites, identity).await {
+        tracing::warn!(error = %e, "loading the salts of reloaded sites failed; they are retried every minute");
+    }
+    tracing::info!(sites = new.sites.len(), "configuration reloaded");
+}
+
 /// How long start-up waits for the store to answer.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -206,6 +267,27 @@ async fn load_salts(
 /// and reported in [`Stopped`], not an error.
 pub async fn run(
     config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_bound: impl FnOnce(Bound),
+) -> Result<Stopped, AppError> {
+    run_reloadable(config, None, shutdown, on_bound).await
+}
+
+/// Where a reload reads the configuration again (the same file and
+/// environment as at start).
+pub type Reload = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
+
+/// [`run`], and on SIGHUP re-reads the configuration with `reload`: sites
+/// added, removed or changed take effect without a restart and without
+/// losing a hit; an invalid configuration is refused with a log line and
+/// the running one kept. Listener addresses, the data directory and the
+/// store need a restart.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_reloadable(
+    config: Config,
+    reload: Option<Reload>,
     shutdown: impl Future<Output = ()>,
     on_bound: impl FnOnce(Bound),
 ) -> Result<Stopped, AppError> {
@@ -413,11 +495,32 @@ pub async fn run(
         ))
     };
 
+    let reload_task = reload.map(|reload| {
+        let store = store.clone();
+        let sites = Arc::clone(&sites);
+        let identity = Arc::clone(&identity);
+        let producer = Arc::clone(&producer);
+        let running = config.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot listen for SIGHUP; reloads are off");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                apply_reload(&reload, &running, &store, &sites, &identity, &producer).await;
+            }
+        })
+    });
+
     http::set_ready(&state, true);
     tracing::info!(public = %bound.public, admin = %bound.admin, store = store.kind(), producer = %producer, "luot listening");
     on_bound(bound);
 
     shutdown.await;
+    if let Some(task) = reload_task {
+        task.abort();
+    }
     let deadline = Instant::now() + grace;
     tracing::info!(grace = ?grace, "shutting down: not ready, draining connections");
     http::set_ready(&state, false);

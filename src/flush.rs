@@ -295,26 +295,43 @@ impl<S: Store> Flusher<S> {
 
     /// One pass: for each site, take, freeze, apply, re-read.
     pub async fn pass(&mut self) -> PassOutcome {
-        let table = self.sites.snapshot();
         let mut outcome = PassOutcome::default();
         let mut pending_keys = 0;
-        for site in table.iter() {
-            if self.flush_site(site).await.is_err() {
+        for site in self.all_sites() {
+            if self.flush_site(&site).await.is_err() {
                 outcome.errors += 1;
             }
             let w = site.ledger.write();
-            if !w.is_idle() {
+            let idle = w.is_idle();
+            if !idle {
                 outcome.pending_sites += 1;
             }
             pending_keys += w.pending_keys();
             drop(w);
             site.metrics.pages.set(site.tally.page_count() as f64);
+            let current = self
+                .sites
+                .load()
+                .get(&site.id)
+                .is_some_and(|s| Arc::ptr_eq(&s.ledger, &site.ledger));
+            if idle && !current {
+                // A site a reload removed: everything it counted is sent.
+                self.sites.forget_retired(&site.id);
+            }
         }
         self.metrics.pending_keys.set(pending_keys as f64);
         if let Some(wal) = &self.wal {
             self.metrics.wal_bytes.set(wal.lock().size_bytes() as f64);
         }
         outcome
+    }
+
+    /// The sites to flush: the current ones and those a reload removed
+    /// that may still hold hits.
+    fn all_sites(&self) -> Vec<Arc<Site>> {
+        let mut sites: Vec<Arc<Site>> = self.sites.snapshot().iter().cloned().collect();
+        sites.extend(self.sites.retired());
+        sites
     }
 
     /// Moves the visitors a site has seen into the per-sketch unions.
@@ -563,7 +580,7 @@ impl<S: Store> Flusher<S> {
     pub async fn drain(&mut self, deadline: Instant) -> bool {
         // Connections are drained, so no hit can touch the visitor buckets
         // any more: hand them all over now (the batcher is one call late).
-        for site in self.sites.snapshot().iter() {
+        for site in self.all_sites().iter() {
             self.gather_visitors(site);
             self.gather_visitors(site);
         }
@@ -599,8 +616,7 @@ impl<S: Store> Flusher<S> {
         if self.wal.is_none() {
             return;
         }
-        let table = self.sites.snapshot();
-        for site in table.iter() {
+        for site in self.all_sites().iter() {
             site.ledger
                 .write()
                 .take_from(&site.tally, &mut self.scratch);

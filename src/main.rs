@@ -258,8 +258,8 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn serve(config: Option<PathBuf>) -> ExitCode {
-    let config = match Config::load(config.as_deref(), &ProcessEnv) {
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config_path.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("invalid configuration: {e}");
@@ -278,7 +278,14 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(luot::app::run(config, shutdown_signal(), |_| {}));
+    let reload: luot::app::Reload =
+        Box::new(move || Config::load(config_path.as_deref(), &ProcessEnv));
+    let result = runtime.block_on(luot::app::run_reloadable(
+        config,
+        Some(reload),
+        shutdown_signal(),
+        |_| {},
+    ));
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

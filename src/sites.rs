@@ -40,15 +40,18 @@ pub struct Site {
     /// The counting rules in force (global, overridden by the site's).
     pub counting: SiteRules,
     /// Per-client rate limit for this site.
-    pub limiter: ClientLimiter,
+    pub limiter: Arc<ClientLimiter>,
     /// Repeat-view filter, when a dedupe window is set.
-    pub dedupe: Option<DedupeFilter>,
-    pub tally: SiteTally,
-    pub online: OnlineRing,
-    pub ledger: Ledger,
+    pub dedupe: Option<Arc<DedupeFilter>>,
+    // The counting state is shared (`Arc`) so that a configuration reload
+    // hands it to the site's new snapshot: a hit counted through the old
+    // snapshot lands in the same tally.
+    pub tally: Arc<SiteTally>,
+    pub online: Arc<OnlineRing>,
+    pub ledger: Arc<Ledger>,
     /// Visitors to ship to the store's sketches (unique visitors; with
     /// Redis also `online` across instances).
-    pub visitors: Option<VisitorBatcher>,
+    pub visitors: Option<Arc<VisitorBatcher>>,
     /// Unique visitors per period as the store last said.
     pub shared_visitors: ArcSwapOption<Visitors>,
     /// Distinct visitors online across all instances, as the store last
@@ -80,7 +83,7 @@ impl Site {
             burst: counting.rate_limit_burst,
         });
         let dedupe = (!counting.dedupe_window.is_zero())
-            .then(|| DedupeFilter::new(counting.dedupe_window, DEDUPE_BITS));
+            .then(|| Arc::new(DedupeFilter::new(counting.dedupe_window, DEDUPE_BITS)));
         Site {
             id: Arc::from(config.id.as_str()),
             config: config.clone(),
@@ -89,13 +92,13 @@ impl Site {
                 keep_query: global.counting.keep_query,
                 max_len: global.counting.max_page_length,
             },
-            tally: SiteTally::new(counting.max_pages),
+            tally: Arc::new(SiteTally::new(counting.max_pages)),
             counting,
-            limiter,
+            limiter: Arc::new(limiter),
             dedupe,
-            online: OnlineRing::new(minutes),
-            ledger: Ledger::new(first_seq),
-            visitors: Some(VisitorBatcher::new()),
+            online: Arc::new(OnlineRing::new(minutes)),
+            ledger: Arc::new(Ledger::new(first_seq)),
+            visitors: Some(Arc::new(VisitorBatcher::new())),
             shared_visitors: ArcSwapOption::empty(),
             shared_online: AtomicU64::new(u64::MAX),
             local_online: AtomicU64::new(0),
@@ -121,6 +124,44 @@ impl Site {
             u64::MAX => local,
             shared => shared.max(local),
         }
+    }
+
+    /// This site under a new configuration (a reload), keeping everything
+    /// it has counted: the tally, the ledger, the visitor buckets, and the
+    /// online ring, rate-limit state and dedupe filter where their settings
+    /// did not change.
+    pub fn reconfigured(&self, config: &SiteConfig, global: &Config) -> Site {
+        let mut fresh = Site::new(config, global, 1);
+        fresh.tally = Arc::clone(&self.tally);
+        fresh.tally.set_max_pages(fresh.counting.max_pages);
+        fresh.ledger = Arc::clone(&self.ledger);
+        fresh.visitors = self.visitors.clone();
+        if fresh.counting.rate_limit_per_second == self.counting.rate_limit_per_second
+            && fresh.counting.rate_limit_burst == self.counting.rate_limit_burst
+        {
+            fresh.limiter = Arc::clone(&self.limiter);
+        }
+        if fresh.counting.dedupe_window == self.counting.dedupe_window {
+            fresh.dedupe = self.dedupe.clone();
+        }
+        if global.counting.online_window.as_secs() / 60 == self.online_minutes() {
+            fresh.online = Arc::clone(&self.online);
+        }
+        fresh
+            .shared_visitors
+            .store(self.shared_visitors.load_full());
+        fresh.shared_online.store(
+            self.shared_online.load(Ordering::Acquire),
+            Ordering::Release,
+        );
+        fresh
+            .local_online
+            .store(self.local_online.load(Ordering::Acquire), Ordering::Release);
+        fresh
+    }
+
+    fn online_minutes(&self) -> u64 {
+        self.online.window_minutes()
     }
 
     /// The site's calendar.
@@ -153,11 +194,16 @@ pub struct SiteTable {
 impl SiteTable {
     /// Builds the table; `first_seq` gives each new site's first sequence.
     pub fn new(config: &Config, first_seq: impl Fn(&SiteConfig) -> u64) -> Self {
-        let list: Vec<Arc<Site>> = config
-            .sites
-            .iter()
-            .map(|s| Arc::new(Site::new(s, config, first_seq(s))))
-            .collect();
+        SiteTable::from_sites(
+            config
+                .sites
+                .iter()
+                .map(|s| Arc::new(Site::new(s, config, first_seq(s))))
+                .collect(),
+        )
+    }
+
+    fn from_sites(list: Vec<Arc<Site>>) -> Self {
         let by_id = list
             .iter()
             .map(|s| (Box::from(s.config.id.as_str()), Arc::clone(s)))
@@ -196,12 +242,14 @@ impl SiteTable {
 /// The current site table, swappable as a whole (configuration reload).
 pub struct Sites {
     table: ArcSwap<SiteTable>,
+    retired: parking_lot::Mutex<Vec<Arc<Site>>>,
 }
 
 impl Sites {
     pub fn new(table: SiteTable) -> Self {
         Sites {
             table: ArcSwap::from_pointee(table),
+            retired: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -215,8 +263,53 @@ impl Sites {
         self.table.load_full()
     }
 
-    /// Replaces the table.
+    /// Replaces the table. Sites that the new table no longer holds are
+    /// kept aside until the flusher has sent what they counted.
     pub fn swap(&self, table: SiteTable) {
-        self.table.store(Arc::new(table));
+        let old = self.table.swap(Arc::new(table));
+        let now = self.table.load();
+        let mut retired = self.retired.lock();
+        for site in old.iter() {
+            if now.get(&site.id).is_none() {
+                retired.push(Arc::clone(site));
+            }
+        }
+    }
+
+    /// Sites removed by a reload that may still hold unflushed hits.
+    pub fn retired(&self) -> Vec<Arc<Site>> {
+        self.retired.lock().clone()
+    }
+
+    /// Forgets a retired site once everything it counted is flushed.
+    pub fn forget_retired(&self, id: &str) {
+        self.retired.lock().retain(|s| &*s.id != id);
+    }
+
+    /// Builds the table for a new configuration, carrying over the state of
+    /// sites that stay (see [`Site::reconfigured`]); new sites start with
+    /// `first_seq`.
+    pub fn rebuilt(&self, config: &Config, first_seq: impl Fn(&SiteConfig) -> u64) -> SiteTable {
+        let old = self.snapshot();
+        let mut retired = self.retired.lock();
+        SiteTable::from_sites(
+            config
+                .sites
+                .iter()
+                .map(|s| {
+                    // A site removed and declared again before its last hits
+                    // were sent comes back with its state: one ledger per
+                    // site, or its batches' sequences would clash.
+                    let revived = retired
+                        .iter()
+                        .position(|r| *r.id == *s.id)
+                        .map(|i| retired.remove(i));
+                    match old.get(&s.id).cloned().or(revived) {
+                        Some(existing) => Arc::new(existing.reconfigured(s, config)),
+                        None => Arc::new(Site::new(s, config, first_seq(s))),
+                    }
+                })
+                .collect(),
+        )
     }
 }

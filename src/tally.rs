@@ -138,7 +138,8 @@ pub enum Counted {
 pub struct SiteTally {
     pages: DashMap<Arc<str>, Arc<Cell>>,
     page_count: AtomicUsize,
-    max_pages: usize,
+    /// Changed by a configuration reload.
+    max_pages: AtomicUsize,
     site: Arc<Cell>,
     /// Cells with untaken hits. Pushed by the first hit on a cell after a
     /// flush, swapped out whole by the flusher.
@@ -157,7 +158,7 @@ impl SiteTally {
         SiteTally {
             pages: DashMap::new(),
             page_count: AtomicUsize::new(0),
-            max_pages,
+            max_pages: AtomicUsize::new(max_pages),
             site: Arc::new(Cell::new(None)),
             dirty: Mutex::new(Vec::new()),
             spare: Mutex::new(Vec::new()),
@@ -207,7 +208,7 @@ impl SiteTally {
         let reserved = self
             .page_count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_pages).then_some(n + 1)
+                (n < self.max_pages.load(Ordering::Relaxed)).then_some(n + 1)
             })
             .is_ok();
         if !reserved {
@@ -225,6 +226,11 @@ impl SiteTally {
                 Some(Arc::clone(v.insert(Arc::new(Cell::new(Some(key)))).value()))
             }
         }
+    }
+
+    /// Sets the most pages kept (pages already kept stay).
+    pub fn set_max_pages(&self, max_pages: usize) {
+        self.max_pages.store(max_pages, Ordering::Relaxed);
     }
 
     /// Number of distinct pages kept.

@@ -171,6 +171,11 @@ impl OnlineRing {
         }
     }
 
+    /// The window, in minutes.
+    pub fn window_minutes(&self) -> u64 {
+        self.window_minutes as u64
+    }
+
     fn slot(&self, minute: i64) -> &ArcSwap<Bucket> {
         &self.buckets[minute.rem_euclid(self.buckets.len() as i64) as usize]
     }

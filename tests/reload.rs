@@ -1,0 +1,114 @@
+//! SIGHUP reloads the configuration: a new site counts at once, a changed
+//! site keeps what it counted, a removed site's last hits still reach the
+//! store, and a broken file is refused while counting goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, poll};
+use serde_json::json;
+
+const BASE: &str = "[counting]\nrate_limit_per_second = 100000\nrate_limit_burst = 100000\n";
+
+fn site(id: &str, initial_total: u64) -> String {
+    format!(
+        "[[sites]]\nid = \"{id}\"\ntimezone = \"UTC\"\norigins = [\"*\"]\ninitial_total = {initial_total}\n"
+    )
+}
+
+fn hup(server: &Server) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+}
+
+fn beacons(server: &Server, site: &str, n: usize) {
+    for i in 0..n {
+        let r = server.hit(&json!({"site": site, "page": format!("/p{}", i % 3)}));
+        assert!(r.status == 200 || r.status == 204, "{site}: {}", r.status);
+    }
+}
+
+fn total(server: &Server, site: &str) -> u64 {
+    server.counters(site, None)["total"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn sighup_adds_changes_and_removes_sites_without_losing_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("luot.toml");
+    std::fs::write(&file, format!("{BASE}{}", site("alpha", 0))).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = file.to_str().unwrap().to_string();
+    let env = [("LUOT_CONFIG", config.as_str())];
+    let mut server = Server::start_in(data.path(), "", &env);
+
+    beacons(&server, "alpha", 5);
+    assert_eq!(
+        server.hit(&json!({"site": "beta", "page": "/"})).status,
+        404
+    );
+
+    // Add beta, give alpha a starting total.
+    std::fs::write(
+        &file,
+        format!("{BASE}{}{}", site("alpha", 1000), site("beta", 0)),
+    )
+    .unwrap();
+    hup(&server);
+    let beta_counts = poll(Duration::from_secs(20), || {
+        let r = server.hit(&json!({"site": "beta", "page": "/"}));
+        (r.status == 200).then_some(())
+    });
+    assert!(
+        beta_counts.is_some(),
+        "beta was never declared:\n{}",
+        server.log()
+    );
+    beacons(&server, "alpha", 5);
+    assert_eq!(
+        total(&server, "alpha"),
+        1010,
+        "alpha kept its 5 and gained 5 + 1000"
+    );
+    beacons(&server, "beta", 3);
+
+    // A broken file is refused; both sites keep counting.
+    std::fs::write(&file, "[[sites]]\nid = \"Bad Id\"\n").unwrap();
+    hup(&server);
+    let refused = poll(Duration::from_secs(20), || {
+        server.log().contains("reload refused").then_some(())
+    });
+    assert!(refused.is_some(), "no refusal logged:\n{}", server.log());
+    beacons(&server, "alpha", 2);
+    beacons(&server, "beta", 2);
+    assert_eq!(total(&server, "alpha"), 1012);
+    assert_eq!(total(&server, "beta"), 6);
+
+    // Remove beta right after hits: they must still reach the store.
+    beacons(&server, "beta", 4);
+    std::fs::write(&file, format!("{BASE}{}", site("alpha", 1000))).unwrap();
+    hup(&server);
+    let gone = poll(Duration::from_secs(20), || {
+        (server.hit(&json!({"site": "beta", "page": "/"})).status == 404).then_some(())
+    });
+    assert!(gone.is_some(), "beta still declared:\n{}", server.log());
+    // Let the flusher send beta's last hits, then stop and declare it again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(server.terminate().success());
+    std::fs::write(
+        &file,
+        format!("{BASE}{}{}", site("alpha", 1000), site("beta", 0)),
+    )
+    .unwrap();
+    let server = Server::start_in(data.path(), "", &env);
+    assert_eq!(total(&server, "alpha"), 1012, "alpha after a restart");
+    assert_eq!(
+        total(&server, "beta"),
+        10,
+        "beta's hits, including the four just before its removal"
+    );
+}
