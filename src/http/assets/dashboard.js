@@ -18,23 +18,26 @@
       return "&#" + c.charCodeAt(0) + ";";
     });
   }
-  // A round upper bound for the axis: 1, 2 or 5 times a power of ten.
+  // The top of an axis with four round steps (1, 2, 2.5 or 5 times a
+  // power of ten each).
   function nice(max) {
-    if (max <= 4) return 4;
-    var p = Math.pow(10, Math.floor(Math.log(max) / Math.LN10));
+    var want = max / 4;
+    if (want <= 1) return 4;
+    var p = Math.pow(10, Math.floor(Math.log(want) / Math.LN10));
     var steps = [1, 2, 2.5, 5, 10];
     for (var i = 0; i < steps.length; i++) {
-      if (steps[i] * p >= max) return steps[i] * p;
+      if (steps[i] * p >= want) return 4 * steps[i] * p;
     }
-    return 10 * p;
+    return 40 * p;
   }
   // "2026-11-27" or "2026-11" as a short local label, read as UTC so the
   // reader's zone cannot move it to another day.
   function when(date, monthly) {
     var parts = date.split("-");
     var d = new Date(Date.UTC(+parts[0], +parts[1] - 1, monthly ? 1 : +parts[2]));
-    var opts = monthly ? { month: "short", year: "2-digit", timeZone: "UTC" }
-                       : { day: "numeric", month: "numeric", timeZone: "UTC" };
+    var opts = monthly
+      ? { month: lang === "vi" ? "numeric" : "short", year: "2-digit", timeZone: "UTC" }
+      : { day: "numeric", month: "numeric", timeZone: "UTC" };
     try { return d.toLocaleDateString(lang, opts); } catch (e) { return date; }
   }
 
@@ -168,10 +171,15 @@
   }
 
   draw();
-  var resized = null;
-  window.addEventListener("resize", function () {
+  // Redrawn to the width it gets (a phone turned, a window resized).
+  var resized = null, drawnAt = root.clientWidth;
+  function later() {
+    if (root.clientWidth === drawnAt) return;
+    drawnAt = root.clientWidth;
     clearTimeout(resized);
-    resized = setTimeout(draw, 150);
-  });
+    resized = setTimeout(draw, 100);
+  }
+  window.addEventListener("resize", later);
+  if (window.ResizeObserver) new ResizeObserver(later).observe(root);
   setInterval(tick, data.refresh_ms);
 })();
