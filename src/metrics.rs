@@ -177,6 +177,11 @@ fn describe() {
         LATE_DELTAS,
         "Increments whose period had expired when applied (total only)."
     );
+    describe_gauge!(WAL_BYTES, Unit::Bytes, "Size of the write-ahead file.");
+    describe_counter!(
+        WAL_ERRORS,
+        "Write-ahead file appends or checkpoints that failed."
+    );
     describe_counter!(
         ANONYMOUS_HITS,
         "Counted hits without a visitor identity, by reason."

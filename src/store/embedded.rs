@@ -191,10 +191,31 @@ impl EmbeddedStore {
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("blocking task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            // Store work is background work: at the lowest priority it
+            // yields the core to request handling (measured: p99 latency
+            // under load, see BENCHMARKS.md), and runs in the idle time.
+            background_priority();
+            f(&db)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("blocking task failed: {e}")))?
     }
+}
+
+/// Lowers the calling (blocking-pool) thread to the lowest scheduling
+/// priority, once per thread.
+pub fn background_priority() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|done| {
+        if !done.get() {
+            let _ =
+                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+            done.set(true);
+        }
+    });
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
