@@ -2,8 +2,9 @@
 # The whole test suite, as the README gives it and CI runs it:
 #   bash tests/run.sh
 # Installs what is missing when it can (as root, from Debian packages), then
-# runs the gates: rustfmt, clippy with warnings denied, every test, and a
-# build of the benchmarks.
+# runs the gates: rustfmt, clippy with warnings denied, every test, a bounded
+# fuzz run (tests/fuzz/run.sh: 30 s per target on nightly, a skip message
+# without it) and a build of the benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,8 @@ echo "== cargo test"
 cargo test --all-targets --quiet 2>&1
 echo "== deploy/ validators (tests/validate-deploy.sh)"
 bash tests/validate-deploy.sh
+echo "== fuzz (bounded; skipped without a nightly toolchain)"
+bash tests/fuzz/run.sh
 echo "== cargo bench --no-run"
 cargo bench --no-run --quiet
 echo "== all gates passed"
