@@ -278,7 +278,7 @@ impl Ingest<'_> {
             self.counters.record(HitResult::Counted);
             match visitor {
                 Ok(visitor) => {
-                    site.online.insert(secs, visitor);
+                    site.see_visitor(secs, visitor);
                     if let Some(batcher) = &site.visitors {
                         batcher.record(secs, day, visitor);
                     }

@@ -28,6 +28,14 @@ use crate::visitor::{OnlineRing, VisitorBatcher};
 /// under 0.1 % false repeats.
 const DEDUPE_BITS: usize = 1 << 22;
 
+/// Readers recount `online` at most this often under a stream of new
+/// visitors (a union of the window's sketches is not free); a lone reader
+/// sees their own visit at once.
+const ONLINE_RECOUNT: std::time::Duration = std::time::Duration::from_millis(50);
+/// Up to this many new visitors since the last count, a reader recounts at
+/// once.
+const ONLINE_EAGER: u64 = 16;
+
 /// Most page readings kept per site; beyond it the cache starts over.
 const PAGE_CACHE_MAX: usize = 50_000;
 
@@ -61,6 +69,15 @@ pub struct Site {
     /// flush interval (a union of the window's sketches is not free, so
     /// readers do not each compute it).
     pub local_online: AtomicU64,
+    /// Bumped by each hit that may have added a visitor; a reader recounts
+    /// when it moved since the last count, so a reader sees their own
+    /// visit. Under a stream of new visitors, recounts are spaced by
+    /// [`ONLINE_RECOUNT`].
+    online_gen: AtomicU64,
+    /// The generation the last count included.
+    online_counted_gen: AtomicU64,
+    /// When `online` was last recounted (Unix milliseconds).
+    online_counted_ms: AtomicU64,
     /// Recent store readings of single pages (for `?page=` and the `POST
     /// /hit` answer), each with when it was taken.
     page_cache: DashMap<Arc<str>, (Stored, Instant)>,
@@ -102,6 +119,9 @@ impl Site {
             shared_visitors: ArcSwapOption::empty(),
             shared_online: AtomicU64::new(u64::MAX),
             local_online: AtomicU64::new(0),
+            online_gen: AtomicU64::new(0),
+            online_counted_gen: AtomicU64::new(0),
+            online_counted_ms: AtomicU64::new(0),
             page_cache: DashMap::new(),
             metrics: SiteMetrics::new(&config.id),
         }
@@ -110,15 +130,45 @@ impl Site {
     /// Counts the visitors online now as this instance saw them (once per
     /// flush interval).
     pub fn recount_online(&self, unix_secs: i64) -> u64 {
+        let generation = self.online_gen.load(Ordering::Acquire);
         let n = self.online.count(unix_secs);
+        self.online_counted_gen
+            .fetch_max(generation, Ordering::AcqRel);
         self.local_online.store(n, Ordering::Release);
+        self.online_counted_ms.store(
+            jiff::Timestamp::now().as_millisecond().max(0) as u64,
+            Ordering::Release,
+        );
         n
+    }
+
+    /// Records a visitor seen now, for `online`.
+    pub fn see_visitor(&self, unix_secs: i64, visitor: u64) {
+        if self.online.insert(unix_secs, visitor) {
+            self.online_gen.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Distinct visitors online (as of the last recount): what this
     /// instance saw, or what all instances saw according to the store,
     /// whichever is more.
     pub fn online_now(&self) -> u64 {
+        let behind = self
+            .online_gen
+            .load(Ordering::Acquire)
+            .saturating_sub(self.online_counted_gen.load(Ordering::Acquire));
+        if behind > 0 {
+            let now = jiff::Timestamp::now();
+            let last = self.online_counted_ms.load(Ordering::Acquire);
+            let now_ms = now.as_millisecond().max(0) as u64;
+            // A few new visitors: count them now (a reader sees their own
+            // visit). Many: at most every ONLINE_RECOUNT.
+            if behind <= ONLINE_EAGER
+                || now_ms.saturating_sub(last) >= ONLINE_RECOUNT.as_millis() as u64
+            {
+                self.recount_online(now.as_second());
+            }
+        }
         let local = self.local_online.load(Ordering::Acquire);
         match self.shared_online.load(Ordering::Acquire) {
             u64::MAX => local,

@@ -187,26 +187,26 @@ impl Sketch {
     /// Records one hash. It is lock-free, never allocates and never blocks,
     /// so that it can sit on the hot path of every request.
     ///
-    /// It returns nothing, because whether a hash was "new" stops being
-    /// knowable once the exact set has overflowed; callers that need a count
-    /// ask [`Sketch::count`].
-    pub fn insert(&self, hash: u64) {
+    /// Returns whether the count may have changed: true when the hash was
+    /// new to the exact set, or when the set has overflowed (whether a hash
+    /// is new is then unknowable); false for a hash already counted.
+    pub fn insert(&self, hash: u64) -> bool {
         let key = normalize(hash);
         let (index, count) = member_position(key);
         // The register is raised before the key is published in the exact
         // set, and the publishing compare-exchange releases it, so that a
         // reader which sees the key also sees its register.
-        self.registers[index].fetch_max(count, Ordering::Relaxed);
+        let old = self.registers[index].fetch_max(count, Ordering::Relaxed);
 
         if self.overflowed.load(Ordering::Relaxed) {
-            return;
+            return old < count;
         }
         let mut slot = home_slot(key);
         for _ in 0..MAX_PROBE {
             let cell = &self.slots[slot];
             let current = cell.load(Ordering::Acquire);
             if current == key {
-                return;
+                return false;
             }
             if current == 0 {
                 match cell.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
@@ -215,10 +215,10 @@ impl Sketch {
                         if before as usize >= EXACT_LIMIT {
                             self.overflowed.store(true, Ordering::Release);
                         }
-                        return;
+                        return true;
                     }
                     // Another thread inserted the same key at the same time.
-                    Err(actual) if actual == key => return,
+                    Err(actual) if actual == key => return false,
                     // Another thread took the slot for a different key, so
                     // the probe goes on.
                     Err(_) => {}
@@ -228,6 +228,7 @@ impl Sketch {
         }
         // The key could not be placed, so the set is no longer complete.
         self.overflowed.store(true, Ordering::Release);
+        true
     }
 
     /// Returns the number of distinct hashes seen: exact while

@@ -180,8 +180,9 @@ impl OnlineRing {
         &self.buckets[minute.rem_euclid(self.buckets.len() as i64) as usize]
     }
 
-    /// Records `visitor` as seen at `unix_secs`.
-    pub fn insert(&self, unix_secs: i64, visitor: u64) {
+    /// Records `visitor` as seen at `unix_secs`. Returns whether the count
+    /// may have changed (the visitor was new to this minute).
+    pub fn insert(&self, unix_secs: i64, visitor: u64) -> bool {
         let minute = unix_secs.div_euclid(60);
         let slot = self.slot(minute);
         loop {
@@ -189,8 +190,7 @@ impl OnlineRing {
             if current.minute >= minute {
                 // The current minute (or, if the clock stepped back, a newer
                 // one: close enough for a presence figure).
-                current.sketch.insert(visitor);
-                return;
+                return current.sketch.insert(visitor);
             }
             let fresh = Arc::new(Bucket {
                 minute,

@@ -198,9 +198,13 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
     // Instance A saw visitors 0..1000 (few: shipped as members); instance B
     // saw 500..6000 (many: shipped as registers).
     let few = Sketch::new();
-    (0..1000u64).for_each(|v| few.insert(v * 7919 + 1));
+    for v in 0..1000u64 {
+        few.insert(v * 7919 + 1);
+    }
     let many = Sketch::new();
-    (500..6000u64).for_each(|v| many.insert(v * 7919 + 1));
+    for v in 500..6000u64 {
+        many.insert(v * 7919 + 1);
+    }
     let mut a = SketchUnion::new();
     a.add(&few);
     let mut b = SketchUnion::new();
