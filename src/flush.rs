@@ -394,6 +394,21 @@ impl<S: Store> Flusher<S> {
             .write()
             .take_from(&site.tally, &mut self.scratch);
         self.gather_visitors(site);
+        if self.wal.is_some() {
+            // The store is away (a batch is still unanswered): keep what
+            // arrived since in the write-ahead file too.
+            let folded = {
+                let producer = &self.producer;
+                let retention = &self.retention;
+                let calendar = site.calendar();
+                site.ledger.write().fold_open(|seq, deltas| {
+                    build_batch(&site.id, producer, seq, deltas, calendar, retention)
+                })
+            };
+            if let Some(batch) = folded {
+                self.log_ahead(&batch).await;
+            }
+        }
         if !self.backoff_for(site).ready(now) {
             return Ok(());
         }

@@ -169,6 +169,10 @@ struct Frozen {
     batch: Arc<SiteBatch>,
     deltas: DeltaMap,
     acked: bool,
+    /// Handed to the store at least once: from then on it never changes.
+    sent: bool,
+    /// In the write-ahead file (appended, or replayed from it).
+    logged: bool,
 }
 
 /// Deltas indexed by scope, so a reader finds one page's deltas without
@@ -201,6 +205,18 @@ impl DeltaMap {
 
     fn is_empty(&self) -> bool {
         self.site.is_empty() && self.pages.is_empty()
+    }
+
+    /// Adds every delta of `other`.
+    fn merge(&mut self, other: DeltaMap) {
+        for (day, hits) in other.site {
+            self.add(None, day, hits);
+        }
+        for (page, days) in other.pages {
+            for (day, hits) in days {
+                self.add(Some(Arc::clone(&page)), day, hits);
+            }
+        }
     }
 
     /// Distinct (scope, day) keys.
@@ -429,18 +445,25 @@ impl LedgerWrite<'_> {
         also_when_empty: bool,
         build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
     ) -> Option<ToSend> {
-        if let Some(f) = self.state.frozen.iter().find(|f| !f.acked) {
+        if let Some(f) = self.state.frozen.iter_mut().find(|f| !f.acked) {
+            let fresh = !f.logged;
+            f.logged = true;
+            f.sent = true;
             return Some(ToSend {
                 batch: Arc::clone(&f.batch),
-                fresh: false,
+                fresh,
             });
         }
         if !self.state.frozen.is_empty() {
             // Acknowledged, waiting for a reading that covers it.
             return None;
         }
-        self.freeze(also_when_empty, build)
-            .map(|batch| ToSend { batch, fresh: true })
+        let batch = self.freeze(also_when_empty, build)?;
+        if let Some(f) = self.state.frozen.back_mut() {
+            f.logged = true;
+            f.sent = true;
+        }
+        Some(ToSend { batch, fresh: true })
     }
 
     /// Freezes the open deltas into a new batch queued behind any frozen
@@ -462,8 +485,44 @@ impl LedgerWrite<'_> {
             batch: Arc::clone(&batch),
             deltas,
             acked: false,
+            sent: false,
+            logged: false,
         });
         Some(batch)
+    }
+
+    /// While a batch is in flight and unanswered (the store is away), folds
+    /// the open deltas into one unsent tail batch — the same sequence each
+    /// time, rebuilt — and returns it so the caller writes it ahead again
+    /// (the write-ahead file keeps the latest record of a sequence). A crash
+    /// during an outage then loses at most one flush interval, and memory
+    /// stays bounded by keys. `None` when nothing is in flight or open.
+    pub fn fold_open(
+        &mut self,
+        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+    ) -> Option<Arc<SiteBatch>> {
+        let in_flight = self.state.frozen.iter().any(|f| f.sent && !f.acked);
+        if !in_flight || self.state.open.is_empty() {
+            return None;
+        }
+        let open = std::mem::take(&mut self.state.open);
+        match self.state.frozen.back_mut() {
+            Some(tail) if !tail.sent => {
+                tail.deltas.merge(open);
+                let batch = Arc::new(build(tail.batch.id.seq, &tail.deltas.to_sorted()));
+                tail.batch = Arc::clone(&batch);
+                tail.logged = true;
+                Some(batch)
+            }
+            _ => {
+                self.state.open = open;
+                let batch = self.freeze(false, build)?;
+                if let Some(f) = self.state.frozen.back_mut() {
+                    f.logged = true;
+                }
+                Some(batch)
+            }
+        }
     }
 
     /// Queues a batch recovered from the write-ahead file, to be sent before
@@ -484,6 +543,8 @@ impl LedgerWrite<'_> {
             batch: Arc::new(batch),
             deltas,
             acked: false,
+            sent: false,
+            logged: true,
         });
     }
 
@@ -629,6 +690,48 @@ mod tests {
             ledger.write().next_batch(false, build).is_none(),
             "the new hit is still in the tally"
         );
+    }
+
+    #[test]
+    fn while_a_batch_is_unanswered_new_hits_fold_into_one_unsent_tail() {
+        let today = Date::constant(2026, 11, 27);
+        let d = day_number(today);
+        let tally = SiteTally::new(10);
+        let ledger = Ledger::new(1);
+        let mut scratch = Vec::new();
+        tally.count("/a", d);
+        ledger.write().take_from(&tally, &mut scratch);
+        let first = ledger.write().next_batch(false, build).unwrap();
+        assert!(first.fresh);
+        // Nothing in flight yet for fold: the first batch is sent now.
+        for _ in 0..3 {
+            tally.count("/b", d);
+            ledger.write().take_from(&tally, &mut scratch);
+            let tail = ledger
+                .write()
+                .fold_open(build)
+                .expect("a tail to write ahead");
+            assert_eq!(
+                tail.id.seq,
+                first.batch.id.seq + 1,
+                "one tail, one sequence"
+            );
+        }
+        let tail_hits: u64 = ledger
+            .write()
+            .fold_open(build)
+            .map_or(0, |b| b.increments.len() as u64);
+        assert_eq!(tail_hits, 0, "nothing open, nothing folded");
+        // The retry resends the first batch unchanged, then the tail goes.
+        let again = ledger.write().next_batch(false, build).unwrap();
+        assert_eq!(again.batch, first.batch);
+        assert!(!again.fresh);
+        ledger.write().acknowledge(first.batch.id.seq);
+        let next = ledger.write().next_batch(false, build).unwrap();
+        assert_eq!(next.batch.id.seq, first.batch.id.seq + 1);
+        assert!(!next.fresh, "already in the write-ahead file");
+        let hits: u64 = next.batch.increments.iter().map(|i| i.hits).sum();
+        assert_eq!(hits, 6, "three /b hits and three site hits");
     }
 
     #[test]
