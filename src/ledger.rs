@@ -159,6 +159,13 @@ impl<'c> Composer<'c> {
     }
 }
 
+/// An applied batch as readers need it.
+struct Applied {
+    at: Instant,
+    seq: u64,
+    deltas: DeltaMap,
+}
+
 /// How long applied batches stay in memory for page readings to lean on.
 pub const APPLIED_KEEP: Duration = Duration::from_secs(5);
 /// At most this many applied batches are kept, whatever their age.
@@ -262,7 +269,9 @@ struct State {
     /// Batches the store has applied and a site reading covers, kept for
     /// [`APPLIED_KEEP`] so that page readings a few seconds old can still be
     /// combined with them (each page is not re-read at every flush).
-    applied: VecDeque<(Instant, Frozen)>,
+    /// Only the sequence and the deltas are kept: the batch itself (four
+    /// increments per page) would cost far more memory.
+    applied: VecDeque<Applied>,
     /// Every batch with a sequence at or below this has left memory, so a
     /// reading older than it would miss hits.
     dropped_through: u64,
@@ -347,10 +356,15 @@ impl LedgerRead<'_> {
             Some(d) => d.1 += hits,
             None => days.push((day, hits)),
         };
-        let applied = self.state.applied.iter().map(|(_, f)| f);
-        for f in applied.chain(&self.state.frozen) {
-            if f.batch.id.seq > watermark {
-                for &(day, hits) in f.deltas.of(page) {
+        let applied = self.state.applied.iter().map(|a| (a.seq, &a.deltas));
+        let frozen = self
+            .state
+            .frozen
+            .iter()
+            .map(|f| (f.batch.id.seq, &f.deltas));
+        for (seq, deltas) in applied.chain(frozen) {
+            if seq > watermark {
+                for &(day, hits) in deltas.of(page) {
                     add(day, hits);
                 }
             }
@@ -386,10 +400,15 @@ impl LedgerRead<'_> {
     ) -> Counts {
         let mut c = Composer::new(calendar, today, stored);
         let wanted = |p: &Option<Arc<str>>| p.as_deref() == page;
-        let applied = self.state.applied.iter().map(|(_, f)| f);
-        for f in applied.chain(&self.state.frozen) {
-            if f.batch.id.seq > stored.reading.watermark {
-                for &(day, hits) in f.deltas.of(page) {
+        let applied = self.state.applied.iter().map(|a| (a.seq, &a.deltas));
+        let frozen = self
+            .state
+            .frozen
+            .iter()
+            .map(|f| (f.batch.id.seq, &f.deltas));
+        for (seq, deltas) in applied.chain(frozen) {
+            if seq > stored.reading.watermark {
+                for &(day, hits) in deltas.of(page) {
                     c.add(day, hits);
                 }
             }
@@ -565,14 +584,18 @@ impl LedgerWrite<'_> {
             && mark >= f.batch.id.seq
         {
             if let Some(f) = self.state.frozen.pop_front() {
-                self.state.applied.push_back((Instant::now(), f));
+                self.state.applied.push_back(Applied {
+                    at: Instant::now(),
+                    seq: f.batch.id.seq,
+                    deltas: f.deltas,
+                });
             }
         }
-        while let Some((at, _)) = self.state.applied.front()
-            && (at.elapsed() > APPLIED_KEEP || self.state.applied.len() > APPLIED_MAX)
+        while let Some(a) = self.state.applied.front()
+            && (a.at.elapsed() > APPLIED_KEEP || self.state.applied.len() > APPLIED_MAX)
         {
-            if let Some((_, f)) = self.state.applied.pop_front() {
-                self.state.dropped_through = self.state.dropped_through.max(f.batch.id.seq);
+            if let Some(a) = self.state.applied.pop_front() {
+                self.state.dropped_through = self.state.dropped_through.max(a.seq);
             }
         }
         self.state.stored = Some(stored);

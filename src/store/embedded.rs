@@ -150,6 +150,9 @@ impl Row {
 /// backlog of expiries never makes one flush slow.
 const PRUNE_PER_BATCH: usize = 1_000;
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The file name inside `data_dir`.
 pub const FILE_NAME: &str = "luot.redb";
 
@@ -168,12 +171,18 @@ impl EmbeddedStore {
     /// cannot read it.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => {
-                StoreError::Corrupt(m)
-            }
-            other => StoreError::Unavailable(format!("{}: {other}", path.display())),
-        })?;
+        // redb caches file pages in memory; the default cache (1 GiB)
+        // would make the process's memory grow with the file. Counters are
+        // read once per flush, so a small cache does.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)) => {
+                    StoreError::Corrupt(m)
+                }
+                other => StoreError::Unavailable(format!("{}: {other}", path.display())),
+            })?;
         let tx = db.begin_write().map_err(unavailable)?;
         {
             tx.open_table(ROWS).map_err(unavailable)?;
