@@ -167,7 +167,7 @@ struct Applied {
 }
 
 /// How long applied batches stay in memory for page readings to lean on.
-pub const APPLIED_KEEP: Duration = Duration::from_secs(5);
+pub const APPLIED_KEEP: Duration = Duration::from_secs(2);
 /// At most this many applied batches are kept, whatever their age.
 const APPLIED_MAX: usize = 64;
 

@@ -17,7 +17,7 @@ use crate::store::{AnyStore, Scope, Store};
 /// added on top; other instances' hits on the page show up within it.
 /// Shorter than the ledger's memory of applied batches, so a reused reading
 /// can always be completed.
-pub const PAGE_READING_TTL: Duration = Duration::from_secs(3);
+pub const PAGE_READING_TTL: Duration = Duration::from_millis(1500);
 /// How long a page read may wait on the store before the answer goes out
 /// stale.
 pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);

@@ -151,7 +151,7 @@ impl Row {
 const PRUNE_PER_BATCH: usize = 1_000;
 
 /// redb's page cache.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The file name inside `data_dir`.
 pub const FILE_NAME: &str = "luot.redb";
