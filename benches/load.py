@@ -120,14 +120,19 @@ class Proc:
 
 
 def redis_calls(port):
+    """(all commands, script calls) so far. INFO commandstats also counts
+    the commands a script runs inside Redis (one per distinct key)."""
     out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"],
                          capture_output=True, text=True).stdout
-    total = 0
+    total = scripts = 0
     for line in out.splitlines():
         if line.startswith("cmdstat_"):
+            name = line.split(":", 1)[0]
             fields = dict(kv.split("=") for kv in line.split(":", 1)[1].split(","))
             total += int(fields["calls"])
-    return total
+            if name in ("cmdstat_evalsha", "cmdstat_eval"):
+                scripts += int(fields["calls"])
+    return total, scripts
 
 
 def start_luot(tmp, store, redis_port, extra_toml=""):
@@ -181,7 +186,7 @@ def run_store(args, tmp, store, baseline_port):
     for p in (baseline_port, port):
         wrk(p, "quiet", 2, args.connections)
     warm = settle(port, None)
-    calls_before = redis_calls(redis_port) if redis else 0
+    calls_before = redis_calls(redis_port) if redis else (0, 0)
     t0 = time.time()
     try:
         for rnd in range(args.rounds):
@@ -198,7 +203,8 @@ def run_store(args, tmp, store, baseline_port):
                           f"{r['rps']:>10.0f} req/s  p99 {r['p99_us']:>6} us  "
                           f"non2xx {r['non2xx']} errors {r['errors']}", flush=True)
         elapsed = time.time() - t0
-        calls = (redis_calls(redis_port) - calls_before) if redis else 0
+        after = redis_calls(redis_port) if redis else (0, 0)
+        calls = (after[0] - calls_before[0], after[1] - calls_before[1])
         rss = rss_kib(luot.p.pid)
         # Exactness: a separate run whose beacons all finish before wrk
         # stops (only /healthz is sent in its last second), every 2xx
@@ -227,8 +233,9 @@ def run_store(args, tmp, store, baseline_port):
               f"{b_p99:>7.0f}us {l_p99:>7.0f}us {l_p99 / max(b_p99, 1):>6.2f}")
     print(f"luot RSS after the run: {rss / 1024:.1f} MiB")
     if redis:
-        print(f"Redis commands/s during the run: {calls / elapsed:.1f} "
-              f"({calls} calls in {elapsed:.0f} s)")
+        print(f"Redis commands/s during the run: {calls[0] / elapsed:.1f} in all "
+              f"({calls[0]} in {elapsed:.0f} s, including those scripts run inside Redis); "
+              f"script calls/s: {calls[1] / elapsed:.1f}")
     verdict = "OK" if counted == answered else "MISMATCH"
     print(f"exactness run: {answered} beacons answered 2xx, {counted} counted: {verdict} "
           f"(over the whole run luot counted {total - warm} beacons)")
