@@ -40,7 +40,7 @@ pub struct Figures {
     /// good ones plus this instance's own hits.
     pub stale: bool,
     /// When the figures were computed, in the site's time zone.
-    pub as_of: String,
+    pub as_of: Arc<str>,
 }
 
 /// Distinct visitors per period.

@@ -62,7 +62,7 @@ impl Reader {
             online: Some(site.online_now()),
             visitors: site.shared_visitors.load_full().map(|v| (*v).clone()),
             stale,
-            as_of: calendar.rfc3339(now),
+            as_of: site.as_of(now),
         }
     }
 
@@ -114,7 +114,7 @@ impl Reader {
                 online: None,
                 visitors: None,
                 stale,
-                as_of: calendar.rfc3339(now),
+                as_of: site.as_of(now),
             };
         }
         // The store keeps moving past every reading; answer with what this
@@ -133,7 +133,7 @@ impl Reader {
             online: None,
             visitors: None,
             stale: true,
-            as_of: calendar.rfc3339(now),
+            as_of: site.as_of(now),
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct Site {
     online_counted_gen: AtomicU64,
     /// When `online` was last recounted (Unix milliseconds).
     online_counted_ms: AtomicU64,
+    /// `as_of` of the current second, formatted once per second rather
+    /// than at every answer.
+    as_of: ArcSwap<(i64, Arc<str>)>,
     /// Recent store readings of single pages (for `?page=` and the `POST
     /// /hit` answer), each with when it was taken.
     page_cache: DashMap<Arc<str>, (Stored, Instant)>,
@@ -123,6 +126,7 @@ impl Site {
             online_counted_gen: AtomicU64::new(0),
             online_counted_ms: AtomicU64::new(0),
             page_cache: DashMap::new(),
+            as_of: ArcSwap::from_pointee((i64::MIN, Arc::from(""))),
             metrics: SiteMetrics::new(&config.id),
         }
     }
@@ -212,6 +216,18 @@ impl Site {
 
     fn online_minutes(&self) -> u64 {
         self.online.window_minutes()
+    }
+
+    /// `at` in the site's zone, RFC 3339, whole seconds (cached per second).
+    pub fn as_of(&self, at: jiff::Timestamp) -> Arc<str> {
+        let second = at.as_second();
+        let cached = self.as_of.load();
+        if cached.0 == second {
+            return Arc::clone(&cached.1);
+        }
+        let text: Arc<str> = Arc::from(self.calendar().rfc3339(at));
+        self.as_of.store(Arc::new((second, Arc::clone(&text))));
+        text
     }
 
     /// The site's calendar.

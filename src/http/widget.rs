@@ -245,7 +245,7 @@ mod tests {
             online: Some(45),
             visitors: None,
             stale: false,
-            as_of: String::new(),
+            as_of: "".into(),
         }
     }
 
