@@ -531,6 +531,28 @@ impl<'o> Bounded<'o> {
 
 #[cfg(test)]
 mod tests {
+    /// Inputs on which the property tests once failed (formerly kept in a
+    /// top-level proptest-regressions file).
+    #[test]
+    fn past_property_failures_stay_fixed() {
+        for (input, keep_query, max_len) in [(".%e1%bb%87/ /../", false, 5), (".\\", false, 2)] {
+            let rules = PageRules {
+                keep_query,
+                max_len,
+            };
+            let once = normalize(input, rules).expect("a page");
+            assert!(
+                once.starts_with('/') && once.len() <= max_len,
+                "{input:?} -> {once:?}"
+            );
+            assert_eq!(
+                normalize(&once, rules).as_deref(),
+                Ok(once.as_str()),
+                "idempotent"
+            );
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 
