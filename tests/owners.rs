@@ -13,15 +13,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::chromium::Launch;
 use common::redis::RedisServer;
-use common::{Reply, Server, encode, poll, wait_bounded};
+use common::{Reply, Server, encode, poll};
 use jiff::civil::Date;
 use jiff::{Span, Timestamp};
 use serde_json::{Value, json};
@@ -788,124 +787,22 @@ fn export_then_import_into_an_empty_store_reproduces_the_figures() {
 
 // ---- the dashboard in a real browser ----
 
-/// One Chromium at a time.
-static CHROMIUM: Mutex<()> = Mutex::new(());
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
-
-fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("LUOT_CHROMIUM") {
-        return PathBuf::from(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "Chromium is missing: run `bash tests/run.sh` (installs Debian's chromium), \
-         or point LUOT_CHROMIUM at a Chromium binary"
-    );
-}
-
-/// Runs headless Chromium on `url` with `action` (`--dump-dom`,
-/// `--screenshot=…`).
-fn chromium_run(url: &str, action: &[String]) -> Output {
-    let exe = chromium();
-    let profile = TempDir::new().unwrap();
-    let mut args: Vec<String> = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        "--virtual-time-budget=5000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(format!("--user-data-dir={}", profile.path().display()));
-    args.push(format!("--user-agent={BROWSER_UA}"));
-    args.extend(action.iter().cloned());
-    args.push(url.to_string());
-    let _one = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new(&exe)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = wait_bounded(&mut child, CHROMIUM_TIMEOUT).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("Chromium did not finish {url} within {CHROMIUM_TIMEOUT:?}")
-    });
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+/// Chromium on `url` as a desktop browser with its default language.
+fn browser(url: &str) -> Launch<'_> {
+    Launch {
+        user_agent: Some(BROWSER_UA),
+        lang: None,
+        ..Launch::new(url)
     }
 }
 
 fn dump_dom(url: &str) -> String {
-    let out = chromium_run(url, &["--dump-dom".to_string()]);
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && dom.contains("<html"),
-        "Chromium failed on {url} ({:?}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dom
+    browser(url).dump_dom()
 }
 
 /// Saves a screenshot as `target/test-artifacts/<name>`.
 fn screenshot(url: &str, name: &str, width: u32, height: u32) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join(name);
-    let _ = std::fs::remove_file(&file);
-    let out = chromium_run(
-        url,
-        &[
-            format!("--screenshot={}", file.display()),
-            format!("--window-size={width},{height}"),
-        ],
-    );
-    assert!(
-        file.is_file(),
-        "no screenshot of {url} ({:?}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(std::fs::read(&file).unwrap().starts_with(b"\x89PNG"));
-    file
+    browser(url).screenshot(name, width, height)
 }
 
 /// The text of the element with `id` (up to its first child tag).

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod chromium;
 pub mod redis;
 
 /// How long the binary may take to print its listening line.
