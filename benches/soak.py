@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,21 +44,9 @@ LUA = os.path.join(ROOT, "benches", "wrk", "luot.lua")
 BROWSER_SITE = "demo"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+# Shared with the load script, which lives beside this one.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load import cores, free_port, wait_port  # noqa: E402
 
 
 def rss_kib(pid):
@@ -89,10 +76,6 @@ def metric(admin_port, series):
 def site_total(port):
     body = get(f"http://127.0.0.1:{port}/api/v1/sites/{BROWSER_SITE}/counters")
     return json.loads(body)["total"]
-
-
-def cores():
-    return len(os.sched_getaffinity(0))
 
 
 def pin(core, argv):
