@@ -65,17 +65,18 @@ pub struct Site {
     /// Distinct visitors online across all instances, as the store last
     /// said (`u64::MAX` until it has).
     pub shared_online: AtomicU64,
-    /// Distinct visitors online as this instance saw them, counted once per
-    /// flush interval (a union of the window's sketches is not free, so
-    /// readers do not each compute it).
-    pub local_online: AtomicU64,
+    /// Distinct visitors online as this instance saw them, with the
+    /// generation (see `online_gen`) the count includes: counted once per
+    /// flush interval and by readers when behind (a union of the window's
+    /// sketches is not free, so readers do not each compute it). A count
+    /// replaces the stored one only if its generation is not older, so a
+    /// slow recount never overwrites a newer one.
+    local_online: parking_lot::Mutex<(u64, u64)>,
     /// Bumped by each hit that may have added a visitor; a reader recounts
     /// when it moved since the last count, so a reader sees their own
     /// visit. Under a stream of new visitors, recounts are spaced by
     /// [`ONLINE_RECOUNT`].
     online_gen: AtomicU64,
-    /// The generation the last count included.
-    online_counted_gen: AtomicU64,
     /// When `online` was last recounted (Unix milliseconds).
     online_counted_ms: AtomicU64,
     /// `as_of` of the current second, formatted once per second rather
@@ -121,9 +122,8 @@ impl Site {
             visitors: Some(Arc::new(VisitorBatcher::new())),
             shared_visitors: ArcSwapOption::empty(),
             shared_online: AtomicU64::new(u64::MAX),
-            local_online: AtomicU64::new(0),
+            local_online: parking_lot::Mutex::new((0, 0)),
             online_gen: AtomicU64::new(0),
-            online_counted_gen: AtomicU64::new(0),
             online_counted_ms: AtomicU64::new(0),
             page_cache: DashMap::new(),
             as_of: ArcSwap::from_pointee((i64::MIN, Arc::from(""))),
@@ -136,9 +136,12 @@ impl Site {
     pub fn recount_online(&self, unix_secs: i64) -> u64 {
         let generation = self.online_gen.load(Ordering::Acquire);
         let n = self.online.count(unix_secs);
-        self.online_counted_gen
-            .fetch_max(generation, Ordering::AcqRel);
-        self.local_online.store(n, Ordering::Release);
+        {
+            let mut counted = self.local_online.lock();
+            if generation >= counted.0 {
+                *counted = (generation, n);
+            }
+        }
         self.online_counted_ms.store(
             jiff::Timestamp::now().as_millisecond().max(0) as u64,
             Ordering::Release,
@@ -160,7 +163,7 @@ impl Site {
         let behind = self
             .online_gen
             .load(Ordering::Acquire)
-            .saturating_sub(self.online_counted_gen.load(Ordering::Acquire));
+            .saturating_sub(self.local_online.lock().0);
         if behind > 0 {
             let now = jiff::Timestamp::now();
             let last = self.online_counted_ms.load(Ordering::Acquire);
@@ -173,7 +176,7 @@ impl Site {
                 self.recount_online(now.as_second());
             }
         }
-        let local = self.local_online.load(Ordering::Acquire);
+        let local = self.local_online.lock().1;
         match self.shared_online.load(Ordering::Acquire) {
             u64::MAX => local,
             shared => shared.max(local),
@@ -208,9 +211,10 @@ impl Site {
             self.shared_online.load(Ordering::Acquire),
             Ordering::Release,
         );
+        *fresh.local_online.lock() = *self.local_online.lock();
         fresh
-            .local_online
-            .store(self.local_online.load(Ordering::Acquire), Ordering::Release);
+            .online_gen
+            .store(self.online_gen.load(Ordering::Acquire), Ordering::Release);
         fresh
     }
 
