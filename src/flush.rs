@@ -486,11 +486,7 @@ impl<S: Store> Flusher<S> {
         let Some(wal) = &self.wal else { return };
         let wal = Arc::clone(wal);
         let batch = Arc::clone(batch);
-        let result = tokio::task::spawn_blocking(move || {
-            crate::store::embedded::background_priority();
-            wal.lock().append(&batch)
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || wal.lock().append(&batch)).await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

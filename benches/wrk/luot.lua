@@ -82,7 +82,8 @@ function done(summary, latency, requests)
   -- (measured: built = answered + 1 per thread, whatever the connections).
   for _, t in ipairs(threads) do sent = sent + math.max((t:get("beacons") or 0) - 1, 0) end
   io.write(string.format(
-    "RESULT requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p99_us=%d beacons=%d\n",
+    "RESULT requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50_us=%d p90_us=%d p99_us=%d p999_us=%d beacons=%d\n",
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(99), sent))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), sent))
 end
