@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::ledger::{Figures, Stored, read_keys};
+use crate::ledger::{Counts, Figures, Stored};
 use crate::sites::Site;
-use crate::store::{AnyStore, Scope, Store};
+use crate::store::{AnyStore, PeriodKey, Scope, Store};
 
 /// How long a page reading is reused. This instance's own hits are always
 /// added on top; other instances' hits on the page show up within it.
@@ -44,11 +44,15 @@ impl Reader {
         let calendar = site.calendar();
         let today = calendar.day_of(now);
         let ledger = site.ledger.read();
+        let empty;
         let (stored, never_read) = match ledger.stored() {
-            Some(s) => (s.clone(), false),
-            None => (Stored::empty(today, calendar), true),
+            Some(s) => (s, false),
+            None => {
+                empty = Stored::empty(today, calendar);
+                (&empty, true)
+            }
         };
-        let c = ledger.counts(calendar, today, &stored, None, &site.tally);
+        let c = ledger.counts(calendar, today, stored, None, &site.tally);
         let stale = ledger.stale() || never_read;
         drop(ledger);
         Figures {
@@ -69,10 +73,10 @@ impl Reader {
     /// The figures of one (normalised) page now. May wait up to
     /// [`PAGE_READ_TIMEOUT`] on the store when the page was not read in the
     /// last [`PAGE_READING_TTL`].
-    pub async fn page_figures(&self, site: &Site, page: &str, now: Timestamp) -> Figures {
+    pub async fn page_figures(&self, site: &Site, page: &Arc<str>, now: Timestamp) -> Figures {
         let calendar = site.calendar();
         let today = calendar.day_of(now);
-        let keys = read_keys(today, calendar);
+        let keys = site.read_keys(today);
         let mut fresh_only = false;
         for _attempt in 0..3 {
             let cached = site
@@ -80,18 +84,13 @@ impl Reader {
                 .filter(|s| s.keys == keys && !fresh_only);
             let (stored, stale) = match cached {
                 Some(s) => (s, false),
-                None => {
-                    let scope = Scope::Page(Arc::from(page));
-                    let read = self.store.read(&site.id, &scope, &keys, &self.producer);
-                    match tokio::time::timeout(PAGE_READ_TIMEOUT, read).await {
-                        Ok(Ok(reading)) => {
-                            let s = Stored { keys, reading };
-                            site.cache_page(Arc::from(page), s.clone());
-                            (s, false)
-                        }
-                        _ => (Stored::empty(today, calendar), true),
-                    }
-                }
+                // Boxed: the store's read future is large, and every
+                // request's future would otherwise carry its size (and be
+                // copied with it) for a read that only misses need.
+                None => match Box::pin(self.read_page(site, page, keys)).await {
+                    Some(s) => (s, false),
+                    None => (Arc::new(Stored::empty(today, calendar)), true),
+                },
             };
             let ledger = site.ledger.read();
             if !stale && !ledger.covers(stored.reading.watermark) {
@@ -103,37 +102,46 @@ impl Reader {
             let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
             let stale = stale || ledger.stale();
             drop(ledger);
-            return Figures {
-                site: Arc::clone(&site.id),
-                page: Some(Arc::from(page)),
-                total: c.total,
-                today: c.today,
-                yesterday: c.yesterday,
-                week: c.week,
-                month: c.month,
-                online: None,
-                visitors: None,
-                stale,
-                as_of: site.as_of(now),
-            };
+            return page_figures(site, page, c, stale, now);
         }
         // The store keeps moving past every reading; answer with what this
         // instance knows, marked stale.
         let stored = Stored::empty(today, calendar);
         let ledger = site.ledger.read();
         let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
-        Figures {
-            site: Arc::clone(&site.id),
-            page: Some(Arc::from(page)),
-            total: c.total,
-            today: c.today,
-            yesterday: c.yesterday,
-            week: c.week,
-            month: c.month,
-            online: None,
-            visitors: None,
-            stale: true,
-            as_of: site.as_of(now),
-        }
+        drop(ledger);
+        page_figures(site, page, c, true, now)
+    }
+
+    /// Reads `page` from the store and remembers the reading; `None` when
+    /// the store failed or took longer than [`PAGE_READ_TIMEOUT`].
+    async fn read_page(
+        &self,
+        site: &Site,
+        page: &Arc<str>,
+        keys: [PeriodKey; 5],
+    ) -> Option<Arc<Stored>> {
+        let scope = Scope::Page(Arc::clone(page));
+        let read = self.store.read(&site.id, &scope, &keys, &self.producer);
+        let reading = tokio::time::timeout(PAGE_READ_TIMEOUT, read).await.ok()?.ok()?;
+        let stored = Arc::new(Stored { keys, reading });
+        site.cache_page(Arc::clone(page), Arc::clone(&stored));
+        Some(stored)
+    }
+}
+
+fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Timestamp) -> Figures {
+    Figures {
+        site: Arc::clone(&site.id),
+        page: Some(Arc::clone(page)),
+        total: c.total,
+        today: c.today,
+        yesterday: c.yesterday,
+        week: c.week,
+        month: c.month,
+        online: None,
+        visitors: None,
+        stale,
+        as_of: site.as_of(now),
     }
 }

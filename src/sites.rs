@@ -12,14 +12,16 @@ use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use dashmap::DashMap;
+use jiff::civil::Date;
 
 use crate::config::{Config, SiteConfig, SiteRules};
 use crate::dedupe::DedupeFilter;
-use crate::ledger::{Ledger, Stored, Visitors};
+use crate::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
+use crate::store::PeriodKey;
 use crate::tally::SiteTally;
 use crate::visitor::{OnlineRing, VisitorBatcher};
 
@@ -84,7 +86,10 @@ pub struct Site {
     as_of: ArcSwap<(i64, Arc<str>)>,
     /// Recent store readings of single pages (for `?page=` and the `POST
     /// /hit` answer), each with when it was taken.
-    page_cache: DashMap<Arc<str>, (Stored, Instant)>,
+    page_cache: DashMap<Arc<str>, (Arc<Stored>, Instant)>,
+    /// The period keys of a reading taken today (see [`read_keys`]),
+    /// computed once per local day rather than at every answer.
+    read_keys: ArcSwap<(Date, [PeriodKey; 5])>,
     pub metrics: SiteMetrics,
 }
 
@@ -126,6 +131,7 @@ impl Site {
             online_gen: AtomicU64::new(0),
             online_counted_ms: AtomicU64::new(0),
             page_cache: DashMap::new(),
+            read_keys: ArcSwap::from_pointee((Date::MIN, [PeriodKey::Total; 5])),
             as_of: ArcSwap::from_pointee((i64::MIN, Arc::from(""))),
             metrics: SiteMetrics::new(&config.id),
         }
@@ -234,19 +240,30 @@ impl Site {
         text
     }
 
+    /// The period keys of a reading taken on local day `today`.
+    pub fn read_keys(&self, today: Date) -> [PeriodKey; 5] {
+        let cached = self.read_keys.load();
+        if cached.0 == today {
+            return cached.1;
+        }
+        let keys = read_keys(today, self.calendar());
+        self.read_keys.store(Arc::new((today, keys)));
+        keys
+    }
+
     /// The site's calendar.
     pub fn calendar(&self) -> &SiteCalendar {
         self.clock.calendar()
     }
 
     /// A cached reading of `page` taken less than `max_age` ago.
-    pub fn cached_page(&self, page: &str, max_age: std::time::Duration) -> Option<Stored> {
+    pub fn cached_page(&self, page: &str, max_age: std::time::Duration) -> Option<Arc<Stored>> {
         let entry = self.page_cache.get(page)?;
-        (entry.1.elapsed() < max_age).then(|| entry.0.clone())
+        (entry.1.elapsed() < max_age).then(|| Arc::clone(&entry.0))
     }
 
     /// Remembers a reading of `page`.
-    pub fn cache_page(&self, page: Arc<str>, stored: Stored) {
+    pub fn cache_page(&self, page: Arc<str>, stored: Arc<Stored>) {
         if self.page_cache.len() >= PAGE_CACHE_MAX {
             self.page_cache.clear();
         }

@@ -137,8 +137,9 @@ pub async fn serve(
             if period == Period::Online {
                 return Err(bad("`online` is a site figure; a page has none"));
             }
-            let page = crate::page::normalize(&raw, site.rules)
-                .map_err(|e| ApiError::from(IngestError::BadPage(e)))?;
+            let page: std::sync::Arc<str> = crate::page::normalize(&raw, site.rules)
+                .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
+                .into();
             state.reader.page_figures(&site, &page, now).await
         }
     };

@@ -264,6 +264,9 @@ pub async fn handle_public(
     let started = Instant::now();
     let (route, site_param) = route_of(req.uri().path());
     let site_param = site_param.map(str::to_owned);
+    // The rarely used routes are boxed: the future of every request is as
+    // large as the largest route's, and hyper moves it a few times per
+    // request (measured: 2.7 KB before).
     let result = match (route, req.method()) {
         _ if head_too_large(&state, &req) => Err(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -282,7 +285,7 @@ pub async fn handle_public(
         (Route::Healthz, &Method::GET | &Method::HEAD) => {
             Ok(json(StatusCode::OK, &Health { status: "ok" }))
         }
-        (Route::Readyz, &Method::GET | &Method::HEAD) => Ok(readyz(&state).await),
+        (Route::Readyz, &Method::GET | &Method::HEAD) => Ok(Box::pin(readyz(&state)).await),
         (Route::Snippet, &Method::GET | &Method::HEAD) => Ok(snippet::serve(&state, req.headers())),
         (Route::Widget, &Method::GET | &Method::HEAD) => widget::serve(
             &state,
@@ -290,42 +293,42 @@ pub async fn handle_public(
             req.uri().query(),
         ),
         (Route::Badge, &Method::GET | &Method::HEAD) => {
-            badge::serve(
+            Box::pin(badge::serve(
                 &state,
                 site_param.as_deref().unwrap_or_default(),
                 req.uri().query(),
-            )
+            ))
             .await
         }
         // GET only: a busuanzi request counts a hit.
         (Route::Busuanzi, &Method::GET) => {
-            busuanzi::serve(&state, req.headers(), req.uri().query(), peer).await
+            Box::pin(busuanzi::serve(&state, req.headers(), req.uri().query(), peer)).await
         }
         (Route::Series, &Method::GET | &Method::HEAD) => {
-            history::series(
+            Box::pin(history::series(
                 &state,
                 site_param.as_deref().unwrap_or_default(),
                 req.headers(),
                 req.uri().query(),
-            )
+            ))
             .await
         }
         (Route::Top, &Method::GET | &Method::HEAD) => {
-            history::top(
+            Box::pin(history::top(
                 &state,
                 site_param.as_deref().unwrap_or_default(),
                 req.headers(),
                 req.uri().query(),
-            )
+            ))
             .await
         }
         (Route::Dashboard, &Method::GET | &Method::HEAD) => {
-            dashboard::serve(
+            Box::pin(dashboard::serve(
                 &state,
                 site_param.as_deref().unwrap_or_default(),
                 req.headers(),
                 req.uri().query(),
-            )
+            ))
             .await
         }
         (Route::Unknown, _) => Err(ApiError::not_found()),
@@ -413,7 +416,12 @@ struct Health {
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+    // Sized for the largest common answer (a beacon's two sets of
+    // figures), so serialising never regrows the buffer.
+    let mut body = Vec::with_capacity(640);
+    if serde_json::to_writer(&mut body, value).is_err() {
+        body.clear();
+    }
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -501,11 +509,22 @@ async fn post_hit(
     if quiet {
         return quiet_beacon(state, &parts.headers, &bytes, peer);
     }
-    let beacon = ingest::parse_body(&bytes).inspect_err(|e| state.counters.record(e.result()))?;
-    let sender = sender(state, &parts.headers, peer);
+    // Boxed: its future (a page read) is large, and would otherwise make
+    // every request's future large, quiet ones included.
+    Box::pin(answer_beacon(state, &parts.headers, &bytes, peer)).await
+}
+
+/// Counts a beacon and answers with the site's and the page's figures.
+async fn answer_beacon(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Result<Response<Body>, ApiError> {
+    let beacon = ingest::parse_body(body).inspect_err(|e| state.counters.record(e.result()))?;
+    let sender = sender(state, headers, peer);
     let now = Timestamp::now();
-    let site = count_beacon(state, &beacon, &sender, now, quiet)?;
-    let (site, page) = site;
+    let (site, page) = count_beacon(state, &beacon, &sender, now, false)?;
     let mut resp = match page {
         None => {
             let mut r = Response::new(Full::new(Bytes::new()));
@@ -628,8 +647,9 @@ async fn counters(
     let figures = match page {
         None => state.reader.site_figures(&site, now),
         Some(raw) => {
-            let page = crate::page::normalize(&raw, site.rules)
-                .map_err(|e| ApiError::from(IngestError::BadPage(e)))?;
+            let page: Arc<str> = crate::page::normalize(&raw, site.rules)
+                .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
+                .into();
             state.reader.page_figures(&site, &page, now).await
         }
     };
