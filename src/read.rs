@@ -123,7 +123,10 @@ impl Reader {
     ) -> Option<Arc<Stored>> {
         let scope = Scope::Page(Arc::clone(page));
         let read = self.store.read(&site.id, &scope, &keys, &self.producer);
-        let reading = tokio::time::timeout(PAGE_READ_TIMEOUT, read).await.ok()?.ok()?;
+        let reading = tokio::time::timeout(PAGE_READ_TIMEOUT, read)
+            .await
+            .ok()?
+            .ok()?;
         let stored = Arc::new(Stored { keys, reading });
         site.cache_page(Arc::clone(page), Arc::clone(&stored));
         Some(stored)

@@ -302,7 +302,13 @@ pub async fn handle_public(
         }
         // GET only: a busuanzi request counts a hit.
         (Route::Busuanzi, &Method::GET) => {
-            Box::pin(busuanzi::serve(&state, req.headers(), req.uri().query(), peer)).await
+            Box::pin(busuanzi::serve(
+                &state,
+                req.headers(),
+                req.uri().query(),
+                peer,
+            ))
+            .await
         }
         (Route::Series, &Method::GET | &Method::HEAD) => {
             Box::pin(history::series(
