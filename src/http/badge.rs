@@ -9,9 +9,6 @@
 
 use std::fmt::Write;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
 
@@ -152,25 +149,7 @@ pub async fn serve(
         Period::Online => figures.online.unwrap_or(0),
     };
     let svg = render(&label, &group(value, ','), &color);
-    let mut resp = Response::new(Full::new(Bytes::from(svg)));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("image/svg+xml"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(CACHE_CONTROL),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(resp)
+    Ok(super::document(svg, "image/svg+xml", CACHE_CONTROL, CSP))
 }
 
 /// The advance width of `c` in Verdana at 11 px, roughly: close enough

@@ -15,8 +15,6 @@
 
 use std::fmt::Write as _;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
@@ -238,34 +236,15 @@ pub async fn serve(
     };
     let html = render(&view, labels, token.as_deref());
 
-    let mut resp = Response::new(Full::new(Bytes::from(html)));
+    let cache = if site.config.public {
+        "no-cache"
+    } else {
+        "private, no-cache"
+    };
+    // No referrer either: the URL may carry the token.
+    let mut resp = super::document(html, "text/html; charset=utf-8", cache, CSP);
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(if site.config.public {
-            "no-cache"
-        } else {
-            "private, no-cache"
-        }),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // The URL may carry the token: never send it on.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     h.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     Ok(resp)
 }

@@ -439,6 +439,37 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     resp
 }
 
+/// A rendered document (the dashboard, the widget, the badge): its type,
+/// caching and content security policy, and never sniffed or sent a
+/// referrer from.
+fn document(
+    body: String,
+    content_type: &'static str,
+    cache_control: &'static str,
+    csp: &'static str,
+) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

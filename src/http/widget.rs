@@ -10,9 +10,6 @@
 
 use std::fmt::Write;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
 
@@ -130,26 +127,12 @@ pub fn serve(state: &State, id: &str, query: Option<&str>) -> Result<Response<Bo
         Language::En => &EN,
     };
     let html = render(&figures, labels, options.theme, options.pad);
-    let mut resp = Response::new(Full::new(Bytes::from(html)));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    Ok(resp)
+    Ok(super::document(
+        html,
+        "text/html; charset=utf-8",
+        "no-cache",
+        CSP,
+    ))
 }
 
 const STYLE: &str = "\
