@@ -103,31 +103,34 @@ pub fn build_batch(
     calendar: &SiteCalendar,
     retention: &Retention,
 ) -> SiteBatch {
-    // Deltas grouped by scope (the ledger hands them over sorted; sort a
-    // copy of the order otherwise), so each scope is expanded on its own
-    // with a handful of periods, and increments come out sorted by scope.
-    let mut order: Vec<usize> = (0..deltas.len()).collect();
-    if !deltas.is_sorted_by(|a, b| a.page <= b.page) {
-        order.sort_by(|&a, &b| deltas[a].page.cmp(&deltas[b].page));
-    }
+    // Deltas grouped by scope, so each scope is expanded on its own with a
+    // handful of periods and increments come out sorted by scope. The
+    // ledger hands them over sorted; anything else is sorted here.
+    let unsorted;
+    let deltas = if deltas.is_sorted_by(|a, b| a.page <= b.page) {
+        deltas
+    } else {
+        unsorted = {
+            let mut v = deltas.to_vec();
+            v.sort_by(|a, b| a.page.cmp(&b.page));
+            v
+        };
+        &unsorted[..]
+    };
     // Day bounds need the time zone database: work them out once per day.
     let mut days: Vec<(u32, DayInfo)> = Vec::new();
+    // Four counters per scope and day (day, week, month, total); a scope
+    // with more than one day shares its week, month and total.
     let mut increments = Vec::with_capacity(deltas.len() * 4);
     let mut periods: Vec<(PeriodKey, u64, Option<Timestamp>)> = Vec::with_capacity(8);
-    let mut start = 0;
-    while start < order.len() {
-        let page = &deltas[order[start]].page;
-        let mut end = start;
-        while end < order.len() && &deltas[order[end]].page == page {
-            end += 1;
-        }
-        let scope = page.clone().map_or(Scope::Site, Scope::Page);
+    for run in deltas.chunk_by(|a, b| a.page == b.page) {
+        let scope = run[0].page.clone().map_or(Scope::Site, Scope::Page);
         let day_keep = match scope {
             Scope::Site => retention.site_days,
             Scope::Page(_) => retention.page_days,
         };
         periods.clear();
-        for d in order[start..end].iter().map(|&i| &deltas[i]) {
+        for d in run {
             let info = match days.iter().find(|(n, _)| *n == d.day) {
                 Some((_, info)) => *info,
                 None => {
@@ -158,7 +161,6 @@ pub fn build_batch(
             hits,
             expires_at,
         }));
-        start = end;
     }
     SiteBatch {
         site: Arc::clone(site),
@@ -257,7 +259,6 @@ pub struct Flusher<S> {
     visitors: BTreeMap<Arc<str>, BTreeMap<SketchKey, SketchUnion>>,
     /// When each site's unique-visitor figures were last read.
     visitors_read: BTreeMap<Arc<str>, Instant>,
-    scratch: Vec<Delta>,
 }
 
 /// What one pass over the sites left behind.
@@ -289,7 +290,6 @@ impl<S: Store> Flusher<S> {
             backoff: BTreeMap::new(),
             visitors: BTreeMap::new(),
             visitors_read: BTreeMap::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -390,9 +390,7 @@ impl<S: Store> Flusher<S> {
 
     async fn flush_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
         let now = Instant::now();
-        site.ledger
-            .write()
-            .take_from(&site.tally, &mut self.scratch);
+        site.ledger.write().take_from(&site.tally);
         self.gather_visitors(site);
         if self.wal.is_some() {
             // The store is away (a batch is still unanswered): keep what
@@ -436,7 +434,7 @@ impl<S: Store> Flusher<S> {
                 self.log_ahead(&send.batch).await;
             }
             let started = Instant::now();
-            match self.store.apply(&send.batch).await {
+            match self.store.apply_shared(Arc::clone(&send.batch)).await {
                 Ok(applied) => {
                     self.metrics
                         .duration
@@ -632,9 +630,7 @@ impl<S: Store> Flusher<S> {
             return;
         }
         for site in self.all_sites().iter() {
-            site.ledger
-                .write()
-                .take_from(&site.tally, &mut self.scratch);
+            site.ledger.write().take_from(&site.tally);
             let frozen = {
                 let producer = &self.producer;
                 let retention = &self.retention;

@@ -9,7 +9,7 @@
 //! memory only once a store reading whose watermark covers it is installed.
 //! Nothing awaits while holding the lock, and the hot path never takes it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,7 +163,7 @@ impl<'c> Composer<'c> {
 struct Applied {
     at: Instant,
     seq: u64,
-    deltas: DeltaMap,
+    deltas: Deltas,
 }
 
 /// How long applied batches stay in memory for page readings to lean on.
@@ -174,7 +174,7 @@ const APPLIED_MAX: usize = 64;
 /// A batch on its way to the store, and the deltas it carries (for reads).
 struct Frozen {
     batch: Arc<SiteBatch>,
-    deltas: DeltaMap,
+    deltas: Deltas,
     acked: bool,
     /// Handed to the store at least once: from then on it never changes.
     sent: bool,
@@ -182,75 +182,75 @@ struct Frozen {
     logged: bool,
 }
 
-/// Deltas indexed by scope, so a reader finds one page's deltas without
-/// scanning a whole batch (a flush may hold 100,000 pages).
+/// Deltas sorted by scope (the site first, then pages in order) and day,
+/// one per (scope, day). A reader finds one page's deltas by binary search
+/// (a flush may hold 100,000 pages), and the flusher builds a batch from
+/// them as they are.
+///
+/// A sorted vector rather than a map of per-page lists: 32 bytes per
+/// (scope, day) and nothing else, where a hash map entry and its list cost
+/// some 140; the ledger holds several of these (open, frozen, and the
+/// applied batches of the last [`APPLIED_KEEP`]), each as large as the
+/// pages touched in a flush interval.
 #[derive(Debug, Default)]
-pub struct DeltaMap {
-    site: Vec<(DayNumber, u64)>,
-    pages: HashMap<Arc<str>, Vec<(DayNumber, u64)>>,
+pub struct Deltas(Vec<Delta>);
+
+/// The order of [`Deltas`]: by scope (`None`, the site, first), then day.
+fn by_scope_and_day(a: &Delta, b: &Delta) -> std::cmp::Ordering {
+    (a.page.as_deref(), a.day).cmp(&(b.page.as_deref(), b.day))
 }
 
-impl DeltaMap {
-    fn add(&mut self, page: Option<Arc<str>>, day: DayNumber, hits: u64) {
-        let days = match page {
-            None => &mut self.site,
-            Some(p) => self.pages.entry(p).or_default(),
-        };
-        match days.iter_mut().find(|(d, _)| *d == day) {
-            Some((_, n)) => *n += hits,
-            None => days.push((day, hits)),
+impl Deltas {
+    /// Restores the order after deltas were pushed past the first `sorted`
+    /// (which are in order), adding up those of the same scope and day.
+    fn settle(&mut self, sorted: usize) {
+        let v = &mut self.0;
+        v[sorted..].sort_unstable_by(by_scope_and_day);
+        if sorted > 0 && sorted < v.len() {
+            // Two sorted runs: the stable sort merges them in one pass.
+            v.sort_by(by_scope_and_day);
         }
+        v.dedup_by(|later, kept| {
+            let same = later.page == kept.page && later.day == kept.day;
+            if same {
+                kept.hits += later.hits;
+            }
+            same
+        });
     }
 
-    /// The `(day, hits)` of one scope.
-    fn of(&self, page: Option<&str>) -> &[(DayNumber, u64)] {
-        match page {
-            None => &self.site,
-            Some(p) => self.pages.get(p).map_or(&[], Vec::as_slice),
-        }
+    /// The deltas of one scope, by day.
+    fn of(&self, page: Option<&str>) -> &[Delta] {
+        let start = self.0.partition_point(|d| d.page.as_deref() < page);
+        let len = self.0[start..].partition_point(|d| d.page.as_deref() == page);
+        &self.0[start..start + len]
     }
 
     fn is_empty(&self) -> bool {
-        self.site.is_empty() && self.pages.is_empty()
+        self.0.is_empty()
     }
 
     /// Adds every delta of `other`.
-    fn merge(&mut self, other: DeltaMap) {
-        for (day, hits) in other.site {
-            self.add(None, day, hits);
-        }
-        for (page, days) in other.pages {
-            for (day, hits) in days {
-                self.add(Some(Arc::clone(&page)), day, hits);
-            }
-        }
+    fn merge(&mut self, other: Deltas) {
+        let sorted = self.0.len();
+        self.0.extend(other.0);
+        self.settle(sorted);
     }
 
     /// Distinct (scope, day) keys.
     fn len(&self) -> usize {
-        self.site.len() + self.pages.values().map(Vec::len).sum::<usize>()
+        self.0.len()
     }
 
-    /// The deltas sorted by scope (site first) and day.
-    fn to_sorted(&self) -> Vec<Delta> {
-        let mut out: Vec<Delta> = self
-            .site
-            .iter()
-            .map(|&(day, hits)| Delta {
-                page: None,
-                day,
-                hits,
-            })
-            .chain(self.pages.iter().flat_map(|(p, days)| {
-                days.iter().map(|&(day, hits)| Delta {
-                    page: Some(Arc::clone(p)),
-                    day,
-                    hits,
-                })
-            }))
-            .collect();
-        out.sort_by(|a, b| (&a.page, a.day).cmp(&(&b.page, b.day)));
-        out
+    /// Gives back the room left over from growing: these deltas will not
+    /// grow again.
+    fn freeze(mut self) -> Self {
+        self.0.shrink_to_fit();
+        self
+    }
+
+    fn as_slice(&self) -> &[Delta] {
+        &self.0
     }
 }
 
@@ -261,7 +261,7 @@ struct State {
     /// Whether the last attempt to read the store failed.
     stale: bool,
     /// Deltas taken from the tally, not yet in a batch.
-    open: DeltaMap,
+    open: Deltas,
     /// Frozen batches in sequence order. Only the first is ever sent, so a
     /// site's batches reach the store strictly in order; more than one
     /// exists only after a replay or a shutdown that froze what remained.
@@ -301,7 +301,7 @@ impl Ledger {
             state: RwLock::new(State {
                 stored: None,
                 stale: false,
-                open: DeltaMap::default(),
+                open: Deltas::default(),
                 frozen: VecDeque::new(),
                 applied: VecDeque::new(),
                 dropped_through: 0,
@@ -364,13 +364,13 @@ impl LedgerRead<'_> {
             .map(|f| (f.batch.id.seq, &f.deltas));
         for (seq, deltas) in applied.chain(frozen) {
             if seq > watermark {
-                for &(day, hits) in deltas.of(page) {
-                    add(day, hits);
+                for d in deltas.of(page) {
+                    add(d.day, d.hits);
                 }
             }
         }
-        for &(day, hits) in self.state.open.of(page) {
-            add(day, hits);
+        for d in self.state.open.of(page) {
+            add(d.day, d.hits);
         }
         match page {
             None => tally.site_cell().peek(&mut add),
@@ -408,13 +408,13 @@ impl LedgerRead<'_> {
             .map(|f| (f.batch.id.seq, &f.deltas));
         for (seq, deltas) in applied.chain(frozen) {
             if seq > stored.reading.watermark {
-                for &(day, hits) in deltas.of(page) {
-                    c.add(day, hits);
+                for d in deltas.of(page) {
+                    c.add(d.day, d.hits);
                 }
             }
         }
-        for &(day, hits) in self.state.open.of(page) {
-            c.add(day, hits);
+        for d in self.state.open.of(page) {
+            c.add(d.day, d.hits);
         }
         match page {
             None => tally.site_cell().peek(|day, n| c.add(day, n)),
@@ -444,13 +444,12 @@ pub struct ToSend {
 impl LedgerWrite<'_> {
     /// Moves every pending delta from the tally into the open deltas.
     /// Returns how many distinct keys are now open.
-    pub fn take_from(&mut self, tally: &SiteTally, scratch: &mut Vec<Delta>) -> usize {
-        scratch.clear();
-        tally.take(scratch);
-        for d in scratch.drain(..) {
-            self.state.open.add(d.page, d.day, d.hits);
-        }
-        self.state.open.len()
+    pub fn take_from(&mut self, tally: &SiteTally) -> usize {
+        let open = &mut self.state.open;
+        let sorted = open.len();
+        tally.take(&mut open.0);
+        open.settle(sorted);
+        open.len()
     }
 
     /// The batch to send: the frozen one if it is not acknowledged yet
@@ -496,10 +495,10 @@ impl LedgerWrite<'_> {
         if self.state.open.is_empty() && !also_when_empty {
             return None;
         }
-        let deltas = std::mem::take(&mut self.state.open);
+        let deltas = std::mem::take(&mut self.state.open).freeze();
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
-        let batch = Arc::new(build(seq, &deltas.to_sorted()));
+        let batch = Arc::new(build(seq, deltas.as_slice()));
         self.state.frozen.push_back(Frozen {
             batch: Arc::clone(&batch),
             deltas,
@@ -528,7 +527,7 @@ impl LedgerWrite<'_> {
         match self.state.frozen.back_mut() {
             Some(tail) if !tail.sent => {
                 tail.deltas.merge(open);
-                let batch = Arc::new(build(tail.batch.id.seq, &tail.deltas.to_sorted()));
+                let batch = Arc::new(build(tail.batch.id.seq, tail.deltas.as_slice()));
                 tail.batch = Arc::clone(&batch);
                 tail.logged = true;
                 Some(batch)
@@ -547,16 +546,22 @@ impl LedgerWrite<'_> {
     /// Queues a batch recovered from the write-ahead file, to be sent before
     /// anything new. Its day increments are its deltas (for reads).
     pub fn adopt(&mut self, batch: SiteBatch) {
-        let mut deltas = DeltaMap::default();
+        let mut deltas = Deltas::default();
         for inc in &batch.increments {
             if let PeriodKey::Day(day) = inc.period {
                 let page = match &inc.scope {
                     crate::store::Scope::Site => None,
                     crate::store::Scope::Page(p) => Some(Arc::clone(p)),
                 };
-                deltas.add(page, day_number(day), inc.hits);
+                deltas.0.push(Delta {
+                    page,
+                    day: day_number(day),
+                    hits: inc.hits,
+                });
             }
         }
+        deltas.settle(0);
+        let deltas = deltas.freeze();
         self.state.next_seq = self.state.next_seq.max(batch.id.seq + 1);
         self.state.frozen.push_back(Frozen {
             batch: Arc::new(batch),
@@ -681,8 +686,7 @@ mod tests {
             tally.count("/a", d);
         }
         assert_eq!(total(&ledger), 105);
-        let mut scratch = Vec::new();
-        ledger.write().take_from(&tally, &mut scratch);
+        ledger.write().take_from(&tally);
         assert_eq!(total(&ledger), 105, "after take");
         let send = ledger.write().next_batch(false, build).unwrap();
         assert_eq!(total(&ledger), 105, "after freeze");
@@ -721,15 +725,14 @@ mod tests {
         let d = day_number(today);
         let tally = SiteTally::new(10);
         let ledger = Ledger::new(1);
-        let mut scratch = Vec::new();
         tally.count("/a", d);
-        ledger.write().take_from(&tally, &mut scratch);
+        ledger.write().take_from(&tally);
         let first = ledger.write().next_batch(false, build).unwrap();
         assert!(first.fresh);
         // Nothing in flight yet for fold: the first batch is sent now.
         for _ in 0..3 {
             tally.count("/b", d);
-            ledger.write().take_from(&tally, &mut scratch);
+            ledger.write().take_from(&tally);
             let tail = ledger
                 .write()
                 .fold_open(build)
@@ -763,11 +766,10 @@ mod tests {
         let tally = SiteTally::new(10);
         let ledger = Ledger::new(7);
         tally.count("/a", day_number(today));
-        let mut scratch = Vec::new();
-        ledger.write().take_from(&tally, &mut scratch);
+        ledger.write().take_from(&tally);
         let first = ledger.write().next_batch(false, build).unwrap().batch;
         tally.count("/b", day_number(today));
-        ledger.write().take_from(&tally, &mut scratch);
+        ledger.write().take_from(&tally);
         let again = ledger.write().next_batch(false, build).unwrap().batch;
         assert_eq!(first, again);
         assert_eq!(first.id.seq, 7);
@@ -825,5 +827,61 @@ mod tests {
                 month: 50
             }
         );
+    }
+
+    fn arb_deltas() -> impl proptest::strategy::Strategy<Value = Vec<Delta>> {
+        use proptest::prelude::*;
+        proptest::collection::vec((0u8..4, 0u32..3, 1u64..100), 0..40).prop_map(|v| {
+            v.into_iter()
+                .map(|(p, day, hits)| Delta {
+                    page: (p > 0).then(|| Arc::from(format!("/p{p}"))),
+                    day,
+                    hits,
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn deltas_add_up_per_scope_and_day_however_they_arrive(
+            first in arb_deltas(),
+            second in arb_deltas(),
+            third in arb_deltas(),
+        ) {
+            use std::collections::BTreeMap;
+            let mut want: BTreeMap<(Option<String>, DayNumber), u64> = BTreeMap::new();
+            for d in first.iter().chain(&second).chain(&third) {
+                *want.entry((d.page.as_deref().map(String::from), d.day)).or_default() += d.hits;
+            }
+            // As the flusher builds them: taken from the tally twice, then
+            // folded into a tail.
+            let mut open = Deltas::default();
+            open.0.extend(first);
+            open.settle(0);
+            let sorted = open.len();
+            open.0.extend(second);
+            open.settle(sorted);
+            let mut tail = Deltas::default();
+            tail.0.extend(third);
+            tail.settle(0);
+            open.merge(tail);
+            let open = open.freeze();
+            let got: Vec<_> = open
+                .as_slice()
+                .iter()
+                .map(|d| ((d.page.as_deref().map(String::from), d.day), d.hits))
+                .collect();
+            proptest::prop_assert_eq!(got, want.clone().into_iter().collect::<Vec<_>>());
+            for page in [None, Some("/p1"), Some("/p2"), Some("/p3"), Some("/p9")] {
+                let of: Vec<_> = open.of(page).iter().map(|d| (d.day, d.hits)).collect();
+                let expected: Vec<_> = want
+                    .iter()
+                    .filter(|((p, _), _)| p.as_deref() == page)
+                    .map(|((_, day), hits)| (*day, *hits))
+                    .collect();
+                proptest::prop_assert_eq!(of, expected);
+            }
+        }
     }
 }

@@ -414,7 +414,10 @@ fn prune_salts(secrets: &mut redb::Table<&str, &[u8]>, created: &str) -> Result<
 
 impl Store for EmbeddedStore {
     async fn apply(&self, batch: &SiteBatch) -> Result<Applied, StoreError> {
-        let batch = batch.clone();
+        self.apply_shared(Arc::new(batch.clone())).await
+    }
+
+    async fn apply_shared(&self, batch: Arc<SiteBatch>) -> Result<Applied, StoreError> {
         self.blocking(move |db| apply_blocking(db, &batch)).await
     }
 

@@ -196,6 +196,20 @@ pub trait Store: Send + Sync + 'static {
     /// applied, and the caller retries it unchanged.
     fn apply(&self, batch: &SiteBatch) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
+    /// [`Store::apply`] for a caller that shares the batch (the flusher
+    /// keeps it until the store's reading covers it): a backend that applies
+    /// it on another thread takes the batch along rather than a copy, which
+    /// for a flush of 100,000 pages would be some 20 MB of increments.
+    ///
+    /// # Errors
+    /// As [`Store::apply`].
+    fn apply_shared(
+        &self,
+        batch: Arc<SiteBatch>,
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        async move { self.apply(&batch).await }
+    }
+
     /// Reads the given period keys of one scope of a site, and `producer`'s
     /// watermark for that site, in one consistent snapshot. Missing keys read
     /// as zero.
@@ -289,6 +303,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.apply(batch).await,
             AnyStore::Redis(s) => s.apply(batch).await,
+        }
+    }
+
+    async fn apply_shared(&self, batch: Arc<SiteBatch>) -> Result<Applied, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.apply_shared(batch).await,
+            AnyStore::Redis(s) => s.apply_shared(batch).await,
         }
     }
 
