@@ -15,6 +15,7 @@ pub mod admin;
 pub mod badge;
 pub mod busuanzi;
 pub mod dashboard;
+pub mod figures;
 pub mod history;
 pub mod server;
 pub mod snippet;
@@ -422,12 +423,15 @@ struct Health {
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    // Sized for the largest common answer (a beacon's two sets of
-    // figures), so serialising never regrows the buffer.
-    let mut body = Vec::with_capacity(640);
+    let mut body = Vec::with_capacity(128);
     if serde_json::to_writer(&mut body, value).is_err() {
         body.clear();
     }
+    json_bytes(status, body)
+}
+
+/// A JSON answer from bytes already written.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -516,12 +520,6 @@ fn lookup(state: &State, id: &str) -> Result<Arc<Site>, ApiError> {
         .ok_or_else(|| ApiError::from(ingest::unknown_site(id)))
 }
 
-#[derive(Serialize)]
-struct HitAnswer {
-    site: crate::ledger::Figures,
-    page: crate::ledger::Figures,
-}
-
 async fn post_hit(
     state: &State,
     req: Request<Incoming>,
@@ -571,12 +569,9 @@ async fn answer_beacon(
         Some(page) => {
             let page_figures = state.reader.page_figures(&site, &page, now).await;
             let site_figures = state.reader.site_figures(&site, now);
-            json(
+            json_bytes(
                 StatusCode::OK,
-                &HitAnswer {
-                    site: site_figures,
-                    page: page_figures,
-                },
+                figures::beacon_answer(&site_figures, &page_figures),
             )
         }
     };
@@ -690,7 +685,7 @@ async fn counters(
             state.reader.page_figures(&site, &page, now).await
         }
     };
-    let mut resp = json(StatusCode::OK, &figures);
+    let mut resp = json_bytes(StatusCode::OK, figures::to_vec(&figures));
     allow_origin(&mut resp, &site, origin);
     Ok(resp)
 }
