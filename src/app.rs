@@ -442,7 +442,7 @@ pub async fn run_reloadable(
         max_header_bytes: config.limits.max_header_bytes,
         max_headers: config.limits.max_headers,
         metrics_token: Some(server.metrics_token.clone()).filter(|t| !t.is_empty()),
-        prometheus,
+        prometheus: prometheus.clone(),
         imports: Some(import_tx),
         retention: config.retention.clone(),
         ready: AtomicBool::new(false),
@@ -455,6 +455,7 @@ pub async fn run_reloadable(
         let store = store.clone();
         let sites = Arc::clone(&sites);
         let identity = Arc::clone(&identity);
+        let prometheus = prometheus.clone();
         spawn_background("luot-flush", async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -480,6 +481,10 @@ pub async fn run_reloadable(
                         if prune {
                             last_prune = Instant::now();
                         }
+                        // Histogram samples wait in the recorder until they
+                        // are folded into buckets: without this, a process
+                        // nobody scrapes would grow by 8 bytes per request.
+                        prometheus.run_upkeep();
                         if last_salt.elapsed() >= SALT_REFRESH {
                             last_salt = Instant::now();
                             if let Err(e) = load_salts(&store, &sites, &identity).await {
