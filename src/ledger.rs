@@ -372,14 +372,7 @@ impl LedgerRead<'_> {
         for d in self.state.open.of(page) {
             add(d.day, d.hits);
         }
-        match page {
-            None => tally.site_cell().peek(&mut add),
-            Some(p) => {
-                if let Some(cell) = tally.page_cell(p) {
-                    cell.peek(&mut add);
-                }
-            }
-        }
+        tally.peek(page, &mut add);
         tally.peek_spill(|d| {
             if d.page.as_deref() == page {
                 add(d.day, d.hits)
@@ -416,14 +409,7 @@ impl LedgerRead<'_> {
         for d in self.state.open.of(page) {
             c.add(d.day, d.hits);
         }
-        match page {
-            None => tally.site_cell().peek(|day, n| c.add(day, n)),
-            Some(p) => {
-                if let Some(cell) = tally.page_cell(p) {
-                    cell.peek(|day, n| c.add(day, n));
-                }
-            }
-        }
+        tally.peek(page, |day, n| c.add(day, n));
         tally.peek_spill(|d| {
             if wanted(&d.page) {
                 c.add(d.day, d.hits)

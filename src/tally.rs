@@ -36,10 +36,12 @@ fn unpack(slot: u64) -> (DayNumber, u64) {
 /// atomic word, so a flush taken at local midnight still knows which day each
 /// hit belongs to: the period is fixed when the hit arrives, not when it is
 /// flushed.
-#[derive(Debug)]
+///
+/// A page's cell lives inline in the tally's map, next to its key (24 bytes,
+/// no allocation of its own): the page's name is the map's key, and the
+/// dirty list names cells by it.
+#[derive(Debug, Default)]
 pub struct Cell {
-    /// `None` for the site-level cell.
-    page: Option<Arc<str>>,
     slots: [AtomicU64; 2],
     /// Set when the cell has hits the flusher has not taken; the hit that
     /// sets it queues the cell in the tally's dirty list.
@@ -47,19 +49,6 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn new(page: Option<Arc<str>>) -> Self {
-        Cell {
-            page,
-            slots: [AtomicU64::new(0), AtomicU64::new(0)],
-            dirty: AtomicBool::new(false),
-        }
-    }
-
-    /// The page this cell counts, or `None` for the site.
-    pub fn page(&self) -> Option<&Arc<str>> {
-        self.page.as_ref()
-    }
-
     /// Adds `n` hits on `day`. Returns a `(day, count)` that had to be moved
     /// out of the way: only when a slot still holds hits from two days ago,
     /// which happens only if the flusher has not run for a whole day.
@@ -106,7 +95,7 @@ impl Cell {
     }
 
     /// The pending hits, without taking them (for reads).
-    pub fn peek(&self, mut sink: impl FnMut(DayNumber, u64)) {
+    fn peek(&self, mut sink: impl FnMut(DayNumber, u64)) {
         for slot in &self.slots {
             let (day, count) = unpack(slot.load(Ordering::Acquire));
             if count != 0 {
@@ -136,18 +125,19 @@ pub enum Counted {
 
 /// The pending deltas of one site.
 pub struct SiteTally {
-    pages: DashMap<Arc<str>, Arc<Cell>>,
+    pages: DashMap<Arc<str>, Cell>,
     page_count: AtomicUsize,
     /// Changed by a configuration reload.
     max_pages: AtomicUsize,
-    site: Arc<Cell>,
-    /// Cells with untaken hits. Pushed by the first hit on a cell after a
-    /// flush, swapped out whole by the flusher.
-    dirty: Mutex<Vec<Arc<Cell>>>,
+    site: Cell,
+    /// Cells with untaken hits, by page (`None`: the site's cell). Pushed by
+    /// the first hit on a cell after a flush, swapped out whole by the
+    /// flusher.
+    dirty: Mutex<Vec<Option<Arc<str>>>>,
     /// The flusher's side of the dirty list: swapped with `dirty` at each
     /// take and drained, so both keep their capacity and a hit never has to
     /// grow the list in the steady state.
-    spare: Mutex<Vec<Arc<Cell>>>,
+    spare: Mutex<Vec<Option<Arc<str>>>>,
     /// Deltas evicted from a slot by a later day (see [`Cell::add`]).
     spill: Mutex<Vec<Delta>>,
 }
@@ -159,51 +149,49 @@ impl SiteTally {
             pages: DashMap::new(),
             page_count: AtomicUsize::new(0),
             max_pages: AtomicUsize::new(max_pages),
-            site: Arc::new(Cell::new(None)),
+            site: Cell::default(),
             dirty: Mutex::new(Vec::new()),
             spare: Mutex::new(Vec::new()),
             spill: Mutex::new(Vec::new()),
         }
     }
 
-    /// Counts one hit on `page` on local `day`.
+    /// Counts one hit on `page` on local day `day`.
     ///
     /// For a page already known this is lock-free for writers (a shard read
     /// lock inside `DashMap`) and allocation-free, except when the cell is the
     /// first touched since the last flush and the dirty list must grow past
     /// its previous capacity.
     pub fn count(&self, page: &str, day: DayNumber) -> Counted {
-        self.add_to(&self.site, day, 1);
-        if let Some(cell) = self.pages.get(page) {
-            // Counted under the shard's read guard: no reference-count
-            // traffic on the shared `Arc` for the common case.
-            self.add_to(cell.value(), day, 1);
+        self.add_to(None, &self.site, day, 1);
+        if let Some(entry) = self.pages.get(page) {
+            // Counted under the shard's read guard.
+            self.add_to(Some(entry.key()), entry.value(), day, 1);
             return Counted::Page;
         }
-        match self.insert_page(page) {
-            Some(cell) => {
-                self.add_to(&cell, day, 1);
-                Counted::Page
-            }
-            None => Counted::SiteOnlyOverflow,
+        if self.insert_page(page, day) {
+            Counted::Page
+        } else {
+            Counted::SiteOnlyOverflow
         }
     }
 
-    fn add_to(&self, cell: &Arc<Cell>, day: DayNumber, n: u64) {
+    fn add_to(&self, page: Option<&Arc<str>>, cell: &Cell, day: DayNumber, n: u64) {
         if let Some((old_day, hits)) = cell.add(day, n) {
             self.spill.lock().push(Delta {
-                page: cell.page.clone(),
+                page: page.cloned(),
                 day: old_day,
                 hits,
             });
         }
         if cell.mark_dirty() {
-            self.dirty.lock().push(Arc::clone(cell));
+            self.dirty.lock().push(page.cloned());
         }
     }
 
-    /// Creates the cell of a new page unless the site is full.
-    fn insert_page(&self, page: &str) -> Option<Arc<Cell>> {
+    /// Creates the cell of a new page with its first hit, unless the site
+    /// is full; false when the hit could not be counted for the page.
+    fn insert_page(&self, page: &str, day: DayNumber) -> bool {
         // Reserve a place first so concurrent inserts never exceed the cap.
         let reserved = self
             .page_count
@@ -213,19 +201,24 @@ impl SiteTally {
             .is_ok();
         if !reserved {
             // A concurrent insert of this very page may have won; use it.
-            return self.pages.get(page).map(|c| Arc::clone(c.value()));
+            return match self.pages.get(page) {
+                Some(entry) => {
+                    self.add_to(Some(entry.key()), entry.value(), day, 1);
+                    true
+                }
+                None => false,
+            };
         }
-        let key: Arc<str> = Arc::from(page);
-        match self.pages.entry(Arc::clone(&key)) {
+        let entry = match self.pages.entry(Arc::from(page)) {
             dashmap::Entry::Occupied(e) => {
                 // Another thread created it meanwhile: give the place back.
                 self.page_count.fetch_sub(1, Ordering::AcqRel);
-                Some(Arc::clone(e.get()))
+                e.into_ref()
             }
-            dashmap::Entry::Vacant(v) => {
-                Some(Arc::clone(v.insert(Arc::new(Cell::new(Some(key)))).value()))
-            }
-        }
+            dashmap::Entry::Vacant(v) => v.insert(Cell::default()),
+        };
+        self.add_to(Some(entry.key()), entry.value(), day, 1);
+        true
     }
 
     /// Sets the most pages kept (pages already kept stay).
@@ -244,26 +237,38 @@ impl SiteTally {
     pub fn take(&self, out: &mut Vec<Delta>) {
         let mut spare = self.spare.lock();
         std::mem::swap(&mut *spare, &mut *self.dirty.lock());
-        for cell in spare.drain(..) {
-            cell.take(|day, hits| {
+        for page in spare.drain(..) {
+            let mut sink = |day, hits| {
                 out.push(Delta {
-                    page: cell.page.clone(),
+                    page: page.clone(),
                     day,
                     hits,
                 })
-            });
+            };
+            match &page {
+                None => self.site.take(&mut sink),
+                // Pages are never removed, so a dirty page is in the map.
+                Some(p) => {
+                    if let Some(cell) = self.pages.get(p) {
+                        cell.take(&mut sink);
+                    }
+                }
+            }
         }
         out.append(&mut self.spill.lock());
     }
 
-    /// The site-level cell, for reads of pending figures.
-    pub fn site_cell(&self) -> &Cell {
-        &self.site
-    }
-
-    /// A page's cell, for reads of pending figures.
-    pub fn page_cell(&self, page: &str) -> Option<Arc<Cell>> {
-        self.pages.get(page).map(|c| Arc::clone(c.value()))
+    /// The pending hits of `page` (or the site, `None`), without taking
+    /// them (for reads).
+    pub fn peek(&self, page: Option<&str>, sink: impl FnMut(DayNumber, u64)) {
+        match page {
+            None => self.site.peek(sink),
+            Some(p) => {
+                if let Some(cell) = self.pages.get(p) {
+                    cell.peek(sink);
+                }
+            }
+        }
     }
 
     /// Pending spilled deltas, for reads (rarely non-empty).
@@ -389,7 +394,7 @@ mod tests {
         let t = SiteTally::new(10);
         t.count("/a", 3);
         let mut seen = 0;
-        t.site_cell().peek(|_, n| seen += n);
+        t.peek(None, |_, n| seen += n);
         assert_eq!(seen, 1);
         let mut out = Vec::new();
         t.take(&mut out);
