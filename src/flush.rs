@@ -214,6 +214,15 @@ pub fn plus(at: Timestamp, keep: Duration) -> Timestamp {
 /// to 31 day sketches: cheap, but not free at every flush).
 pub const VISITOR_REFRESH: Duration = Duration::from_secs(5);
 
+/// Most (scope, day) keys in one batch: bounds what a flush holds in memory
+/// (a batch keeps four increments per key, ~220 bytes) whatever the number
+/// of pages touched in an interval.
+pub const MAX_BATCH_KEYS: usize = 16_384;
+
+/// Most batches one site sends in one pass; what is left waits for the
+/// next pass (the open deltas are bounded by the site's pages).
+const MAX_BATCHES_PER_PASS: usize = 32;
+
 /// The sketch groups whose union counts give today's, yesterday's, this
 /// week's, this month's and all-time unique visitors at local day `today`.
 pub fn visitor_groups(today: jiff::civil::Date, calendar: &SiteCalendar) -> [Vec<SketchKey>; 5] {
@@ -412,24 +421,35 @@ impl<S: Store> Flusher<S> {
         }
         let visitors = self.visitor_deltas(site);
         // Visitors travel even without hits to carry them, or the last
-        // interval's visitors would wait for the site's next hit.
-        let has_visitors = !visitors.is_empty();
-        let mut unused_visitors = Some(visitors);
-        let to_send = {
-            let producer = &self.producer;
-            let retention = &self.retention;
-            let calendar = site.calendar();
-            let visitors = &mut unused_visitors;
-            site.ledger.write().next_batch(has_visitors, |seq, deltas| {
-                let mut batch = build_batch(&site.id, producer, seq, deltas, calendar, retention);
-                batch.visitors = visitors.take().unwrap_or_default();
-                batch
-            })
-        };
-        if let Some(left) = unused_visitors {
-            self.requeue_visitors(site, left);
-        }
-        if let Some(send) = to_send {
+        // interval's visitors would wait for the site's next hit. They ride
+        // in the pass's first batch.
+        let mut unused_visitors = (!visitors.is_empty()).then_some(visitors);
+        // A batch carries at most MAX_BATCH_KEYS keys, so the memory a
+        // flush holds (four increments per key) is bounded whatever the
+        // pages touched; what is left is sent in further batches of the
+        // same pass, each once the last one is applied and read back.
+        for _ in 0..MAX_BATCHES_PER_PASS {
+            let to_send = {
+                let producer = &self.producer;
+                let retention = &self.retention;
+                let calendar = site.calendar();
+                let visitors = &mut unused_visitors;
+                let has_visitors = visitors.is_some();
+                site.ledger
+                    .write()
+                    .next_batch(has_visitors, MAX_BATCH_KEYS, |seq, deltas| {
+                        let mut batch =
+                            build_batch(&site.id, producer, seq, deltas, calendar, retention);
+                        batch.visitors = visitors.take().unwrap_or_default();
+                        batch
+                    })
+            };
+            if let Some(left) = unused_visitors.take() {
+                self.requeue_visitors(site, left);
+            }
+            let Some(send) = to_send else {
+                break;
+            };
             if send.fresh {
                 self.log_ahead(&send.batch).await;
             }
@@ -458,6 +478,11 @@ impl<S: Store> Flusher<S> {
                     return Err(e);
                 }
             }
+            if site.ledger.read().open_keys() == 0 {
+                break;
+            }
+            // The next batch waits for a reading that covers this one.
+            self.refresh_site(site).await?;
         }
         self.refresh_site(site).await
     }

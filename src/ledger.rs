@@ -332,6 +332,12 @@ impl LedgerRead<'_> {
         self.state.stored.as_ref()
     }
 
+    /// Distinct (scope, day) keys taken from the tally and not yet in a
+    /// batch.
+    pub fn open_keys(&self) -> usize {
+        self.state.open.len()
+    }
+
     /// Whether the last store read failed.
     pub fn stale(&self) -> bool {
         self.state.stale
@@ -447,6 +453,7 @@ impl LedgerWrite<'_> {
     pub fn next_batch(
         &mut self,
         also_when_empty: bool,
+        max_keys: usize,
         build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
     ) -> Option<ToSend> {
         if let Some(f) = self.state.frozen.iter_mut().find(|f| !f.acked) {
@@ -462,7 +469,7 @@ impl LedgerWrite<'_> {
             // Acknowledged, waiting for a reading that covers it.
             return None;
         }
-        let batch = self.freeze(also_when_empty, build)?;
+        let batch = self.freeze_up_to(also_when_empty, max_keys, build)?;
         if let Some(f) = self.state.frozen.back_mut() {
             f.logged = true;
             f.sent = true;
@@ -478,10 +485,25 @@ impl LedgerWrite<'_> {
         also_when_empty: bool,
         build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
+        self.freeze_up_to(also_when_empty, usize::MAX, build)
+    }
+
+    /// [`Self::freeze`] of the first `max_keys` open deltas (in scope
+    /// order); the rest stay open for the next batch.
+    fn freeze_up_to(
+        &mut self,
+        also_when_empty: bool,
+        max_keys: usize,
+        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+    ) -> Option<Arc<SiteBatch>> {
         if self.state.open.is_empty() && !also_when_empty {
             return None;
         }
-        let deltas = std::mem::take(&mut self.state.open).freeze();
+        let mut deltas = std::mem::take(&mut self.state.open);
+        if deltas.len() > max_keys {
+            self.state.open = Deltas(deltas.0.split_off(max_keys.max(1)));
+        }
+        let deltas = deltas.freeze();
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
         let batch = Arc::new(build(seq, deltas.as_slice()));
@@ -674,7 +696,7 @@ mod tests {
         assert_eq!(total(&ledger), 105);
         ledger.write().take_from(&tally);
         assert_eq!(total(&ledger), 105, "after take");
-        let send = ledger.write().next_batch(false, build).unwrap();
+        let send = ledger.write().next_batch(false, usize::MAX, build).unwrap();
         assert_eq!(total(&ledger), 105, "after freeze");
         tally.count("/a", d);
         assert_eq!(
@@ -700,9 +722,71 @@ mod tests {
         assert_eq!(r.counts(&cal, today, &old, None, &tally).total, 106);
         drop(r);
         assert!(
-            ledger.write().next_batch(false, build).is_none(),
+            ledger
+                .write()
+                .next_batch(false, usize::MAX, build)
+                .is_none(),
             "the new hit is still in the tally"
         );
+    }
+
+    #[test]
+    fn open_deltas_leave_in_batches_of_at_most_max_keys_without_dip_or_double() {
+        let cal = cal();
+        let today = Date::constant(2026, 11, 27);
+        let d = day_number(today);
+        let tally = SiteTally::new(100);
+        let ledger = Ledger::new(1);
+        ledger.write().install(stored_total(today, 0, 0));
+        let pages: Vec<String> = (0..10).map(|i| format!("/p{i}")).collect();
+        for p in &pages {
+            tally.count(p, d);
+        }
+        // The site plus ten pages: eleven keys, in batches of four.
+        assert_eq!(ledger.write().take_from(&tally), 11);
+        let mut site_total = 0;
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            let send = ledger.write().next_batch(false, 4, build).unwrap();
+            let keys = send.batch.increments.len();
+            assert_eq!(keys, if round < 2 { 4 } else { 3 }, "round {round}");
+            seen.extend(send.batch.increments.iter().map(|i| i.scope.clone()));
+            site_total += send.batch.increments.len() as u64;
+            // Every page reads 1 and the site 10 throughout: open, frozen
+            // and applied deltas are all counted, each once.
+            let check = |l: &Ledger, stored: &Stored| {
+                let r = l.read();
+                assert_eq!(r.counts(&cal, today, stored, None, &tally).total, 10);
+                for p in &pages {
+                    assert_eq!(
+                        r.counts(&cal, today, stored, Some(p), &tally).total,
+                        1,
+                        "{p}"
+                    );
+                }
+            };
+            let before = stored_total(today, 0, 0);
+            check(&ledger, &before);
+            ledger.write().acknowledge(send.batch.id.seq);
+            assert!(
+                ledger.write().next_batch(false, 4, build).is_none(),
+                "the next batch waits for a covering reading"
+            );
+            // The store's site reading now holds what the batches carried
+            // (the site key travels in the first batch).
+            let site_in_store = if seen.contains(&Scope::Site) { 10 } else { 0 };
+            ledger
+                .write()
+                .install(stored_total(today, site_in_store, send.batch.id.seq));
+            let r = ledger.read();
+            let s = r.stored().unwrap().clone();
+            assert_eq!(r.counts(&cal, today, &s, None, &tally).total, 10);
+        }
+        assert_eq!(site_total, 11);
+        assert_eq!(ledger.read().open_keys(), 0);
+        seen.sort_by(|a, b| a.as_key().cmp(b.as_key()));
+        seen.dedup();
+        assert_eq!(seen.len(), 11, "every key sent exactly once");
     }
 
     #[test]
@@ -713,7 +797,7 @@ mod tests {
         let ledger = Ledger::new(1);
         tally.count("/a", d);
         ledger.write().take_from(&tally);
-        let first = ledger.write().next_batch(false, build).unwrap();
+        let first = ledger.write().next_batch(false, usize::MAX, build).unwrap();
         assert!(first.fresh);
         // Nothing in flight yet for fold: the first batch is sent now.
         for _ in 0..3 {
@@ -735,11 +819,11 @@ mod tests {
             .map_or(0, |b| b.increments.len() as u64);
         assert_eq!(tail_hits, 0, "nothing open, nothing folded");
         // The retry resends the first batch unchanged, then the tail goes.
-        let again = ledger.write().next_batch(false, build).unwrap();
+        let again = ledger.write().next_batch(false, usize::MAX, build).unwrap();
         assert_eq!(again.batch, first.batch);
         assert!(!again.fresh);
         ledger.write().acknowledge(first.batch.id.seq);
-        let next = ledger.write().next_batch(false, build).unwrap();
+        let next = ledger.write().next_batch(false, usize::MAX, build).unwrap();
         assert_eq!(next.batch.id.seq, first.batch.id.seq + 1);
         assert!(!next.fresh, "already in the write-ahead file");
         let hits: u64 = next.batch.increments.iter().map(|i| i.hits).sum();
@@ -753,15 +837,27 @@ mod tests {
         let ledger = Ledger::new(7);
         tally.count("/a", day_number(today));
         ledger.write().take_from(&tally);
-        let first = ledger.write().next_batch(false, build).unwrap().batch;
+        let first = ledger
+            .write()
+            .next_batch(false, usize::MAX, build)
+            .unwrap()
+            .batch;
         tally.count("/b", day_number(today));
         ledger.write().take_from(&tally);
-        let again = ledger.write().next_batch(false, build).unwrap().batch;
+        let again = ledger
+            .write()
+            .next_batch(false, usize::MAX, build)
+            .unwrap()
+            .batch;
         assert_eq!(first, again);
         assert_eq!(first.id.seq, 7);
         ledger.write().acknowledge(7);
         ledger.write().install(stored_total(today, 2, 7));
-        let next = ledger.write().next_batch(false, build).unwrap().batch;
+        let next = ledger
+            .write()
+            .next_batch(false, usize::MAX, build)
+            .unwrap()
+            .batch;
         assert_eq!(next.id.seq, 8);
     }
 
