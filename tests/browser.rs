@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::chromium::{CHROME_UA, Launch};
-use common::{Server, poll};
+use common::chromium::{Launch, text_of};
+use common::{BROWSER_UA, Server, poll};
 use serde_json::{Value, json};
 
 /// `demo` carrying over an old total, so digit grouping shows.
@@ -36,22 +36,6 @@ hosts = ["localhost", "127.0.0.1"]
 initial_total = 1234560
 language = "vi"
 "#;
-
-/// The text of the element with `id` in a dumped DOM (up to its first
-/// child tag), unescaped.
-fn text_of(dom: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\"");
-    let at = dom
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no element #{id} in:\n{dom}"));
-    let start = at + dom[at..].find('>').unwrap() + 1;
-    let end = start + dom[start..].find('<').unwrap();
-    dom[start..end]
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&nbsp;", "\u{a0}")
-        .replace("&amp;", "&")
-}
 
 /// The beacons a test page recorded (one JSON body per line in `#sent`).
 fn beacons(dom: &str) -> Vec<Value> {
@@ -173,20 +157,16 @@ fn routes(entries: Vec<(&str, &'static str, Vec<u8>)>) -> Routes {
 const HTML: &str = "text/html; charset=utf-8";
 
 fn total(server: &Server, page: Option<&str>) -> u64 {
-    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        server.counters("demo", page)["total"].as_u64().unwrap()
-    }));
+    let read =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.total("demo", page)));
     read.unwrap_or_else(|_| panic!("luot did not answer; its log:\n{}", server.log()))
 }
 
 fn hits(server: &Server, page: &str, n: usize) {
     for i in 0..n {
-        let r = server.post(
-            "/hit",
-            &[("Content-Type", "text/plain"), ("User-Agent", CHROME_UA)],
-            json!({"site": "demo", "page": page, "vid": format!("reader-{i}")})
-                .to_string()
-                .as_bytes(),
+        let r = server.hit_as(
+            &json!({"site": "demo", "page": page, "vid": format!("reader-{i}")}),
+            BROWSER_UA,
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }

@@ -14,12 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::redis::RedisServer;
-use common::{Server, poll};
+use common::{BROWSER_UA, Server, poll};
 use regex::Regex;
 use serde_json::{Value, json};
-
-const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
-                          (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 
 /// Metrics named in deploy/ that may legitimately be absent from a scrape
 /// made by this test, with the reason. Empty: every one is provoked below.
@@ -116,14 +113,7 @@ fn parse_scrape(text: &str) -> Scrape {
 }
 
 fn counted_hit(server: &Server, page: &str) {
-    let r = server.post(
-        "/hit",
-        &[
-            ("Content-Type", "text/plain;charset=UTF-8"),
-            ("User-Agent", BROWSER_UA),
-        ],
-        json!({"site": "demo", "page": page}).to_string().as_bytes(),
-    );
+    let r = server.hit_as(&json!({"site": "demo", "page": page}), BROWSER_UA);
     assert_eq!(r.status, 200, "a browser's beacon: {}", r.text());
 }
 

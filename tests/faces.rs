@@ -8,12 +8,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Reply, Server, poll};
+use common::{BROWSER_UA, Reply, Server};
 use serde_json::{Value, json};
-
-/// A desktop browser's User-Agent, so that hits are not taken for a bot's.
-const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
-    (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 /// `demo` as in the built-in configuration, but carrying over an old
 /// counter's total, next to a site that accepts one origin only.
@@ -46,15 +42,9 @@ initial_total = 0
 
 fn hits(server: &Server, site: &str, page: &str, n: usize) {
     for i in 0..n {
-        let r = server.post(
-            "/hit",
-            &[
-                ("Content-Type", "text/plain;charset=UTF-8"),
-                ("User-Agent", BROWSER_UA),
-            ],
-            json!({"site": site, "page": page, "vid": format!("v{i}")})
-                .to_string()
-                .as_bytes(),
+        let r = server.hit_as(
+            &json!({"site": site, "page": page, "vid": format!("v{i}")}),
+            BROWSER_UA,
         );
         assert_eq!(r.status, 200, "hit {i}: {}", r.text());
     }
@@ -70,22 +60,15 @@ fn assert_json_error(reply: &Reply, status: u16, code: &str) {
     assert_eq!(reply.json()["error"], code, "{}", reply.text());
 }
 
-fn total(server: &Server, site: &str, page: Option<&str>) -> u64 {
-    server.counters(site, page)["total"].as_u64().unwrap()
-}
-
 /// Waits until the site's unique visitors, all time, read back from the
 /// store (refreshed every few seconds), are `n`.
 fn wait_visitors(server: &Server, site: &str, n: u64) {
-    let seen = poll(Duration::from_secs(20), || {
-        let v = server.counters(site, None)["visitors"]["total"].as_u64();
-        (v == Some(n)).then_some(())
+    let seen = server.wait_figures(site, Duration::from_secs(20), |f| {
+        f["visitors"]["total"].as_u64() == Some(n)
     });
-    assert!(
-        seen.is_some(),
-        "visitors.total never reached {n}: {}",
-        server.counters(site, None)
-    );
+    if let Err(last) = seen {
+        panic!("visitors.total never reached {n}: {last}");
+    }
 }
 
 // ---- /luot.js ----
@@ -568,7 +551,7 @@ fn busuanzi_answers_its_exact_jsonp_and_counts_the_referer_page() {
         "cb",
     );
     assert_eq!((page_pv, site_pv), (2, 9_356_665));
-    assert_eq!(total(&server, "demo", Some("/posts/hello-world")), 2);
+    assert_eq!(server.total("demo", Some("/posts/hello-world")), 2);
 
     // Only an origin (the default referrer policy, cross-origin): the root.
     let (_, root_pv, _) = parse_jsonp(
@@ -576,7 +559,7 @@ fn busuanzi_answers_its_exact_jsonp_and_counts_the_referer_page() {
         "cb",
     );
     assert_eq!(root_pv, 1);
-    assert_eq!(total(&server, "demo", Some("/")), 1);
+    assert_eq!(server.total("demo", Some("/")), 1);
 
     // Another declared host maps to its own site.
     let (_, _, news_pv) = parse_jsonp(
@@ -584,7 +567,7 @@ fn busuanzi_answers_its_exact_jsonp_and_counts_the_referer_page() {
         "cb",
     );
     assert_eq!(news_pv, 1);
-    assert_eq!(total(&server, "news", Some("/a")), 1);
+    assert_eq!(server.total("news", Some("/a")), 1);
 
     // Once flushed and read back, the hashed visitor has joined the unique
     // visitors.
@@ -609,7 +592,7 @@ fn busuanzi_goes_through_the_beacon_rules() {
         Some(1.0),
         "counted as a bot"
     );
-    assert_eq!(total(&server, "demo", None), 0);
+    assert_eq!(server.total("demo", None), 0);
 }
 
 #[test]
@@ -630,7 +613,7 @@ fn busuanzi_rejects_a_malicious_callback_and_counts_nothing() {
     }
     let missing = server.get_with("/busuanzi", &[("Referer", "http://localhost/x")]);
     assert_json_error(&missing, 400, "bad_callback");
-    assert_eq!(total(&server, "demo", None), 0, "nothing counted");
+    assert_eq!(server.total("demo", None), 0, "nothing counted");
 }
 
 #[test]
@@ -647,7 +630,7 @@ fn busuanzi_without_a_known_referer_answers_zeros() {
     assert_eq!(unknown.status, 200);
     assert_eq!(unknown.text(), zeros);
     assert_eq!(unknown.header("x-luot-error"), Some("unknown_host"));
-    assert_eq!(total(&server, "demo", None), 0);
+    assert_eq!(server.total("demo", None), 0);
     // HEAD would count without a body to show for it; only GET is served.
     let head = common::agent()
         .head(server.url("/busuanzi?jsonpCallback=cb"))

@@ -17,11 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{Reply, Server, connect, encode, metric_value, poll, read_response, send};
+use common::{Reply, Server, encode, int, into_reply, is_2xx, poll, raw_post, rss_kib};
 use serde_json::{Value, json};
 
-/// How long a test waits for the flusher to have written everything.
-const FLUSH_WAIT: Duration = Duration::from_secs(15);
 /// How long unique-visitor figures may take (re-read from the store every
 /// 5 s; generous for a loaded 2-core machine).
 const VISITORS_WAIT: Duration = Duration::from_secs(20);
@@ -159,16 +157,6 @@ const EXTRA_BOTS: &[&str] = &[
 
 // ---- helpers ----
 
-fn int(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{key}` is not a count in {v}"))
-}
-
-fn is_2xx(status: u16) -> bool {
-    (200..300).contains(&status)
-}
-
 /// A `[[sites]]` table accepting any origin, with `extra` lines.
 fn site(id: &str, extra: &str) -> String {
     format!(
@@ -177,53 +165,29 @@ fn site(id: &str, extra: &str) -> String {
     )
 }
 
-fn metric_or_zero(server: &Server, series: &str) -> f64 {
-    server.metric(series).unwrap_or(0.0)
-}
-
 fn hits_metric(server: &Server, result: &str) -> u64 {
-    metric_or_zero(server, &format!("luot_hits_total{{result=\"{result}\"}}")) as u64
+    server.metric_or_zero(&format!("luot_hits_total{{result=\"{result}\"}}")) as u64
 }
 
 fn site_metric(server: &Server, name: &str, site: &str) -> f64 {
-    metric_or_zero(server, &format!("{name}{{site=\"{site}\"}}"))
-}
-
-/// Waits until the flusher reports nothing pending, then half a second so
-/// that the read cache was refreshed from the store.
-fn wait_flushed(server: &Server) {
-    let flushed = poll(FLUSH_WAIT, || {
-        let text = server.metrics();
-        (metric_value(&text, "luot_pending_keys") == Some(0.0)).then_some(())
-    });
-    assert!(
-        flushed.is_some(),
-        "luot_pending_keys never reached 0:\n{}",
-        server.metrics()
-    );
-    thread::sleep(Duration::from_millis(500));
-}
-
-/// Polls a site's figures until `ok` holds; `Err` holds the last figures.
-fn wait_figures(
-    server: &Server,
-    site: &str,
-    limit: Duration,
-    ok: impl Fn(&Value) -> bool,
-) -> Result<Value, Value> {
-    let mut last = Value::Null;
-    poll(limit, || {
-        let f = server.counters(site, None);
-        let done = ok(&f);
-        last = f.clone();
-        done.then_some(f)
-    })
-    .ok_or(last)
+    server.metric_or_zero(&format!("{name}{{site=\"{site}\"}}"))
 }
 
 /// The site's unique visitors for `period`, if the store was read yet.
 fn visitors(f: &Value, period: &str) -> Option<u64> {
     f["visitors"][period].as_u64()
+}
+
+/// `headers`, then a browser User-Agent unless they set one.
+fn with_browser_ua<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = headers.to_vec();
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
+        all.push(("User-Agent", BROWSER_UA));
+    }
+    all
 }
 
 /// `POST /hit` (with `?quiet=1` when `quiet`) of `beacon` through `agent`.
@@ -239,14 +203,8 @@ fn post_hit(
     let mut req = agent
         .post(server.url(path))
         .header("Content-Type", "text/plain;charset=UTF-8");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
-    {
-        req = req.header("User-Agent", BROWSER_UA);
+    for (k, v) in with_browser_ua(headers) {
+        req = req.header(k, v);
     }
     into_reply(req.send(beacon.to_string().as_bytes()), path)
 }
@@ -255,56 +213,27 @@ fn post_hit(
 fn pixel(agent: &ureq::Agent, server: &Server, query: &str, headers: &[(&str, &str)]) -> Reply {
     let path = format!("/hit.gif?{query}");
     let mut req = agent.get(server.url(&path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
-    {
-        req = req.header("User-Agent", BROWSER_UA);
+    for (k, v) in with_browser_ua(headers) {
+        req = req.header(k, v);
     }
     into_reply(req.call(), &path)
-}
-
-fn into_reply(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
-    let mut resp = res.unwrap_or_else(|e| panic!("HTTP {what}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = resp
-        .body_mut()
-        .read_to_vec()
-        .unwrap_or_else(|e| panic!("HTTP {what}: reading the body: {e}"));
-    Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 /// `POST /hit?quiet=1` over a raw socket with exactly the header lines
 /// `extra_head` (each ending in CRLF): the only way to send no User-Agent
 /// at all. Returns the status.
 fn raw_hit(server: &Server, beacon: &Value, extra_head: &str) -> u16 {
-    let body = beacon.to_string();
-    let mut s = connect(server.public, Duration::from_secs(10));
-    let head = format!(
-        "POST /hit?quiet=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\n{extra_head}Connection: close\r\n\r\n",
-        body.len()
-    );
-    send(&mut s, head.as_bytes()).expect("send the head");
-    send(&mut s, body.as_bytes()).expect("send the body");
-    read_response(&mut s).expect("an answer").0
+    let body = beacon.to_string().into_bytes();
+    raw_post(
+        server.public,
+        "/hit?quiet=1",
+        "text/plain",
+        extra_head,
+        body,
+        false,
+    )
+    .expect("an answer")
+    .status
 }
 
 /// Runs `job(agent, i)` for every `i` in `0..n` on `threads` threads, each
@@ -346,17 +275,6 @@ fn in_parallel(
         }
     }
     all
-}
-
-/// Resident set size of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// Prints the tail of a server's log when the test fails, so that a
@@ -516,7 +434,7 @@ fn known_bot_user_agents_are_answered_but_not_counted() {
     }
     assert!(sent >= 30 + 3, "only {sent} bot hits");
 
-    wait_flushed(&server);
+    server.wait_flushed();
     let site = server.counters("demo", None);
     assert_eq!(int(&site, "total"), 0, "bots were counted: {site}");
     assert_eq!(site["online"], 0, "bots are not online: {site}");
@@ -596,7 +514,7 @@ fn real_browser_user_agents_are_all_counted() {
         refused.join("\n")
     );
     let n = REAL_BROWSERS.len() as u64;
-    wait_flushed(&server);
+    server.wait_flushed();
     let site = server.counters("demo", None);
     assert_eq!(int(&site, "total"), 2 * n, "{site}");
     assert_eq!(
@@ -606,7 +524,7 @@ fn real_browser_user_agents_are_all_counted() {
     );
     assert_eq!(hits_metric(&server, "bot"), 0);
     assert_eq!(hits_metric(&server, "counted"), 2 * n);
-    let v = wait_figures(&server, "demo", VISITORS_WAIT, |f| {
+    let v = server.wait_figures("demo", VISITORS_WAIT, |f| {
         visitors(f, "today") == Some(2 * n)
     });
     assert!(v.is_ok(), "visitors today never {}: {:?}", 2 * n, v);
@@ -696,7 +614,7 @@ fn one_client_sending_a_thousand_per_second_is_limited() {
         "accepted {ok}, expected about {expected:.1} (burst {BURST} + {RATE}/s × {elapsed:.3} s)"
     );
 
-    wait_flushed(&server);
+    server.wait_flushed();
     let site = server.counters("demo", None);
     assert_eq!(
         int(&site, "total"),
@@ -792,7 +710,7 @@ fn rotating_spoofed_forwarded_for_from_an_untrusted_peer_creates_no_limiter_stat
         }
     }
     let tight_secs = start.elapsed().as_secs_f64();
-    wait_flushed(&server);
+    server.wait_flushed();
     let tight_gauge = site_metric(&server, "luot_rate_limiter_clients", "tight");
     let site_fig = server.counters("demo", None);
     println!(
@@ -814,9 +732,7 @@ fn rotating_spoofed_forwarded_for_from_an_untrusted_peer_creates_no_limiter_stat
         "rotating the header escaped the limit: {tight_ok} of 100 accepted"
     );
     assert_eq!(hits_metric(&server, "rate_limited"), tight_limited);
-    let v = wait_figures(&server, "demo", VISITORS_WAIT, |f| {
-        visitors(f, "today") == Some(1)
-    });
+    let v = server.wait_figures("demo", VISITORS_WAIT, |f| visitors(f, "today") == Some(1));
     assert!(v.is_ok(), "visitors today never 1: {v:?}");
 }
 
@@ -953,11 +869,10 @@ fn a_trusted_proxy_forwarded_for_is_honoured() {
     counted += 1;
     online += 1;
 
-    let f = wait_figures(&server, "demo", Duration::from_secs(4), |f| {
-        f["online"] == online
-    })
-    .unwrap_or_else(|f| panic!("expected {online} online: {f}"));
-    wait_flushed(&server);
+    let f = server
+        .wait_figures("demo", Duration::from_secs(4), |f| f["online"] == online)
+        .unwrap_or_else(|f| panic!("expected {online} online: {f}"));
+    server.wait_flushed();
     let f2 = server.counters("demo", None);
     assert_eq!(int(&f2, "total"), counted, "{f} {f2}");
 }
@@ -1020,20 +935,21 @@ fn do_not_track_is_counted_without_identity() {
             assert_eq!(r.status, 200);
         }
     }
-    wait_flushed(&server);
+    server.wait_flushed();
     for (id, online) in [("demo", 10u64), ("open", 33u64)] {
-        let f = wait_figures(&server, id, VISITORS_WAIT, |f| {
-            visitors(f, "today").is_some()
-                && visitors(f, "today") == visitors(f, "total")
-                && visitors(f, "today") == Some(online)
-        })
-        .unwrap_or_else(|f| panic!("{id}: visitors today/total never {online}: {f}"));
+        let f = server
+            .wait_figures(id, VISITORS_WAIT, |f| {
+                visitors(f, "today").is_some()
+                    && visitors(f, "today") == visitors(f, "total")
+                    && visitors(f, "today") == Some(online)
+            })
+            .unwrap_or_else(|f| panic!("{id}: visitors today/total never {online}: {f}"));
         assert_eq!(int(&f, "total"), 33, "{id}: every hit counts: {f}");
         assert_eq!(f["online"], online, "{id}: {f}");
         println!("{id}: {f}");
     }
     assert_eq!(
-        metric_or_zero(&server, "luot_anonymous_hits_total{reason=\"no_track\"}") as u64,
+        server.metric_or_zero("luot_anonymous_hits_total{reason=\"no_track\"}") as u64,
         23,
         "demo's 20 DNT/GPC beacons and 3 DNT pixels are anonymous; open's are not"
     );
@@ -1069,7 +985,7 @@ fn dedupe_window_counts_a_refresh_once() {
             hit("/a?utm=x", None); // a hashed reader refreshing (query dropped)
         }
     }
-    wait_flushed(&server);
+    server.wait_flushed();
     let demo = server.counters("demo", None);
     let plain = server.counters("plain", None);
     println!("demo {demo}\nplain {plain}");
@@ -1104,8 +1020,8 @@ fn ten_thousand_distinct_visitors_give_visitors_today_within_two_percent() {
     });
     let send_secs = start.elapsed().as_secs_f64();
     assert_eq!(statuses, BTreeMap::from([(204, N as u64)]), "statuses");
-    wait_flushed(&server);
-    let settled = wait_figures(&server, "demo", VISITORS_WAIT, |f| {
+    server.wait_flushed();
+    let settled = server.wait_figures("demo", VISITORS_WAIT, |f| {
         int(f, "total") == N as u64
             && visitors(f, "today").is_some_and(|v| rel_err(v, N as u64) <= 0.02)
             && visitors(f, "total").is_some_and(|v| rel_err(v, N as u64) <= 0.02)
@@ -1167,12 +1083,15 @@ fn unique_counts_are_equal_across_two_instances_sharing_redis() {
     assert_eq!(statuses, BTreeMap::from([(204, hits)]));
     let mut readings = Vec::new();
     for (name, s) in [("A", &a), ("B", &b)] {
-        let f = wait_figures(s, "demo", VISITORS_WAIT, |f| {
-            int(f, "total") == hits
-                && f["stale"] == false
-                && visitors(f, "today").is_some_and(|v| rel_err(v, N as u64) <= 0.02)
-        })
-        .unwrap_or_else(|f| panic!("instance {name}: never total {hits} and ~{N} visitors: {f}"));
+        let f = s
+            .wait_figures("demo", VISITORS_WAIT, |f| {
+                int(f, "total") == hits
+                    && f["stale"] == false
+                    && visitors(f, "today").is_some_and(|v| rel_err(v, N as u64) <= 0.02)
+            })
+            .unwrap_or_else(|f| {
+                panic!("instance {name}: never total {hits} and ~{N} visitors: {f}")
+            });
         readings.push(f);
     }
     // Then both must agree (each re-reads the shared sketches every 5 s).
@@ -1236,14 +1155,14 @@ fn junk_pages_beyond_max_pages_keep_memory_bounded() {
         let status = send(&agent, i);
         assert!(is_2xx(status), "junk {i}: {status}");
     }
-    wait_flushed(&server);
+    server.wait_flushed();
     let rss_first = rss_kib(server.pid());
     let start = Instant::now();
     let statuses = in_parallel(4, N - FIRST, |agent, k| send(agent, FIRST + k));
     let send_secs = start.elapsed().as_secs_f64();
     assert!(statuses.keys().all(|s| is_2xx(*s)), "statuses {statuses:?}");
     assert_eq!(statuses.values().sum::<u64>(), (N - FIRST) as u64);
-    wait_flushed(&server);
+    server.wait_flushed();
     let rss_last = rss_kib(server.pid());
     let pages = site_metric(&server, "luot_site_pages", "demo");
     let overflow = site_metric(&server, "luot_page_overflow_total", "demo");
@@ -1404,11 +1323,12 @@ fn a_mixed_stream_is_counted_as_a_careful_human_would() {
     // forger's 20 views, the script's one view; nothing from crawlers.
     let views = (PEOPLE * 3 + 20 + 1) as u64;
     let people = (PEOPLE + 1 + 1) as u64;
-    wait_flushed(&server);
-    let f = wait_figures(&server, "demo", VISITORS_WAIT, |f| {
-        visitors(f, "today").is_some_and(|v| v.abs_diff(people) <= 1)
-    })
-    .unwrap_or_else(|f| panic!("visitors today never {people} (± 1): {f}"));
+    server.wait_flushed();
+    let f = server
+        .wait_figures("demo", VISITORS_WAIT, |f| {
+            visitors(f, "today").is_some_and(|v| v.abs_diff(people) <= 1)
+        })
+        .unwrap_or_else(|f| panic!("visitors today never {people} (± 1): {f}"));
     println!(
         "abuser {abuser_ok} accepted, {abuser_limited} limited in {abuser_secs:.2} s; \
          expected {views} views by {people} visitors; got {f}"
@@ -1485,15 +1405,14 @@ fn malformed_vids_fall_back_to_the_one_hashed_visitor() {
     );
     assert_eq!(r.status, 204);
     let hits = (bad.len() * 3 + 1) as u64;
-    let f = wait_figures(&server, "demo", VISITORS_WAIT, |f| {
-        visitors(f, "today") == Some(2)
-    })
-    .unwrap_or_else(|f| {
-        panic!(
-            "{} malformed vids + 1 valid: visitors never 2: {f}",
-            bad.len()
-        )
-    });
+    let f = server
+        .wait_figures("demo", VISITORS_WAIT, |f| visitors(f, "today") == Some(2))
+        .unwrap_or_else(|f| {
+            panic!(
+                "{} malformed vids + 1 valid: visitors never 2: {f}",
+                bad.len()
+            )
+        });
     assert_eq!(int(&f, "total"), hits, "{f}");
     assert_eq!(
         f["online"], 2,

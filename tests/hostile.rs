@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{Server, agent, metric_value, poll};
+use common::{Answer, HEALTHZ, Server, admitted, agent, metric_value, poll, rss_kib, timed_out};
 use luot::ingest::{Beacon, parse_body, parse_query};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -36,16 +36,6 @@ const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 
 
 /// The flush interval of every test server (tests/common).
 const FLUSH: Duration = Duration::from_millis(200);
-
-/// Resident set size of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
-}
 
 /// `GET path` on a fresh connection (no pooled socket to go stale while a
 /// test hammers the server), answered 200.
@@ -124,27 +114,6 @@ impl Rng {
 
 // ---- raw HTTP: answers parsed from whatever the server sent ----
 
-/// One answer read off a raw socket.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-    fn closes(&self) -> bool {
-        self.header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-    }
-}
-
 /// Splits complete answers off the front of `buf`.
 fn parse_answers(buf: &mut Vec<u8>, out: &mut Vec<Answer>) -> Result<(), String> {
     loop {
@@ -152,16 +121,7 @@ fn parse_answers(buf: &mut Vec<u8>, out: &mut Vec<Answer>) -> Result<(), String>
             return Ok(());
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
-        let mut answer = Answer {
-            status,
-            head,
-            body: Vec::new(),
-        };
+        let mut answer = Answer::from_head(head)?;
         let len: usize = match answer.header("content-length") {
             Some(v) => v.parse().map_err(|_| format!("bad length in {answer:?}"))?,
             None => 0,
@@ -223,14 +183,7 @@ fn exchange(addr: SocketAddr, request: &Arc<Vec<u8>>, want: usize, wait: Duratio
                 break;
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break;
-            }
+            Err(e) if timed_out(&e) => break,
             Err(_) => {
                 closed = true;
                 break;
@@ -295,6 +248,16 @@ fn check_refusal(label: &str, a: &Answer, closed: bool) -> Result<(), String> {
     }
 }
 
+/// The start of a browser's request: the request line for `method` and
+/// `target`, `Host`, `User-Agent`, then the header lines `more` (each ending
+/// in CRLF), `Connection: close` and the blank line.
+fn browser_head(method: &str, target: &str, more: &str) -> String {
+    format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\n{more}\
+         Connection: close\r\n\r\n"
+    )
+}
+
 /// The malformed corpus: a few thousand requests, none of which may count.
 fn malformed_cases() -> Vec<Case> {
     let mut cases = Vec::new();
@@ -316,7 +279,7 @@ fn malformed_cases() -> Vec<Case> {
             for p in paths {
                 cases.push(case(
                     format!("method {m} {p} #{round}"),
-                    format!("{m} {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\n{close}\r\n"),
+                    browser_head(m, p, ""),
                 ));
             }
         }
@@ -416,17 +379,22 @@ fn malformed_cases() -> Vec<Case> {
         for q in queries {
             cases.push(case(
                 format!("percent {q} #{i}"),
-                format!("GET {q}&n={i} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\n{close}\r\n"),
+                browser_head("GET", &format!("{q}&n={i}"), ""),
             ));
         }
     }
     // 1 MB bodies, with a length and chunked.
     let mb = 1 << 20;
     for i in 0..16 {
-        let mut r = format!("POST /hit HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\nContent-Type: text/plain\r\nContent-Length: {mb}\r\n{close}\r\n").into_bytes();
+        let mut r = browser_head(
+            "POST",
+            "/hit",
+            &format!("Content-Type: text/plain\r\nContent-Length: {mb}\r\n"),
+        )
+        .into_bytes();
         r.extend(std::iter::repeat_n(b'{', mb));
         cases.push(case(format!("1 MB body #{i}"), r));
-        let mut r = format!("POST /hit HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\nTransfer-Encoding: chunked\r\n{close}\r\n").into_bytes();
+        let mut r = browser_head("POST", "/hit", "Transfer-Encoding: chunked\r\n").into_bytes();
         for _ in 0..16 {
             r.extend_from_slice(format!("{:x}\r\n", mb / 16).as_bytes());
             r.extend(std::iter::repeat_n(b'a', mb / 16));
@@ -478,12 +446,12 @@ fn malformed_cases() -> Vec<Case> {
         let fit: String = (0..1500).map(|_| "&x=1").collect();
         cases.push(case(
             format!("1500 parameters, unknown site #{i}"),
-            format!("GET /hit.gif?site=nosuchsite{fit} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\n{close}\r\n"),
+            browser_head("GET", &format!("/hit.gif?site=nosuchsite{fit}"), ""),
         ));
         let dup: String = (0..1500).map(|_| "&site=demo").collect();
         cases.push(case(
             format!("1500 site parameters, bad page #{i}"),
-            format!("GET /hit.gif?page=%00{dup} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\n{close}\r\n"),
+            browser_head("GET", &format!("/hit.gif?page=%00{dup}"), ""),
         ));
     }
     // A huge Content-Length with no body, and one under the limit whose body
@@ -512,7 +480,7 @@ fn malformed_cases() -> Vec<Case> {
     ];
     for i in 0..20 {
         for (j, c) in chunked.iter().enumerate() {
-            let mut r = format!("POST /hit HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\nTransfer-Encoding: chunked\r\n{close}\r\n").into_bytes();
+            let mut r = browser_head("POST", "/hit", "Transfer-Encoding: chunked\r\n").into_bytes();
             r.extend_from_slice(c);
             cases.push(case(format!("chunked garbage {j} #{i}"), r));
         }
@@ -560,7 +528,14 @@ fn malformed_cases() -> Vec<Case> {
         );
         cases.push(case(
             format!("deep JSON #{i}"),
-            format!("POST /hit HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER}\r\nContent-Length: {}\r\n{close}\r\n{deep}", deep.len()),
+            format!(
+                "{}{deep}",
+                browser_head(
+                    "POST",
+                    "/hit",
+                    &format!("Content-Length: {}\r\n", deep.len())
+                )
+            ),
         ));
     }
     // Random bytes.
@@ -821,33 +796,20 @@ fn a_full_connection_cap_refuses_with_503_json_and_reaped_idle_connections_free_
         "[limits]\nmax_connections = 60\nidle_timeout = \"2s\"\nheader_read_timeout = \"2s\"\n",
         &[],
     );
-    let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let request = Arc::new(HEALTHZ.to_vec());
     // 60 keep-alive connections, each proven admitted by an answer.
     let mut held: Vec<TcpStream> = (0..60)
-        .map(|_| {
-            let mut s = common::connect(server.public, Duration::from_secs(5));
-            common::send(&mut s, request).unwrap();
-            let (status, _, _) = common::read_response(&mut s).expect("answer");
-            assert_eq!(status, 200);
-            s
-        })
+        .map(|_| admitted(server.public, Duration::from_secs(5)))
         .collect();
     let idle_since = Instant::now();
     // 40 more are refused cleanly: a 503 JSON answer, then a close.
     for i in 0..40 {
-        let ex = exchange(
-            server.public,
-            &Arc::new(request.to_vec()),
-            1,
-            Duration::from_secs(5),
-        );
+        let ex = exchange(server.public, &request, 1, Duration::from_secs(5));
         let a = ex
             .answers
             .first()
             .unwrap_or_else(|| panic!("refused connection {i} got no answer"));
-        assert_eq!(a.status, 503, "{}", a.head);
-        let body: Value = serde_json::from_slice(&a.body).expect("JSON body");
-        assert_eq!(body["error"], "overloaded", "{body}");
+        a.assert_error(&format!("refused connection {i}"), 503, "overloaded");
         assert!(ex.closed, "a refused connection is closed");
     }
     // The idle ones are reaped at the idle timeout.
@@ -870,12 +832,7 @@ fn a_full_connection_cap_refuses_with_503_json_and_reaped_idle_connections_free_
     );
     // Their slots are free again.
     let admitted = poll(Duration::from_secs(5), || {
-        let ex = exchange(
-            server.public,
-            &Arc::new(request.to_vec()),
-            1,
-            Duration::from_secs(5),
-        );
+        let ex = exchange(server.public, &request, 1, Duration::from_secs(5));
         (ex.answers.first()?.status == 200).then_some(())
     });
     assert!(
@@ -1063,14 +1020,6 @@ fn steady_load(server: &Server, rate: u32, stop: &Arc<AtomicBool>) -> Vec<Load> 
         .collect()
 }
 
-fn sigkill(server: &Server) {
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &server.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
 /// Outcome of one kill: (answered 2xx, counted after restart, send rate).
 struct Crash {
     answered: u64,
@@ -1117,7 +1066,7 @@ fn load_then_kill(server: &Server, before: Duration, midway: impl FnOnce()) -> (
     thread::sleep(before / 2);
     midway();
     thread::sleep(before / 2);
-    sigkill(server);
+    server.signal("KILL");
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let answered: u64 = load.into_iter().map(|h| h.join().unwrap().0).sum();

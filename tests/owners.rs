@@ -18,17 +18,13 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::chromium::Launch;
+use common::chromium::{Launch, text_of};
 use common::redis::RedisServer;
-use common::{Reply, Server, encode, poll};
+use common::{BROWSER_UA, Reply, Server, encode, poll};
 use jiff::civil::Date;
 use jiff::{Span, Timestamp};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-
-/// A desktop browser's User-Agent, so that hits are not taken for a bot's.
-const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
-    (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 /// Every request of a test comes from 127.0.0.1: no rate limit in the way.
 const NO_LIMITS: &str = "[counting]\nrate_limit_per_second = 100000\nrate_limit_burst = 100000\n";
@@ -151,16 +147,7 @@ fn import(server: &Server, args: &[&str]) -> Value {
 // ---- HTTP helpers ----
 
 fn hit(server: &Server, site: &str, page: &str, vid: &str) {
-    let r = server.post(
-        "/hit",
-        &[
-            ("Content-Type", "text/plain;charset=UTF-8"),
-            ("User-Agent", BROWSER_UA),
-        ],
-        json!({"site": site, "page": page, "vid": vid})
-            .to_string()
-            .as_bytes(),
-    );
+    let r = server.hit_as(&json!({"site": site, "page": page, "vid": vid}), BROWSER_UA);
     assert_eq!(r.status, 200, "hit {page}: {}", r.text());
 }
 
@@ -190,12 +177,9 @@ fn int(v: &Value) -> u64 {
 
 /// Polls the site's figures until `check` holds; panics with the last ones.
 fn wait_figures(server: &Server, site: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let got = poll(SETTLE, || {
-        last = server.counters(site, None);
-        check(&last).then(|| last.clone())
-    });
-    got.unwrap_or_else(|| panic!("{what}: figures never settled; last {last:#}"))
+    server
+        .wait_figures(site, SETTLE, check)
+        .unwrap_or_else(|last| panic!("{what}: figures never settled; last {last:#}"))
 }
 
 /// A page list `[(page, hits)]` of a top answer.
@@ -224,6 +208,20 @@ fn wait_top(server: &Server, query: &str, expected: &[(String, u64)]) {
         ok.is_some(),
         "top?{query}: expected {expected:?}, last {last:?}"
     );
+}
+
+/// Runs `scenario` on a server with [`NO_LIMITS`] on the embedded store.
+fn on_embedded(scenario: fn(&Server)) {
+    scenario(&Server::start_with(NO_LIMITS, &[]));
+}
+
+/// Runs `scenario` on a server with [`NO_LIMITS`] on a fresh Redis.
+fn on_redis(scenario: fn(&Server)) {
+    let redis = RedisServer::start();
+    scenario(&Server::start_with(
+        NO_LIMITS,
+        &[("LUOT_REDIS_URL", &redis.url())],
+    ));
 }
 
 /// Unique visitors read back from a sketch: exact for small sets, within
@@ -423,15 +421,12 @@ fn series_and_top_across_a_month(server: &Server) {
 
 #[test]
 fn series_and_top_across_a_month_on_the_embedded_store() {
-    let server = Server::start_with(NO_LIMITS, &[]);
-    series_and_top_across_a_month(&server);
+    on_embedded(series_and_top_across_a_month);
 }
 
 #[test]
 fn series_and_top_across_a_month_on_redis() {
-    let redis = RedisServer::start();
-    let server = Server::start_with(NO_LIMITS, &[("LUOT_REDIS_URL", &redis.url())]);
-    series_and_top_across_a_month(&server);
+    on_redis(series_and_top_across_a_month);
 }
 
 // ---- the public flag and the read token ----
@@ -633,15 +628,12 @@ fn import_twice_is_import_once(server: &Server) {
 
 #[test]
 fn import_twice_is_import_once_on_the_embedded_store() {
-    let server = Server::start_with(NO_LIMITS, &[]);
-    import_twice_is_import_once(&server);
+    on_embedded(import_twice_is_import_once);
 }
 
 #[test]
 fn import_twice_is_import_once_on_redis() {
-    let redis = RedisServer::start();
-    let server = Server::start_with(NO_LIMITS, &[("LUOT_REDIS_URL", &redis.url())]);
-    import_twice_is_import_once(&server);
+    on_redis(import_twice_is_import_once);
 }
 
 // ---- export → import into an empty store ----
@@ -790,7 +782,6 @@ fn export_then_import_into_an_empty_store_reproduces_the_figures() {
 /// Chromium on `url` as a desktop browser with its default language.
 fn browser(url: &str) -> Launch<'_> {
     Launch {
-        user_agent: Some(BROWSER_UA),
         lang: None,
         ..Launch::new(url)
     }
@@ -803,17 +794,6 @@ fn dump_dom(url: &str) -> String {
 /// Saves a screenshot as `target/test-artifacts/<name>`.
 fn screenshot(url: &str, name: &str, width: u32, height: u32) -> PathBuf {
     browser(url).screenshot(name, width, height)
-}
-
-/// The text of the element with `id` (up to its first child tag).
-fn text_of(dom: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\"");
-    let at = dom
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no element #{id} in:\n{dom}"));
-    let start = at + dom[at..].find('>').unwrap() + 1;
-    let end = start + dom[start..].find('<').unwrap();
-    dom[start..end].replace("&amp;", "&")
 }
 
 /// The markup inside the element with `id`, up to `</{tag}>`.

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::redis::{DropReplyProxy, RedisCluster, RedisServer, RespValue, must};
-use common::{Server, poll};
+use common::{Server, int, is_2xx, poll};
 use serde_json::{Value, json};
 
 /// How long the figures may take to settle after Redis is back (the retry
@@ -35,12 +35,6 @@ const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KH
 /// A short grace so that SIGTERM during an outage ends quickly.
 const SHORT_GRACE: &str = "[server]\nshutdown_grace = \"3s\"\n";
 const GRACE: Duration = Duration::from_secs(3);
-
-fn int(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{key}` is not a count in {v}"))
-}
 
 /// Starts luot on Redis `url` with `toml` (and [`NO_LIMITS`]) merged over
 /// the built-ins.
@@ -63,10 +57,6 @@ fn quiet_hit(server: &Server, site: &str, page: &str, vid: &str) -> u16 {
         .status
 }
 
-fn is_2xx(status: u16) -> bool {
-    (200..300).contains(&status)
-}
-
 /// The warnings and errors luot logged (the last `n`).
 fn warnings(server: &Server, n: usize) -> String {
     let log = server.log();
@@ -85,14 +75,9 @@ fn wait_site_total(
     expected: u64,
     limit: Duration,
 ) -> Result<Value, Value> {
-    let mut last = Value::Null;
-    poll(limit, || {
-        let f = server.counters(site, None);
-        let done = int(&f, "total") == expected && f["stale"] == false;
-        last = f.clone();
-        done.then_some(f)
+    server.wait_figures(site, limit, |f| {
+        int(f, "total") == expected && f["stale"] == false
     })
-    .ok_or(last)
 }
 
 fn assert_site_total(server: &Server, site: &str, expected: u64, limit: Duration, what: &str) {
@@ -141,10 +126,6 @@ fn online_sketches(redis: &RedisServer, site: &str) -> String {
         out.push(format!("all={:?}", redis_int(redis, &all)));
     }
     out.join(", ")
-}
-
-fn metric_or_zero(server: &Server, series: &str) -> f64 {
-    server.metric(series).unwrap_or(0.0)
 }
 
 /// A Redis integer (or a string holding one); `None` for a missing key.
@@ -382,7 +363,7 @@ fn a_lost_script_reply_is_retried_and_refused_by_the_watermark() {
     // The shot may catch the read script rather than a batch's apply
     // script; hits keep flowing so that most shots hit an apply. A few
     // rounds, bounded.
-    let duplicates = || metric_or_zero(&server, "luot_duplicate_batches_total");
+    let duplicates = || server.metric_or_zero("luot_duplicate_batches_total");
     let mut rounds = 0;
     while duplicates() < 1.0 && rounds < 8 {
         rounds += 1;

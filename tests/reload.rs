@@ -17,14 +17,6 @@ fn site(id: &str, initial_total: u64) -> String {
     )
 }
 
-fn hup(server: &Server) {
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
-}
-
 fn beacons(server: &Server, site: &str, n: usize) {
     for i in 0..n {
         let r = server.hit(&json!({"site": site, "page": format!("/p{}", i % 3)}));
@@ -58,7 +50,7 @@ fn sighup_adds_changes_and_removes_sites_without_losing_a_hit() {
         format!("{BASE}{}{}", site("alpha", 1000), site("beta", 0)),
     )
     .unwrap();
-    hup(&server);
+    server.signal("HUP");
     let beta_counts = poll(Duration::from_secs(20), || {
         let r = server.hit(&json!({"site": "beta", "page": "/"}));
         (r.status == 200).then_some(())
@@ -78,7 +70,7 @@ fn sighup_adds_changes_and_removes_sites_without_losing_a_hit() {
 
     // A broken file is refused; both sites keep counting.
     std::fs::write(&file, "[[sites]]\nid = \"Bad Id\"\n").unwrap();
-    hup(&server);
+    server.signal("HUP");
     let refused = poll(Duration::from_secs(20), || {
         server.log().contains("reload refused").then_some(())
     });
@@ -91,7 +83,7 @@ fn sighup_adds_changes_and_removes_sites_without_losing_a_hit() {
     // Remove beta right after hits: they must still reach the store.
     beacons(&server, "beta", 4);
     std::fs::write(&file, format!("{BASE}{}", site("alpha", 1000))).unwrap();
-    hup(&server);
+    server.signal("HUP");
     // Probes sent before the reload takes effect are counted: keep count.
     let mut probes_counted = 0u64;
     let gone = poll(Duration::from_secs(20), || {

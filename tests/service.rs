@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Fate, Server, connect, encode, fate, metric_value, poll, read_response, send};
-use serde_json::{Value, json};
-
-/// How long a test waits for the flusher to have written everything.
-const FLUSH_WAIT: Duration = Duration::from_secs(15);
+use common::{
+    Fate, HEALTHZ, Server, admitted, connect, encode, fate, int, metric_value, poll, read_response,
+    send,
+};
+use serde_json::json;
 
 /// A site that only accepts beacons from news.example, next to `demo`.
 const NEWS_SITES: &str = r#"
@@ -29,27 +29,6 @@ timezone = "Europe/Paris"
 origins = ["https://news.example"]
 initial_total = 0
 "#;
-
-fn int(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{key}` is not a count in {v}"))
-}
-
-/// Waits until the flusher reports nothing pending, then one more interval
-/// so that the read cache was refreshed from the store.
-fn wait_flushed(server: &Server) {
-    let flushed = poll(FLUSH_WAIT, || {
-        let text = server.metrics();
-        (metric_value(&text, "luot_pending_keys") == Some(0.0)).then_some(())
-    });
-    assert!(
-        flushed.is_some(),
-        "luot_pending_keys never reached 0:\n{}",
-        server.metrics()
-    );
-    thread::sleep(Duration::from_millis(500));
-}
 
 fn assert_error(reply: &common::Reply, status: u16, code: &str) {
     assert_eq!(reply.status, status, "body: {}", reply.text());
@@ -121,7 +100,7 @@ fn three_hundred_fifty_beacons_give_exact_figures_and_online() {
     // Readers see unflushed hits at once ...
     check("before the flush");
     // ... and the same figures once the store holds them.
-    wait_flushed(&server);
+    server.wait_flushed();
     check("after the flush");
     let site = server.counters("demo", None);
     assert_eq!(site["stale"], false, "{site}");
@@ -154,14 +133,19 @@ rate_limit_burst = 1000000
     let run_for = Duration::from_secs(3);
     let max_hits_per_writer = 5_000;
 
+    // What each writer and reader thread holds.
+    let handles = || {
+        (
+            Arc::clone(&server),
+            Arc::clone(&started),
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+        )
+    };
+
     let writers: Vec<_> = (0..2)
         .map(|w| {
-            let (server, started, acked, stop) = (
-                Arc::clone(&server),
-                Arc::clone(&started),
-                Arc::clone(&acked),
-                Arc::clone(&stop),
-            );
+            let (server, started, acked, stop) = handles();
             thread::spawn(move || {
                 let mut sent = 0;
                 while !stop.load(Ordering::SeqCst) && sent < max_hits_per_writer {
@@ -196,12 +180,7 @@ rate_limit_burst = 1000000
     let readers: Vec<_> = [None, Some("/live")]
         .into_iter()
         .map(|page| {
-            let (server, started, acked, stop) = (
-                Arc::clone(&server),
-                Arc::clone(&started),
-                Arc::clone(&acked),
-                Arc::clone(&stop),
-            );
+            let (server, started, acked, stop) = handles();
             thread::spawn(move || {
                 let extra = if page.is_none() { INITIAL } else { 0 };
                 let mut last = 0;
@@ -247,7 +226,7 @@ rate_limit_burst = 1000000
 
     let site = server.counters("live", None);
     assert_eq!(int(&site, "total"), sent + INITIAL, "{site}");
-    wait_flushed(&server);
+    server.wait_flushed();
     let site = server.counters("live", None);
     assert_eq!(
         int(&site, "total"),
@@ -290,17 +269,16 @@ fn refused_beacons_get_their_error_codes_and_count_nothing() {
     );
     // Sent raw: the server may answer before reading the body, and close.
     for chunked in [false, true] {
-        let (status, head, body) = common::raw_post(
+        common::raw_post(
             server.public,
             "/hit",
             "application/json",
+            "",
             big.clone().into_bytes(),
             chunked,
         )
-        .unwrap_or_else(|| panic!("no answer to a 200 KB body (chunked: {chunked})"));
-        assert_eq!(status, 413, "chunked: {chunked}: {head}");
-        let body: Value = serde_json::from_slice(&body).expect("a JSON error");
-        assert_eq!(body["error"], "body_too_large", "{body}");
+        .unwrap_or_else(|| panic!("no answer to a 200 KB body (chunked: {chunked})"))
+        .assert_error(&format!("chunked: {chunked}"), 413, "body_too_large");
     }
     // An ordinary client that writes the whole body before reading gets the
     // JSON 413 too (the server drains what it refuses, up to 1 MiB).
@@ -351,7 +329,7 @@ fn refused_beacons_get_their_error_codes_and_count_nothing() {
         assert_eq!(int(&server.counters("news", Some(page)), "total"), 0);
     }
 
-    wait_flushed(&server);
+    server.wait_flushed();
     let metrics = server.metrics();
     for id in ids.iter().chain([&"no-such-site".to_string()]) {
         let r = server.get(&format!("/api/v1/sites/{id}/counters"));
@@ -473,7 +451,7 @@ initial_total = 9356665
         let r = server.hit(&json!({"site": "old", "page": "/"}));
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    wait_flushed(&server);
+    server.wait_flushed();
     let site = server.counters("old", None);
     assert_eq!(int(&site, "total"), 9_356_668, "{site}");
     for key in ["today", "week", "month"] {
@@ -538,7 +516,7 @@ fn metrics_on_the_admin_listener_report_hits_requests_flushes_and_build_info() {
         server.hit(&json!({"site": "nope", "page": "/"}));
     }
     server.get("/hit.gif?site=demo&page=/pixel");
-    wait_flushed(&server);
+    server.wait_flushed();
     let text = server.metrics();
     let value = |series: &str| {
         metric_value(&text, series).unwrap_or_else(|| panic!("{series} missing:\n{text}"))
@@ -679,10 +657,9 @@ fn a_nine_kilobyte_header_gets_431() {
     );
     // The server may close while we still write; what it answered counts.
     let _ = send(&mut s, request.as_bytes());
-    let (status, head, body) = read_response(&mut s).expect("an answer before the close");
-    assert_eq!(status, 431, "{head}");
-    let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error body");
-    assert_eq!(error["error"], "headers_too_large", "{error}");
+    read_response(&mut s)
+        .expect("an answer before the close")
+        .assert_error("a 9 KB header", 431, "headers_too_large");
     // A normal request still works.
     assert_eq!(server.get("/healthz").status, 200);
 }
@@ -690,23 +667,15 @@ fn a_nine_kilobyte_header_gets_431() {
 #[test]
 fn a_third_connection_over_a_cap_of_two_gets_503_overloaded() {
     let server = Server::start_with("[limits]\nmax_connections = 2\n", &[]);
-    let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     // Two keep-alive connections, each proven accepted by an answer.
     let mut held: Vec<_> = (0..2)
-        .map(|_| {
-            let mut s = connect(server.public, Duration::from_secs(10));
-            send(&mut s, request).unwrap();
-            let (status, _, _) = read_response(&mut s).expect("answer");
-            assert_eq!(status, 200);
-            s
-        })
+        .map(|_| admitted(server.public, Duration::from_secs(10)))
         .collect();
     let mut third = connect(server.public, Duration::from_secs(10));
-    let _ = send(&mut third, request);
-    let (status, head, body) = read_response(&mut third).expect("a 503 before the close");
-    assert_eq!(status, 503, "{head}");
-    let body: Value = serde_json::from_slice(&body).expect("JSON body");
-    assert_eq!(body["error"], "overloaded", "{body}");
+    let _ = send(&mut third, HEALTHZ);
+    read_response(&mut third)
+        .expect("a 503 before the close")
+        .assert_error("the third connection", 503, "overloaded");
     assert_eq!(
         fate(&mut third),
         Fate::Closed,
@@ -714,19 +683,15 @@ fn a_third_connection_over_a_cap_of_two_gets_503_overloaded() {
     );
 
     // The held connections still work; once one closes, a new one is let in.
-    send(&mut held[0], request).unwrap();
-    assert_eq!(read_response(&mut held[0]).expect("answer").0, 200);
+    send(&mut held[0], HEALTHZ).unwrap();
+    assert_eq!(read_response(&mut held[0]).expect("answer").status, 200);
     drop(held.pop());
-    let admitted = poll(Duration::from_secs(10), || {
+    let let_in = poll(Duration::from_secs(10), || {
         let mut s = connect(server.public, Duration::from_secs(10));
-        send(&mut s, request).ok()?;
-        let (status, _, _) = read_response(&mut s)?;
-        (status == 200).then_some(())
+        send(&mut s, HEALTHZ).ok()?;
+        (read_response(&mut s)?.status == 200).then_some(())
     });
-    assert!(
-        admitted.is_some(),
-        "no connection admitted after one closed"
-    );
+    assert!(let_in.is_some(), "no connection admitted after one closed");
     let refused = metric_value(&server.metrics(), "luot_http_connections_refused_total");
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
 }
@@ -734,10 +699,7 @@ fn a_third_connection_over_a_cap_of_two_gets_503_overloaded() {
 #[test]
 fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let server = Server::start_with("[limits]\nidle_timeout = \"2s\"\n", &[]);
-    let mut s = connect(server.public, Duration::from_secs(10));
-    send(&mut s, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let (status, _, _) = read_response(&mut s).expect("answer");
-    assert_eq!(status, 200);
+    let mut s = admitted(server.public, Duration::from_secs(10));
     let idle_since = Instant::now();
     // Not before ~1 s ...
     s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -761,13 +723,16 @@ fn more_than_sixty_four_header_fields_get_431() {
     };
     let mut s = connect(server.public, Duration::from_secs(10));
     send(&mut s, fields(60).as_bytes()).unwrap();
-    assert_eq!(read_response(&mut s).expect("answer").0, 200, "61 fields");
+    assert_eq!(
+        read_response(&mut s).expect("answer").status,
+        200,
+        "61 fields"
+    );
     let mut s = connect(server.public, Duration::from_secs(10));
     let _ = send(&mut s, fields(70).as_bytes());
-    let (status, head, body) = read_response(&mut s).expect("an answer before the close");
-    assert_eq!(status, 431, "{head}");
-    let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error body");
-    assert_eq!(error["error"], "headers_too_large", "{error}");
+    read_response(&mut s)
+        .expect("an answer before the close")
+        .assert_error("71 fields", 431, "headers_too_large");
 }
 
 /// DESIGN §6: the header read timeout protects against slowloris, also

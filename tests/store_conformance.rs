@@ -61,7 +61,13 @@ mod redis_single {
     /// Keeps the server alive as long as the store under test.
     pub struct WithServer {
         store: RedisStore,
-        _server: RedisServer,
+        server: RedisServer,
+    }
+
+    impl WithServer {
+        pub fn server(&self) -> &RedisServer {
+            &self.server
+        }
     }
 
     impl std::ops::Deref for WithServer {
@@ -139,10 +145,7 @@ mod redis_single {
             .await
             .expect("start redis");
         let store = RedisStore::connect(&server.url()).await.expect("connect");
-        WithServer {
-            store,
-            _server: server,
-        }
+        WithServer { store, server }
     }
 
     luot::store_conformance_tests!(fresh());
@@ -189,12 +192,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
 async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
     use luot::sketch::{Sketch, SketchUnion};
     use luot::store::{Members, SketchKey, VisitorDelta};
-    let server = tokio::task::spawn_blocking(common::redis::RedisServer::start)
-        .await
-        .unwrap();
-    let store = luot::store::RedisStore::connect(&server.url())
-        .await
-        .unwrap();
+    let store = redis_single::fresh().await;
     // Instance A saw visitors 0..1000 (few: shipped as members); instance B
     // saw 500..6000 (many: shipped as registers).
     let few = Sketch::new();
@@ -254,13 +252,8 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
 /// watermarks cannot grow forever); active ones keep theirs.
 #[tokio::test]
 async fn redis_prunes_watermarks_of_producers_idle_for_thirty_days() {
-    let server = tokio::task::spawn_blocking(common::redis::RedisServer::start)
-        .await
-        .unwrap();
-    let store = luot::store::RedisStore::connect(&server.url())
-        .await
-        .unwrap();
-    let addr = server.addr();
+    let store = redis_single::fresh().await;
+    let addr = store.server().addr();
     let ancient = (jiff::Timestamp::now().as_second() - 31 * 86_400).to_string();
     let recent = (jiff::Timestamp::now().as_second() - 29 * 86_400).to_string();
     for (producer, when) in [("gone", ancient.as_str()), ("quiet", recent.as_str())] {

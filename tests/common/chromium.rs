@@ -11,11 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tempfile::TempDir;
 
-use super::wait_bounded;
-
-/// A desktop Chrome's User-Agent.
-pub const CHROME_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
-    (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+use super::{BROWSER_UA, wait_bounded};
 
 /// How long one Chromium run may take before it is killed.
 pub const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
@@ -65,7 +61,7 @@ impl<'a> Launch<'a> {
     pub fn new(url: &'a str) -> Self {
         Launch {
             url,
-            user_agent: Some(CHROME_UA),
+            user_agent: Some(BROWSER_UA),
             do_not_track: false,
             budget_ms: 5_000,
             lang: Some("vi"),
@@ -196,4 +192,20 @@ pub fn artifacts() -> PathBuf {
         .join("test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The text of the element with `id` in a dumped DOM (up to its first
+/// child tag), unescaped.
+pub fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no element #{id} in:\n{dom}"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find('<').unwrap();
+    dom[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
 }

@@ -28,6 +28,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The flush interval every test server runs with.
 pub const FLUSH_INTERVAL: &str = "200ms";
+/// How long [`Server::wait_flushed`] waits for the flusher to have written
+/// everything.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(15);
+/// A desktop browser's User-Agent, so that a test's hits are not taken for
+/// a bot's.
+pub const BROWSER_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+    (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 /// Where a server keeps its data: its own temporary directory, or one the
 /// test owns (to restart a server on the same data).
@@ -252,16 +259,22 @@ impl Server {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// Sends signal `name` (`"TERM"`, `"KILL"`, `"HUP"`) to the server;
+    /// panics unless `kill` succeeds.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
     /// Sends SIGTERM and waits (at most 30 s) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         if let Some(status) = self.exited {
             return status;
         }
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
+        self.signal("TERM");
         let status = wait_bounded(&mut self.child, STOP_TIMEOUT).unwrap_or_else(|| {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -312,6 +325,19 @@ impl Server {
         )
     }
 
+    /// `POST /hit` of `beacon` as a browser's sendBeacon sends it, with
+    /// User-Agent `user_agent`.
+    pub fn hit_as(&self, beacon: &Value, user_agent: &str) -> Reply {
+        self.post(
+            "/hit",
+            &[
+                ("Content-Type", "text/plain;charset=UTF-8"),
+                ("User-Agent", user_agent),
+            ],
+            beacon.to_string().as_bytes(),
+        )
+    }
+
     /// A site's figures (`page` = `Some("/a")` for a page's).
     pub fn counters(&self, site: &str, page: Option<&str>) -> Value {
         let path = match page {
@@ -321,6 +347,29 @@ impl Server {
         let r = self.get(&path);
         assert_eq!(r.status, 200, "GET {path}: {}", r.text());
         r.json()
+    }
+
+    /// The `total` of a site's figures (of a page's with `page`).
+    pub fn total(&self, site: &str, page: Option<&str>) -> u64 {
+        int(&self.counters(site, page), "total")
+    }
+
+    /// Polls a site's figures until `ok` holds, for at most `limit`; `Err`
+    /// holds the last figures.
+    pub fn wait_figures(
+        &self,
+        site: &str,
+        limit: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Result<Value, Value> {
+        let mut last = Value::Null;
+        poll(limit, || {
+            let f = self.counters(site, None);
+            let done = ok(&f);
+            last = f.clone();
+            done.then_some(f)
+        })
+        .ok_or(last)
     }
 
     /// The `/metrics` text.
@@ -334,6 +383,27 @@ impl Server {
     /// (e.g. `luot_hits_total{result="counted"}`), if present.
     pub fn metric(&self, series: &str) -> Option<f64> {
         metric_value(&self.metrics(), series)
+    }
+
+    /// [`Server::metric`], with an absent series read as 0.
+    pub fn metric_or_zero(&self, series: &str) -> f64 {
+        self.metric(series).unwrap_or(0.0)
+    }
+
+    /// Waits until the flusher reports nothing pending, then half a second
+    /// so that the read cache was refreshed from the store. Panics after
+    /// [`FLUSH_WAIT`].
+    pub fn wait_flushed(&self) {
+        let flushed = poll(FLUSH_WAIT, || {
+            let text = self.metrics();
+            (metric_value(&text, "luot_pending_keys") == Some(0.0)).then_some(())
+        });
+        assert!(
+            flushed.is_some(),
+            "luot_pending_keys never reached 0:\n{}",
+            self.metrics()
+        );
+        thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -354,6 +424,28 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The count `v[key]`; panics when it is not one.
+pub fn int(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{key}` is not a count in {v}"))
+}
+
+pub fn is_2xx(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
 /// Percent-encodes a query value.
 pub fn encode(value: &str) -> String {
     let mut out = String::new();
@@ -367,7 +459,8 @@ pub fn encode(value: &str) -> String {
     out
 }
 
-fn into_reply(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
+/// Reads a ureq answer in full; panics on a transport error, naming `what`.
+pub fn into_reply(res: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
     let mut resp = res.unwrap_or_else(|e| panic!("HTTP {what}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp
@@ -450,9 +543,61 @@ pub fn connect(addr: SocketAddr, read_timeout: Duration) -> TcpStream {
     s
 }
 
+/// A plain `GET /healthz` that leaves the connection open.
+pub const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+/// One answer read off a raw socket.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The status line and the header lines.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// An answer with head `head` (its body still to be read); `Err` when
+    /// `head` has no status code.
+    pub fn from_head(head: String) -> Result<Answer, String> {
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("not an HTTP answer: {head:?}"))?;
+        Ok(Answer {
+            status,
+            head,
+            body: Vec::new(),
+        })
+    }
+
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// The server announced it closes the connection.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+
+    /// Asserts status `status` and a JSON error body naming `code`; `what`
+    /// says which answer it is.
+    pub fn assert_error(&self, what: &str, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{what}: {}", self.head);
+        let body: Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{what}: not a JSON error body ({e}): {self:?}"));
+        assert_eq!(body["error"], code, "{what}: {body}");
+    }
+}
+
 /// Reads one HTTP/1.1 response (head + `Content-Length` body) from `s`.
 /// Returns `None` on EOF before a full head.
-pub fn read_response(s: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
+pub fn read_response(s: &mut TcpStream) -> Option<Answer> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -464,24 +609,32 @@ pub fn read_response(s: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
         assert!(buf.len() < 64 * 1024, "response head too long");
     }
     let head = String::from_utf8_lossy(&buf).into_owned();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())
-                .flatten()
-        })
+    let mut answer = Answer::from_head(head).expect("status code");
+    let len: usize = answer
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).expect("response body");
-    Some((status, head, body))
+    answer.body = vec![0u8; len];
+    s.read_exact(&mut answer.body).expect("response body");
+    Some(answer)
+}
+
+/// A keep-alive connection to `addr` (reads time out after
+/// `read_timeout`), proven admitted by a 200 answer to [`HEALTHZ`].
+pub fn admitted(addr: SocketAddr, read_timeout: Duration) -> TcpStream {
+    let mut s = connect(addr, read_timeout);
+    send(&mut s, HEALTHZ).unwrap();
+    let answer = read_response(&mut s).expect("answer");
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    s
+}
+
+/// A read that failed only because its timeout passed.
+pub fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// What became of a socket waited on.
@@ -501,14 +654,7 @@ pub fn fate(s: &mut TcpStream) -> Fate {
     match s.read(&mut buf) {
         Ok(0) => Fate::Closed,
         Ok(n) => Fate::Data(buf[..n].to_vec()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Fate::Open
-        }
+        Err(e) if timed_out(&e) => Fate::Open,
         Err(_) => Fate::Closed,
     }
 }
@@ -521,14 +667,17 @@ pub fn send(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 
 /// POSTs `body` to `path` over a raw socket, writing from another thread so
 /// that a server answering early (and closing) can be read; the body goes
-/// with `Content-Length`, or chunked when `chunked`. Returns the answer.
+/// with `Content-Length`, or chunked when `chunked`, and `extra_head` (header
+/// lines, each ending in CRLF) after the framing: the only way to send no
+/// User-Agent at all. Returns the answer.
 pub fn raw_post(
     addr: SocketAddr,
     path: &str,
     content_type: &str,
+    extra_head: &str,
     body: Vec<u8>,
     chunked: bool,
-) -> Option<(u16, String, Vec<u8>)> {
+) -> Option<Answer> {
     let mut s = connect(addr, Duration::from_secs(10));
     let framing = if chunked {
         "Transfer-Encoding: chunked".to_string()
@@ -536,7 +685,8 @@ pub fn raw_post(
         format!("Content-Length: {}", body.len())
     };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{framing}\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n{framing}\r\n\
+         {extra_head}Connection: close\r\n\r\n"
     );
     let mut writer = s.try_clone().expect("clone the socket");
     let writing = thread::spawn(move || -> std::io::Result<()> {
