@@ -7,6 +7,7 @@ use std::sync::Arc;
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use luot::config::Retention;
 use luot::flush::build_batch;
+use luot::ledger::{Ledger, Stored};
 use luot::page::{PageRules, normalize_into};
 use luot::period::{SiteCalendar, WeekStart, day_number};
 use luot::tally::{Delta, SiteTally};
@@ -57,6 +58,65 @@ fn flush_batch(c: &mut Criterion) {
     });
 }
 
+/// Composing one page's figures for an answer, with every place its
+/// unflushed hits can be: three applied batches, a frozen one, the open
+/// deltas and the tally, each of 10,000 pages.
+fn page_figures(c: &mut Criterion) {
+    let cal = calendar();
+    let today = jiff::civil::Date::constant(2026, 11, 27);
+    let day = day_number(today);
+    let retention = Retention::default();
+    let site: Arc<str> = Arc::from("demo");
+    let producer: Arc<str> = Arc::from("bench");
+    let pages: Vec<String> = (0..10_000).map(|i| format!("/news/article-{i}")).collect();
+    let tally = SiteTally::new(100_000);
+    let ledger = Ledger::new(1);
+    let build =
+        |seq, deltas: &[Delta]| build_batch(&site, &producer, seq, deltas, &cal, &retention);
+    let count_all = || {
+        for p in &pages {
+            tally.count(p, day);
+        }
+        ledger.write().take_from(&tally);
+    };
+    for _ in 0..3 {
+        count_all();
+        let send = ledger
+            .write()
+            .next_batch(false, usize::MAX, build)
+            .expect("batch");
+        ledger.write().acknowledge(send.batch.id.seq);
+        let mut stored = Stored::empty(today, &cal);
+        stored.reading.watermark = send.batch.id.seq;
+        ledger.write().install(stored);
+    }
+    count_all();
+    let _in_flight = ledger
+        .write()
+        .next_batch(false, usize::MAX, build)
+        .expect("batch");
+    count_all();
+    for p in &pages {
+        tally.count(p, day);
+    }
+    let old_reading = Stored::empty(today, &cal);
+    // A different page each time, as answers come, so caches do not hold
+    // one page's entries.
+    let mut i = 0usize;
+    c.bench_function(
+        "compose a page's figures over 5 delta sets of 10k pages",
+        |b| {
+            b.iter(|| {
+                i = (i + 7919) % pages.len();
+                let page: &str = black_box(&pages[i]);
+                ledger
+                    .read()
+                    .counts(&cal, today, &old_reading, Some(page), &tally)
+            })
+        },
+    );
+}
+
 fn embedded_apply(c: &mut Criterion) {
     use luot::store::{EmbeddedStore, Store};
     let cal = calendar();
@@ -95,5 +155,5 @@ fn embedded_apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hot_path, flush_batch, embedded_apply);
+criterion_group!(benches, hot_path, flush_batch, page_figures, embedded_apply);
 criterion_main!(benches);
