@@ -799,4 +799,47 @@ mod tests {
         b.succeed();
         assert!(b.ready(now));
     }
+
+    /// A pass that finds more keys than one batch holds sends them all, in
+    /// several batches, each applied exactly once: every page and the site
+    /// read back exactly what was counted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pass_sends_more_keys_than_one_batch_holds_in_several_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            crate::config::Config::from_toml_str("[counting]\nmax_pages = 50000\n").unwrap();
+        let sites = Arc::new(Sites::new(crate::sites::SiteTable::new(&config, |_| 1)));
+        let store = crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        let mut flusher = Flusher::new(
+            store.clone(),
+            Arc::clone(&sites),
+            Arc::from("p"),
+            config.retention.clone(),
+            Duration::from_secs(300),
+            None,
+        );
+        let site = Arc::clone(sites.load().get("demo").unwrap());
+        let today = site.calendar().day_of(Timestamp::now());
+        let day = day_number(today);
+        let pages = MAX_BATCH_KEYS * 2 + 100;
+        for i in 0..pages {
+            // Page i gets 1 + i % 3 hits.
+            for _ in 0..=(i % 3) {
+                site.tally.count(&format!("/p{i}"), day);
+            }
+        }
+        let outcome = flusher.pass().await;
+        assert_eq!(outcome.errors, 0);
+        assert_eq!(site.ledger.read().open_keys(), 0, "all sent in one pass");
+        let keys = read_keys(today, site.calendar());
+        let hits: u64 = (0..pages).map(|i| 1 + (i % 3) as u64).sum();
+        let reading = store.read("demo", &Scope::Site, &keys, "p").await.unwrap();
+        assert_eq!(reading.values[4], hits, "site total");
+        assert_eq!(reading.watermark, 3, "three batches");
+        for i in [0, 1, 2, MAX_BATCH_KEYS - 1, MAX_BATCH_KEYS, pages - 1] {
+            let page = Scope::Page(Arc::from(format!("/p{i}").as_str()));
+            let r = store.read("demo", &page, &keys, "p").await.unwrap();
+            assert_eq!(r.values[4], 1 + (i % 3) as u64, "/p{i}");
+        }
+    }
 }
