@@ -466,6 +466,9 @@ impl<S: Store> Flusher<S> {
                         Applied::Fresh { late } => self.metrics.late.increment(late),
                         Applied::Duplicate => self.metrics.duplicates.increment(1),
                     }
+                    // Before the ledger lets the batch go (at the next
+                    // site reading), so a cached page reading never misses it.
+                    site.roll_forward(&send.batch);
                     site.ledger.write().acknowledge(send.batch.id.seq);
                     self.checkpoint(&site.id, send.batch.id.seq);
                 }

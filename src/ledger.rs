@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+
 
 use hashbrown::HashTable;
 use jiff::civil::Date;
@@ -161,18 +161,6 @@ impl Composer {
     }
 }
 
-/// An applied batch as readers need it.
-struct Applied {
-    at: Instant,
-    seq: u64,
-    deltas: Deltas,
-}
-
-/// How long applied batches stay in memory for page readings to lean on.
-pub const APPLIED_KEEP: Duration = Duration::from_secs(2);
-/// At most this many applied batches are kept, whatever their age.
-const APPLIED_MAX: usize = 64;
-
 /// A batch on its way to the store, and the deltas it carries (for reads).
 struct Frozen {
     batch: Arc<SiteBatch>,
@@ -191,9 +179,8 @@ struct Frozen {
 ///
 /// A sorted vector rather than a map of per-page lists: 32 bytes per
 /// (scope, day) plus about 10 for the index, where a hash map entry and its
-/// list cost some 140; the ledger holds several of these (open, frozen, and
-/// the applied batches of the last [`APPLIED_KEEP`]), each as large as the
-/// pages touched in a flush interval. (A binary search instead of the index
+/// list cost some 140; the ledger holds two of these (open and frozen),
+/// each as large as the pages touched in a flush interval. (A binary search instead of the index
 /// cost 1.7 µs per page read over five sets of 10,000 pages — cache misses
 /// on the way down — against ~0.3 µs; `cargo bench --bench hot_path`.)
 #[derive(Debug, Default)]
@@ -325,12 +312,6 @@ struct State {
     /// site's batches reach the store strictly in order; more than one
     /// exists only after a replay or a shutdown that froze what remained.
     frozen: VecDeque<Frozen>,
-    /// Batches the store has applied and a site reading covers, kept for
-    /// [`APPLIED_KEEP`] so that page readings a few seconds old can still be
-    /// combined with them (each page is not re-read at every flush).
-    /// Only the sequence and the deltas are kept: the batch itself (four
-    /// increments per page) would cost far more memory.
-    applied: VecDeque<Applied>,
     /// Every batch with a sequence at or below this has left memory, so a
     /// reading older than it would miss hits.
     dropped_through: u64,
@@ -362,7 +343,6 @@ impl Ledger {
                 stale: false,
                 open: Deltas::default(),
                 frozen: VecDeque::new(),
-                applied: VecDeque::new(),
                 dropped_through: 0,
                 next_seq: first_seq.max(1),
             }),
@@ -422,13 +402,12 @@ impl LedgerRead<'_> {
             Some(d) => d.1 += hits,
             None => days.push((day, hits)),
         };
-        let applied = self.state.applied.iter().map(|a| (a.seq, &a.deltas));
         let frozen = self
             .state
             .frozen
             .iter()
             .map(|f| (f.batch.id.seq, &f.deltas));
-        for (seq, deltas) in applied.chain(frozen) {
+        for (seq, deltas) in frozen {
             if seq > watermark {
                 for d in deltas.of(page, hash) {
                     add(d.day, d.hits);
@@ -460,13 +439,12 @@ impl LedgerRead<'_> {
         let mut c = Composer::new(calendar, today, stored);
         let hash = page.map_or(0, scope_hash);
         let wanted = |p: &Option<Arc<str>>| p.as_deref() == page;
-        let applied = self.state.applied.iter().map(|a| (a.seq, &a.deltas));
         let frozen = self
             .state
             .frozen
             .iter()
             .map(|f| (f.batch.id.seq, &f.deltas));
-        for (seq, deltas) in applied.chain(frozen) {
+        for (seq, deltas) in frozen {
             if seq > stored.reading.watermark {
                 for d in deltas.of(page, hash) {
                     c.add(d.day, d.hits);
@@ -650,7 +628,10 @@ impl LedgerWrite<'_> {
     }
 
     /// Installs a fresh store reading of the site. A batch leaves memory
-    /// only when the reading's watermark covers it.
+    /// as soon as the reading's watermark covers it; from then on a reading
+    /// older than the batch no longer [`covers`](LedgerRead::covers) (page
+    /// readings are rolled forward over each applied batch instead, see
+    /// `Site::roll_forward`).
     pub fn install(&mut self, stored: Stored) {
         let mark = stored.reading.watermark;
         while let Some(f) = self.state.frozen.front()
@@ -658,18 +639,7 @@ impl LedgerWrite<'_> {
             && mark >= f.batch.id.seq
         {
             if let Some(f) = self.state.frozen.pop_front() {
-                self.state.applied.push_back(Applied {
-                    at: Instant::now(),
-                    seq: f.batch.id.seq,
-                    deltas: f.deltas,
-                });
-            }
-        }
-        while let Some(a) = self.state.applied.front()
-            && (a.at.elapsed() > APPLIED_KEEP || self.state.applied.len() > APPLIED_MAX)
-        {
-            if let Some(a) = self.state.applied.pop_front() {
-                self.state.dropped_through = self.state.dropped_through.max(a.seq);
+                self.state.dropped_through = self.state.dropped_through.max(f.batch.id.seq);
             }
         }
         self.state.stored = Some(stored);
@@ -775,13 +745,11 @@ mod tests {
             .write()
             .install(stored_total(today, 105, send.batch.id.seq));
         assert_eq!(total(&ledger), 106, "after the covering reading");
-        // An older reading (a page read before the flush) can still be
-        // completed: the applied batch is kept for a while.
-        assert!(ledger.read().covers(0));
-        let old = stored_total(today, 100, 0);
-        let r = ledger.read();
-        assert_eq!(r.counts(&cal, today, &old, None, &tally).total, 106);
-        drop(r);
+        // An older reading (a page read before the flush) can no longer be
+        // completed: readers must read again (or hold a reading rolled
+        // forward over the batch).
+        assert!(!ledger.read().covers(0));
+        assert!(ledger.read().covers(send.batch.id.seq));
         assert!(
             ledger
                 .write()
@@ -807,38 +775,47 @@ mod tests {
         assert_eq!(ledger.write().take_from(&tally), 11);
         let mut site_total = 0;
         let mut seen = Vec::new();
+        // What the store holds: the scopes of applied batches, and the
+        // last applied sequence.
+        let mut stored_scopes: Vec<Scope> = Vec::new();
+        let mut mark = 0;
         for round in 0..3 {
             let send = ledger.write().next_batch(false, 4, build).unwrap();
             let keys = send.batch.increments.len();
             assert_eq!(keys, if round < 2 { 4 } else { 3 }, "round {round}");
             seen.extend(send.batch.increments.iter().map(|i| i.scope.clone()));
             site_total += send.batch.increments.len() as u64;
-            // Every page reads 1 and the site 10 throughout: open, frozen
-            // and applied deltas are all counted, each once.
-            let check = |l: &Ledger, stored: &Stored| {
-                let r = l.read();
-                assert_eq!(r.counts(&cal, today, stored, None, &tally).total, 10);
-                for p in &pages {
-                    assert_eq!(
-                        r.counts(&cal, today, stored, Some(p), &tally).total,
-                        1,
-                        "{p}"
-                    );
-                }
+            // Every page reads 1 and the site 10 throughout, whether its
+            // hit is in the store, the frozen batch or the open deltas.
+            let reading = |scope: Scope, stored_scopes: &[Scope], mark: u64| {
+                let in_store = match scope {
+                    Scope::Site if stored_scopes.contains(&Scope::Site) => 10,
+                    s if stored_scopes.contains(&s) => 1,
+                    _ => 0,
+                };
+                stored_total(today, in_store, mark)
             };
-            let before = stored_total(today, 0, 0);
-            check(&ledger, &before);
+            {
+                let r = ledger.read();
+                assert!(r.covers(mark));
+                let site = reading(Scope::Site, &stored_scopes, mark);
+                assert_eq!(r.counts(&cal, today, &site, None, &tally).total, 10);
+                for p in &pages {
+                    let page = reading(Scope::Page(Arc::from(p.as_str())), &stored_scopes, mark);
+                    let got = r.counts(&cal, today, &page, Some(p), &tally).total;
+                    assert_eq!(got, 1, "{p} in round {round}");
+                }
+            }
             ledger.write().acknowledge(send.batch.id.seq);
             assert!(
                 ledger.write().next_batch(false, 4, build).is_none(),
                 "the next batch waits for a covering reading"
             );
-            // The store's site reading now holds what the batches carried
-            // (the site key travels in the first batch).
-            let site_in_store = if seen.contains(&Scope::Site) { 10 } else { 0 };
+            stored_scopes.extend(send.batch.increments.iter().map(|i| i.scope.clone()));
+            mark = send.batch.id.seq;
             ledger
                 .write()
-                .install(stored_total(today, site_in_store, send.batch.id.seq));
+                .install(reading(Scope::Site, &stored_scopes, mark));
             let r = ledger.read();
             let s = r.stored().unwrap().clone();
             assert_eq!(r.counts(&cal, today, &s, None, &tally).total, 10);

@@ -14,10 +14,10 @@ use crate::sites::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
 
 /// How long a page reading is reused. This instance's own hits are always
-/// added on top; other instances' hits on the page show up within it.
-/// Shorter than the ledger's memory of applied batches, so a reused reading
-/// can always be completed.
-pub const PAGE_READING_TTL: Duration = Duration::from_millis(1500);
+/// added on top, and the flusher rolls cached readings forward over every
+/// batch it applies, so a reading stays complete however old; the limit is
+/// how long other instances' hits on the page may take to show.
+pub const PAGE_READING_TTL: Duration = Duration::from_secs(3);
 /// How long a page read may wait on the store before the answer goes out
 /// stale.
 pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);

@@ -21,7 +21,7 @@ use crate::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
-use crate::store::PeriodKey;
+use crate::store::{PeriodKey, Scope, SiteBatch};
 use crate::tally::SiteTally;
 use crate::visitor::{OnlineRing, VisitorBatcher};
 
@@ -262,6 +262,49 @@ impl Site {
         (entry.1.elapsed() < max_age).then(|| Arc::clone(&entry.0))
     }
 
+    /// Rolls the cached page readings forward over `batch`, which the store
+    /// has just applied, so they stay complete once the ledger lets the
+    /// batch go: a reading that includes every earlier batch of this
+    /// instance (watermark `seq - 1`) gets the batch's increments of the
+    /// periods it holds added, exactly as the store added them, and
+    /// watermark `seq`. A reading further behind is dropped (read again when
+    /// next needed); one already past `seq` is left. Costs a map lookup per
+    /// page in the batch, and nothing while no page reading is cached.
+    pub fn roll_forward(&self, batch: &SiteBatch) {
+        if self.page_cache.is_empty() {
+            return;
+        }
+        let seq = batch.id.seq;
+        // A batch's increments come grouped by scope (`build_batch`).
+        for run in batch.increments.chunk_by(|a, b| a.scope == b.scope) {
+            let Scope::Page(page) = &run[0].scope else {
+                continue;
+            };
+            let Some(mut entry) = self.page_cache.get_mut(&**page) else {
+                continue;
+            };
+            let watermark = entry.0.reading.watermark;
+            if watermark >= seq {
+                continue;
+            }
+            if watermark + 1 != seq {
+                drop(entry);
+                self.page_cache.remove(&**page);
+                continue;
+            }
+            let mut next = (*entry.0).clone();
+            for inc in run {
+                if let Some(i) = next.keys.iter().position(|k| *k == inc.period)
+                    && let Some(v) = next.reading.values.get_mut(i)
+                {
+                    *v += inc.hits;
+                }
+            }
+            next.reading.watermark = seq;
+            entry.0 = Arc::new(next);
+        }
+    }
+
     /// Remembers a reading of `page`.
     pub fn cache_page(&self, page: Arc<str>, stored: Arc<Stored>) {
         if self.page_cache.len() >= PAGE_CACHE_MAX {
@@ -398,5 +441,90 @@ impl Sites {
                 })
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BatchId, Increment, Reading};
+
+    fn site() -> Site {
+        let config = Config::from_toml_str("").unwrap();
+        Site::new(&config.sites[0], &config, 1)
+    }
+
+    fn reading(site: &Site, today: Date, values: [u64; 5], watermark: u64) -> Arc<Stored> {
+        Arc::new(Stored {
+            keys: site.read_keys(today),
+            reading: Reading {
+                values: values.to_vec(),
+                watermark,
+            },
+        })
+    }
+
+    fn batch(seq: u64, increments: Vec<Increment>) -> SiteBatch {
+        SiteBatch {
+            site: Arc::from("demo"),
+            id: BatchId {
+                producer: Arc::from("p"),
+                seq,
+            },
+            increments,
+            visitors: Vec::new(),
+        }
+    }
+
+    fn inc(page: &str, period: PeriodKey, hits: u64) -> Increment {
+        Increment {
+            scope: Scope::Page(Arc::from(page)),
+            period,
+            hits,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn cached_page_readings_roll_forward_over_the_next_batch_only() {
+        let site = site();
+        let today = Date::constant(2026, 11, 27);
+        let keys = site.read_keys(today);
+        // keys: yesterday, today, week, month, total.
+        site.cache_page(
+            Arc::from("/next"),
+            reading(&site, today, [1, 2, 3, 4, 5], 6),
+        );
+        site.cache_page(
+            Arc::from("/ahead"),
+            reading(&site, today, [1, 2, 3, 4, 5], 7),
+        );
+        site.cache_page(
+            Arc::from("/behind"),
+            reading(&site, today, [1, 2, 3, 4, 5], 5),
+        );
+        let mut incs = Vec::new();
+        for page in ["/ahead", "/behind", "/next", "/uncached"] {
+            incs.extend([
+                inc(page, keys[1], 10),
+                inc(page, keys[2], 10),
+                inc(page, keys[3], 10),
+                inc(page, PeriodKey::Total, 10),
+                // A period the reading does not hold changes nothing.
+                inc(page, PeriodKey::Day(today.tomorrow().unwrap()), 100),
+            ]);
+        }
+        site.roll_forward(&batch(7, incs));
+        let ttl = std::time::Duration::from_secs(60);
+        let next = site.cached_page("/next", ttl).unwrap();
+        assert_eq!(next.reading.values, vec![1, 12, 13, 14, 15]);
+        assert_eq!(next.reading.watermark, 7);
+        let ahead = site.cached_page("/ahead", ttl).unwrap();
+        assert_eq!(ahead.reading.values, vec![1, 2, 3, 4, 5], "already had it");
+        assert!(
+            site.cached_page("/behind", ttl).is_none(),
+            "a reading that missed an earlier batch is dropped"
+        );
+        assert!(site.cached_page("/uncached", ttl).is_none());
     }
 }
