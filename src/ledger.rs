@@ -14,7 +14,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::LazyLock;
 
-
 use hashbrown::HashTable;
 use jiff::civil::Date;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
