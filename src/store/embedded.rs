@@ -201,7 +201,7 @@ impl EmbeddedStore {
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
         // Called from the flusher, this runs on its runtime's blocking
-        // threads, which inherit its background scheduling class (see
+        // threads, in the background scheduling class (see
         // `background_priority`); called to answer a request, it runs at
         // the priority requests have.
         tokio::task::spawn_blocking(move || f(&db))
@@ -211,10 +211,10 @@ impl EmbeddedStore {
 }
 
 /// Moves the calling thread to the background scheduling class: Linux's
-/// `SCHED_IDLE`, or the lowest `nice` where that is refused. Threads it
-/// spawns afterwards inherit the class, so calling it once at the start of
-/// the flusher's thread covers the blocking threads its runtime starts for
-/// store writes and the write-ahead file.
+/// `SCHED_IDLE`, or the lowest `nice` where that is refused. The flusher's
+/// runtime calls it on every blocking thread it starts (store writes, the
+/// write-ahead file); store calls made to answer a request run on the main
+/// runtime's threads, at the priority requests have.
 ///
 /// Why `SCHED_IDLE` rather than only `nice 19`: a `nice 19` thread that the
 /// scheduler picks keeps the core for a whole time slice (milliseconds)
