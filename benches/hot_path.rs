@@ -59,8 +59,8 @@ fn flush_batch(c: &mut Criterion) {
 }
 
 /// Composing one page's figures for an answer, with every place its
-/// unflushed hits can be: three applied batches, a frozen one, the open
-/// deltas and the tally, each of 10,000 pages.
+/// unflushed hits can be — a frozen batch, the open deltas and the tally,
+/// each of 10,000 pages — after three batches were applied and let go.
 fn page_figures(c: &mut Criterion) {
     let cal = calendar();
     let today = jiff::civil::Date::constant(2026, 11, 27);
@@ -104,7 +104,7 @@ fn page_figures(c: &mut Criterion) {
     // one page's entries.
     let mut i = 0usize;
     c.bench_function(
-        "compose a page's figures over 5 delta sets of 10k pages",
+        "compose a page's figures over 3 delta sets of 10k pages",
         |b| {
             b.iter(|| {
                 i = (i + 7919) % pages.len();

@@ -181,7 +181,7 @@ struct Frozen {
 /// list cost some 140; the ledger holds two of these (open and frozen),
 /// each as large as the pages touched in a flush interval. (A binary search instead of the index
 /// cost 1.7 µs per page read over five sets of 10,000 pages — cache misses
-/// on the way down — against ~0.3 µs; `cargo bench --bench hot_path`.)
+/// on the way down — against 0.3 µs; `cargo bench --bench hot_path`.)
 #[derive(Debug, Default)]
 pub struct Deltas {
     list: Vec<Delta>,
