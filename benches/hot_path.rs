@@ -81,20 +81,14 @@ fn page_figures(c: &mut Criterion) {
     };
     for _ in 0..3 {
         count_all();
-        let send = ledger
-            .write()
-            .next_batch(false, usize::MAX, build)
-            .expect("batch");
+        let send = ledger.next_batch(false, usize::MAX, build).expect("batch");
         ledger.write().acknowledge(send.batch.id.seq);
         let mut stored = Stored::empty(today, &cal);
         stored.reading.watermark = send.batch.id.seq;
         ledger.write().install(stored);
     }
     count_all();
-    let _in_flight = ledger
-        .write()
-        .next_batch(false, usize::MAX, build)
-        .expect("batch");
+    let _in_flight = ledger.next_batch(false, usize::MAX, build).expect("batch");
     count_all();
     for p in &pages {
         tally.count(p, day);

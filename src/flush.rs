@@ -436,7 +436,6 @@ impl<S: Store> Flusher<S> {
                 let visitors = &mut unused_visitors;
                 let has_visitors = visitors.is_some();
                 site.ledger
-                    .write()
                     .next_batch(has_visitors, MAX_BATCH_KEYS, |seq, deltas| {
                         let mut batch =
                             build_batch(&site.id, producer, seq, deltas, calendar, retention);

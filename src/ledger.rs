@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 
 use hashbrown::HashTable;
 use jiff::civil::Date;
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
 use crate::period::{DayNumber, SiteCalendar, day_number, month_of, week_of};
@@ -362,6 +362,52 @@ impl Ledger {
             state: self.state.write(),
         }
     }
+
+    /// The batch to send: the frozen one if it is not acknowledged yet
+    /// (retried unchanged), else a new one of at most `max_keys` open deltas
+    /// (the first, in scope order; the rest stay open) built by `build`
+    /// (given the sequence number and the deltas). `None` when there is
+    /// nothing to send, or when an acknowledged batch waits for a reading
+    /// that covers it. `also_when_empty` freezes a batch even without open
+    /// deltas (it carries visitors only).
+    ///
+    /// The batch is built under an upgradable read lock, which readers
+    /// share and which keeps every writer out, so the deltas stay as read;
+    /// the write lock is taken only to move them (measured: building 10,000
+    /// keys' batch held answers up for 1–4 ms once a second).
+    pub fn next_batch(
+        &self,
+        also_when_empty: bool,
+        max_keys: usize,
+        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+    ) -> Option<ToSend> {
+        let state = self.state.upgradable_read();
+        if state.frozen.iter().any(|f| !f.acked) {
+            let mut state = RwLockUpgradableReadGuard::upgrade(state);
+            let f = state.frozen.iter_mut().find(|f| !f.acked)?;
+            let fresh = !f.logged;
+            f.logged = true;
+            f.sent = true;
+            return Some(ToSend {
+                batch: Arc::clone(&f.batch),
+                fresh,
+            });
+        }
+        if !state.frozen.is_empty() || (state.open.is_empty() && !also_when_empty) {
+            return None;
+        }
+        let n = state.open.len().min(max_keys.max(1));
+        let batch = Arc::new(build(state.next_seq, &state.open.as_slice()[..n]));
+        let mut write = LedgerWrite {
+            state: RwLockUpgradableReadGuard::upgrade(state),
+        };
+        write.freeze_built(n, Arc::clone(&batch));
+        if let Some(f) = write.state.frozen.back_mut() {
+            f.logged = true;
+            f.sent = true;
+        }
+        Some(ToSend { batch, fresh: true })
+    }
 }
 
 impl LedgerRead<'_> {
@@ -482,39 +528,6 @@ impl LedgerWrite<'_> {
         open.len()
     }
 
-    /// The batch to send: the frozen one if it is not acknowledged yet
-    /// (retried unchanged), else a new one frozen from the open deltas by
-    /// `build` (given the sequence number and the deltas). `None` when there
-    /// is nothing to send.
-    /// `also_when_empty` freezes a batch even without open deltas (it
-    /// carries visitors only).
-    pub fn next_batch(
-        &mut self,
-        also_when_empty: bool,
-        max_keys: usize,
-        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
-    ) -> Option<ToSend> {
-        if let Some(f) = self.state.frozen.iter_mut().find(|f| !f.acked) {
-            let fresh = !f.logged;
-            f.logged = true;
-            f.sent = true;
-            return Some(ToSend {
-                batch: Arc::clone(&f.batch),
-                fresh,
-            });
-        }
-        if !self.state.frozen.is_empty() {
-            // Acknowledged, waiting for a reading that covers it.
-            return None;
-        }
-        let batch = self.freeze_up_to(also_when_empty, max_keys, build)?;
-        if let Some(f) = self.state.frozen.back_mut() {
-            f.logged = true;
-            f.sent = true;
-        }
-        Some(ToSend { batch, fresh: true })
-    }
-
     /// Freezes the open deltas into a new batch queued behind any frozen
     /// ones (at shutdown, so the write-ahead file keeps them). `None` when
     /// nothing is open, unless `also_when_empty`.
@@ -537,22 +550,27 @@ impl LedgerWrite<'_> {
         if self.state.open.is_empty() && !also_when_empty {
             return None;
         }
+        let n = self.state.open.len().min(max_keys.max(1));
+        let batch = Arc::new(build(self.state.next_seq, &self.state.open.as_slice()[..n]));
+        self.freeze_built(n, Arc::clone(&batch));
+        Some(batch)
+    }
+
+    /// Freezes the first `n` open deltas with `batch`, built from them
+    /// under the next sequence number.
+    fn freeze_built(&mut self, n: usize, batch: Arc<SiteBatch>) {
         let mut deltas = std::mem::take(&mut self.state.open);
-        if deltas.len() > max_keys {
-            self.state.open = deltas.split_off(max_keys.max(1));
+        if deltas.len() > n {
+            self.state.open = deltas.split_off(n);
         }
-        let deltas = deltas.freeze();
-        let seq = self.state.next_seq;
         self.state.next_seq += 1;
-        let batch = Arc::new(build(seq, deltas.as_slice()));
         self.state.frozen.push_back(Frozen {
-            batch: Arc::clone(&batch),
-            deltas,
+            batch,
+            deltas: deltas.freeze(),
             acked: false,
             sent: false,
             logged: false,
         });
-        Some(batch)
     }
 
     /// While a batch is in flight and unanswered (the store is away), folds
@@ -726,7 +744,7 @@ mod tests {
         assert_eq!(total(&ledger), 105);
         ledger.write().take_from(&tally);
         assert_eq!(total(&ledger), 105, "after take");
-        let send = ledger.write().next_batch(false, usize::MAX, build).unwrap();
+        let send = ledger.next_batch(false, usize::MAX, build).unwrap();
         assert_eq!(total(&ledger), 105, "after freeze");
         tally.count("/a", d);
         assert_eq!(
@@ -750,10 +768,7 @@ mod tests {
         assert!(!ledger.read().covers(0));
         assert!(ledger.read().covers(send.batch.id.seq));
         assert!(
-            ledger
-                .write()
-                .next_batch(false, usize::MAX, build)
-                .is_none(),
+            ledger.next_batch(false, usize::MAX, build).is_none(),
             "the new hit is still in the tally"
         );
     }
@@ -779,7 +794,7 @@ mod tests {
         let mut stored_scopes: Vec<Scope> = Vec::new();
         let mut mark = 0;
         for round in 0..3 {
-            let send = ledger.write().next_batch(false, 4, build).unwrap();
+            let send = ledger.next_batch(false, 4, build).unwrap();
             let keys = send.batch.increments.len();
             assert_eq!(keys, if round < 2 { 4 } else { 3 }, "round {round}");
             seen.extend(send.batch.increments.iter().map(|i| i.scope.clone()));
@@ -807,7 +822,7 @@ mod tests {
             }
             ledger.write().acknowledge(send.batch.id.seq);
             assert!(
-                ledger.write().next_batch(false, 4, build).is_none(),
+                ledger.next_batch(false, 4, build).is_none(),
                 "the next batch waits for a covering reading"
             );
             stored_scopes.extend(send.batch.increments.iter().map(|i| i.scope.clone()));
@@ -834,7 +849,7 @@ mod tests {
         let ledger = Ledger::new(1);
         tally.count("/a", d);
         ledger.write().take_from(&tally);
-        let first = ledger.write().next_batch(false, usize::MAX, build).unwrap();
+        let first = ledger.next_batch(false, usize::MAX, build).unwrap();
         assert!(first.fresh);
         // Nothing in flight yet for fold: the first batch is sent now.
         for _ in 0..3 {
@@ -856,11 +871,11 @@ mod tests {
             .map_or(0, |b| b.increments.len() as u64);
         assert_eq!(tail_hits, 0, "nothing open, nothing folded");
         // The retry resends the first batch unchanged, then the tail goes.
-        let again = ledger.write().next_batch(false, usize::MAX, build).unwrap();
+        let again = ledger.next_batch(false, usize::MAX, build).unwrap();
         assert_eq!(again.batch, first.batch);
         assert!(!again.fresh);
         ledger.write().acknowledge(first.batch.id.seq);
-        let next = ledger.write().next_batch(false, usize::MAX, build).unwrap();
+        let next = ledger.next_batch(false, usize::MAX, build).unwrap();
         assert_eq!(next.batch.id.seq, first.batch.id.seq + 1);
         assert!(!next.fresh, "already in the write-ahead file");
         let hits: u64 = next.batch.increments.iter().map(|i| i.hits).sum();
@@ -874,27 +889,15 @@ mod tests {
         let ledger = Ledger::new(7);
         tally.count("/a", day_number(today));
         ledger.write().take_from(&tally);
-        let first = ledger
-            .write()
-            .next_batch(false, usize::MAX, build)
-            .unwrap()
-            .batch;
+        let first = ledger.next_batch(false, usize::MAX, build).unwrap().batch;
         tally.count("/b", day_number(today));
         ledger.write().take_from(&tally);
-        let again = ledger
-            .write()
-            .next_batch(false, usize::MAX, build)
-            .unwrap()
-            .batch;
+        let again = ledger.next_batch(false, usize::MAX, build).unwrap().batch;
         assert_eq!(first, again);
         assert_eq!(first.id.seq, 7);
         ledger.write().acknowledge(7);
         ledger.write().install(stored_total(today, 2, 7));
-        let next = ledger
-            .write()
-            .next_batch(false, usize::MAX, build)
-            .unwrap()
-            .batch;
+        let next = ledger.next_batch(false, usize::MAX, build).unwrap().batch;
         assert_eq!(next.id.seq, 8);
     }
 
