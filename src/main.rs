@@ -258,7 +258,27 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Caps glibc's malloc at two arenas. By default every thread that
+/// allocates may get an arena of its own (up to eight per core), and memory
+/// freed into one is not reused by another: with the flusher's blocking
+/// threads coming and going, RSS grew with fragmentation. Measured, memory
+/// phase of `benches/load.py` (growth from 10,000 to 100,000 pages, three
+/// runs each): 366–476 bytes/page without, 235–296 with; request throughput
+/// unchanged (the hot path allocates nothing).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called
+    // before the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    limit_malloc_arenas();
     let config = match Config::load(config_path.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
