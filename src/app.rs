@@ -206,10 +206,11 @@ async fn apply_reload(
     tracing::info!(sites = new.sites.len(), "configuration reloaded");
 }
 
-/// Runs `work` on a thread of its own, with its own single-threaded
-/// runtime, at the lowest scheduling priority: the flusher's CPU work
-/// (taking deltas, building batches, merging sketches) then never holds up
-/// the runtime that answers requests, and runs in the time requests leave
+/// Runs `work` on a thread of its own, at nice 19, with its own
+/// single-threaded runtime whose blocking threads (store writes, the
+/// write-ahead file) run in the background class (`background_priority`):
+/// the flusher's CPU work (taking deltas, building batches, merging
+/// sketches) then never holds up the runtime that answers requests
 /// (measured: p99 latency in BENCHMARKS.md). Resolves to `work`'s output, or
 /// an error if the thread could not run it.
 fn spawn_background<T: Send + 'static>(

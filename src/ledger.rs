@@ -536,22 +536,11 @@ impl LedgerWrite<'_> {
         also_when_empty: bool,
         build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
-        self.freeze_up_to(also_when_empty, usize::MAX, build)
-    }
-
-    /// [`Self::freeze`] of the first `max_keys` open deltas (in scope
-    /// order); the rest stay open for the next batch.
-    fn freeze_up_to(
-        &mut self,
-        also_when_empty: bool,
-        max_keys: usize,
-        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
-    ) -> Option<Arc<SiteBatch>> {
         if self.state.open.is_empty() && !also_when_empty {
             return None;
         }
-        let n = self.state.open.len().min(max_keys.max(1));
-        let batch = Arc::new(build(self.state.next_seq, &self.state.open.as_slice()[..n]));
+        let n = self.state.open.len();
+        let batch = Arc::new(build(self.state.next_seq, self.state.open.as_slice()));
         self.freeze_built(n, Arc::clone(&batch));
         Some(batch)
     }
@@ -787,7 +776,7 @@ mod tests {
         }
         // The site plus ten pages: eleven keys, in batches of four.
         assert_eq!(ledger.write().take_from(&tally), 11);
-        let mut site_total = 0;
+        let mut keys_sent = 0;
         let mut seen = Vec::new();
         // What the store holds: the scopes of applied batches, and the
         // last applied sequence.
@@ -798,7 +787,7 @@ mod tests {
             let keys = send.batch.increments.len();
             assert_eq!(keys, if round < 2 { 4 } else { 3 }, "round {round}");
             seen.extend(send.batch.increments.iter().map(|i| i.scope.clone()));
-            site_total += send.batch.increments.len() as u64;
+            keys_sent += send.batch.increments.len();
             // Every page reads 1 and the site 10 throughout, whether its
             // hit is in the store, the frozen batch or the open deltas.
             let reading = |scope: Scope, stored_scopes: &[Scope], mark: u64| {
@@ -834,7 +823,7 @@ mod tests {
             let s = r.stored().unwrap().clone();
             assert_eq!(r.counts(&cal, today, &s, None, &tally).total, 10);
         }
-        assert_eq!(site_total, 11);
+        assert_eq!(keys_sent, 11);
         assert_eq!(ledger.read().open_keys(), 0);
         seen.sort_by(|a, b| a.as_key().cmp(b.as_key()));
         seen.dedup();
