@@ -84,7 +84,7 @@ fn page_figures(c: &mut Criterion) {
         let send = ledger.next_batch(false, usize::MAX, build).expect("batch");
         ledger.write().acknowledge(send.batch.id.seq);
         let mut stored = Stored::empty(today, &cal);
-        stored.reading.watermark = send.batch.id.seq;
+        stored.watermark = send.batch.id.seq;
         ledger.write().install(stored);
     }
     count_all();

@@ -583,7 +583,7 @@ impl<S: Store> Flusher<S> {
             Ok(reading) => {
                 self.metrics.store_up.set(1.0);
                 self.backoff_for(site).succeed();
-                site.ledger.write().install(Stored { keys, reading });
+                site.ledger.write().install(Stored::new(keys, &reading));
                 Ok(())
             }
             Err(e) => {

@@ -18,7 +18,7 @@ use crate::bots::BotDetector;
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
 use crate::sites::Site;
-use crate::tally::Counted;
+use crate::tally::{Counted, PageEntry};
 use crate::visitor::{Anonymous, Identity, VisitorParts};
 
 /// A beacon as sent: `{"site","page","ref","vid"}` in a JSON (or
@@ -226,7 +226,9 @@ pub struct Ingest<'s> {
 impl Ingest<'_> {
     /// Validates, classifies and counts one beacon for `site`: origin, rate
     /// limit, bot, page, repeat view. `on_page` sees the normalised page
-    /// (borrowed from a reused buffer) and the verdict.
+    /// (borrowed from a reused buffer), the verdict and, when the hit was
+    /// counted for the page, its tally entry (under the tally's shard
+    /// guard: keep it short).
     ///
     /// # Errors
     /// An [`IngestError`] when the beacon is refused; nothing is counted or
@@ -237,7 +239,7 @@ impl Ingest<'_> {
         beacon: &Beacon<'_>,
         sender: &Sender<'_>,
         now: Timestamp,
-        on_page: impl FnOnce(&str, Verdict) -> R,
+        on_page: impl FnOnce(&str, Verdict, Option<PageEntry<'_>>) -> R,
     ) -> Result<R, IngestError> {
         if let Some(origin) = sender.origin
             && !site.config.allows_origin(origin)
@@ -253,7 +255,7 @@ impl Ingest<'_> {
             normalize_into(raw_page, site.rules, &mut buf)?;
             if !site.counting.count_bots && self.bots.is_bot(sender.user_agent) {
                 self.counters.record(HitResult::Bot);
-                return Ok(on_page(&buf, Verdict::Bot));
+                return Ok(on_page(&buf, Verdict::Bot, None));
             }
             let secs = now.as_second();
             let day = site.clock.day_at(secs);
@@ -268,9 +270,11 @@ impl Ingest<'_> {
                 && filter.check_and_insert(repeat_key(*v, &buf), now.as_millisecond().max(0) as u64)
             {
                 self.counters.record(HitResult::Duplicate);
-                return Ok(on_page(&buf, Verdict::Duplicate));
+                return Ok(on_page(&buf, Verdict::Duplicate, None));
             }
-            let counted = site.tally.count(&buf, day);
+            let (counted, answer) = site.tally.count_then(&buf, day, |counted, entry| {
+                (counted, on_page(&buf, Verdict::Counted(counted), entry))
+            });
             if counted == Counted::SiteOnlyOverflow {
                 site.metrics.overflow.increment(1);
             }
@@ -286,7 +290,7 @@ impl Ingest<'_> {
                 Err(Anonymous::NoTrack) => self.counters.anonymous_no_track.increment(1),
                 Err(Anonymous::NoSalt) => self.counters.anonymous_no_salt.increment(1),
             }
-            Ok(on_page(&buf, Verdict::Counted(counted)))
+            Ok(answer)
         })
     }
 }

@@ -73,27 +73,39 @@ impl Reader {
     /// The figures of one (normalised) page now. May wait up to
     /// [`PAGE_READ_TIMEOUT`] on the store when the page was not read in the
     /// last [`PAGE_READING_TTL`].
-    pub async fn page_figures(&self, site: &Site, page: &Arc<str>, now: Timestamp) -> Figures {
+    ///
+    /// `kept` is the page's reading if the caller already holds it (the
+    /// beacon answer finds it while counting the hit); otherwise the kept
+    /// reading is looked up.
+    pub async fn page_figures(
+        &self,
+        site: &Site,
+        page: &Arc<str>,
+        now: Timestamp,
+        mut kept: Option<Option<Arc<Stored>>>,
+    ) -> Figures {
         let calendar = site.calendar();
         let today = calendar.day_of(now);
         let keys = site.read_keys(today);
+        let now_ms = now.as_millisecond();
         let mut fresh_only = false;
         for _attempt in 0..3 {
-            let cached = site
-                .cached_page(page, PAGE_READING_TTL)
+            let cached = kept
+                .take()
+                .unwrap_or_else(|| site.cached_page(page, now_ms, PAGE_READING_TTL))
                 .filter(|s| s.keys == keys && !fresh_only);
             let (stored, stale) = match cached {
                 Some(s) => (s, false),
                 // Boxed: the store's read future is large, and every
                 // request's future would otherwise carry its size (and be
                 // copied with it) for a read that only misses need.
-                None => match Box::pin(self.read_page(site, page, keys)).await {
+                None => match Box::pin(self.read_page(site, page, keys, now_ms)).await {
                     Some(s) => (s, false),
                     None => (Arc::new(Stored::empty(today, calendar)), true),
                 },
             };
             let ledger = site.ledger.read();
-            if !stale && !ledger.covers(stored.reading.watermark) {
+            if !stale && !ledger.covers(stored.watermark) {
                 // A batch this reading predates has already left memory:
                 // read again rather than show a dip.
                 fresh_only = true;
@@ -120,6 +132,7 @@ impl Reader {
         site: &Site,
         page: &Arc<str>,
         keys: [PeriodKey; 5],
+        now_ms: i64,
     ) -> Option<Arc<Stored>> {
         let scope = Scope::Page(Arc::clone(page));
         let read = self.store.read(&site.id, &scope, &keys, &self.producer);
@@ -127,8 +140,8 @@ impl Reader {
             .await
             .ok()?
             .ok()?;
-        let stored = Arc::new(Stored { keys, reading });
-        site.cache_page(Arc::clone(page), Arc::clone(&stored));
+        let stored = Arc::new(Stored::new(keys, &reading));
+        site.cache_page(page, Arc::clone(&stored), now_ms);
         Some(stored)
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use dashmap::DashMap;
@@ -21,7 +21,7 @@ use crate::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
-use crate::store::{PeriodKey, Scope, SiteBatch};
+use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
 use crate::tally::SiteTally;
 use crate::visitor::{OnlineRing, VisitorBatcher};
 
@@ -84,9 +84,11 @@ pub struct Site {
     /// `as_of` of the current second, formatted once per second rather
     /// than at every answer.
     as_of: ArcSwap<(i64, Arc<str>)>,
-    /// Recent store readings of single pages (for `?page=` and the `POST
-    /// /hit` answer), each with when it was taken.
-    page_cache: DashMap<Arc<str>, (Arc<Stored>, Instant)>,
+    /// Recent store readings of pages the tally does not keep (read with
+    /// `?page=` but not counted here, or past `max_pages`), each with when
+    /// it was taken (Unix milliseconds). A counted page's reading is kept
+    /// in its tally cell, found by the lookup that counts the hit.
+    page_cache: DashMap<Arc<str>, (Arc<Stored>, i64)>,
     /// The period keys of a reading taken today (see [`read_keys`]),
     /// computed once per local day rather than at every answer.
     read_keys: ArcSwap<(Date, [PeriodKey; 5])>,
@@ -256,10 +258,17 @@ impl Site {
         self.clock.calendar()
     }
 
-    /// A cached reading of `page` taken less than `max_age` ago.
-    pub fn cached_page(&self, page: &str, max_age: std::time::Duration) -> Option<Arc<Stored>> {
+    /// A kept reading of `page` taken less than `max_age` before `now_ms`
+    /// (Unix milliseconds).
+    pub fn cached_page(&self, page: &str, now_ms: i64, max_age: Duration) -> Option<Arc<Stored>> {
+        if let Some(kept) = self.tally.reading(page, now_ms, max_age) {
+            return kept;
+        }
         let entry = self.page_cache.get(page)?;
-        (entry.1.elapsed() < max_age).then(|| Arc::clone(&entry.0))
+        let age = now_ms.saturating_sub(entry.1);
+        (0..max_age.as_millis() as i64)
+            .contains(&age)
+            .then(|| Arc::clone(&entry.0))
     }
 
     /// Rolls the cached page readings forward over `batch`, which the store
@@ -269,49 +278,61 @@ impl Site {
     /// periods it holds added, exactly as the store added them, and
     /// watermark `seq`. A reading further behind is dropped (read again when
     /// next needed); one already past `seq` is left. Costs a map lookup per
-    /// page in the batch, and nothing while no page reading is cached.
+    /// page in the batch.
     pub fn roll_forward(&self, batch: &SiteBatch) {
-        if self.page_cache.is_empty() {
-            return;
-        }
         let seq = batch.id.seq;
+        let uncounted = !self.page_cache.is_empty();
         // A batch's increments come grouped by scope (`build_batch`).
         for run in batch.increments.chunk_by(|a, b| a.scope == b.scope) {
             let Scope::Page(page) = &run[0].scope else {
                 continue;
             };
-            let Some(mut entry) = self.page_cache.get_mut(&**page) else {
-                continue;
-            };
-            let watermark = entry.0.reading.watermark;
-            if watermark >= seq {
-                continue;
-            }
-            if watermark + 1 != seq {
-                drop(entry);
-                self.page_cache.remove(&**page);
-                continue;
-            }
-            let mut next = (*entry.0).clone();
-            for inc in run {
-                if let Some(i) = next.keys.iter().position(|k| *k == inc.period)
-                    && let Some(v) = next.reading.values.get_mut(i)
-                {
-                    *v += inc.hits;
+            self.tally.update_reading(page, |stored| {
+                rolled(stored, seq, run).map(|s| s.map(Arc::new))
+            });
+            if uncounted && let Some(mut entry) = self.page_cache.get_mut(&**page) {
+                match rolled(&entry.0, seq, run) {
+                    None => {}
+                    Some(Some(next)) => entry.0 = Arc::new(next),
+                    Some(None) => {
+                        drop(entry);
+                        self.page_cache.remove(&**page);
+                    }
                 }
             }
-            next.reading.watermark = seq;
-            entry.0 = Arc::new(next);
         }
     }
 
-    /// Remembers a reading of `page`.
-    pub fn cache_page(&self, page: Arc<str>, stored: Arc<Stored>) {
+    /// Keeps a reading of `page` taken at `now_ms` (Unix milliseconds).
+    pub fn cache_page(&self, page: &Arc<str>, stored: Arc<Stored>, now_ms: i64) {
+        if self.tally.remember(page, Arc::clone(&stored), now_ms) {
+            return;
+        }
         if self.page_cache.len() >= PAGE_CACHE_MAX {
             self.page_cache.clear();
         }
-        self.page_cache.insert(page, (stored, Instant::now()));
+        self.page_cache.insert(Arc::clone(page), (stored, now_ms));
     }
+}
+
+/// `stored` rolled forward over the increments `run` of one page in batch
+/// `seq` (see [`Site::roll_forward`]): `None` to leave it (already past
+/// `seq`), `Some(None)` to forget it (further behind than `seq - 1`).
+fn rolled(stored: &Stored, seq: u64, run: &[Increment]) -> Option<Option<Stored>> {
+    if stored.watermark >= seq {
+        return None;
+    }
+    if stored.watermark + 1 != seq {
+        return Some(None);
+    }
+    let mut next = stored.clone();
+    for inc in run {
+        if let Some(i) = next.keys.iter().position(|k| *k == inc.period) {
+            next.values[i] += inc.hits;
+        }
+    }
+    next.watermark = seq;
+    Some(Some(next))
 }
 
 /// The sites of one configuration.
@@ -447,7 +468,7 @@ impl Sites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BatchId, Increment, Reading};
+    use crate::store::{BatchId, Increment};
 
     fn site() -> Site {
         let config = Config::from_toml_str("").unwrap();
@@ -457,10 +478,8 @@ mod tests {
     fn reading(site: &Site, today: Date, values: [u64; 5], watermark: u64) -> Arc<Stored> {
         Arc::new(Stored {
             keys: site.read_keys(today),
-            reading: Reading {
-                values: values.to_vec(),
-                watermark,
-            },
+            values,
+            watermark,
         })
     }
 
@@ -485,26 +504,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cached_page_readings_roll_forward_over_the_next_batch_only() {
+    /// Kept readings are rolled forward the same way whether they live in
+    /// the pages' tally cells (`counted`) or in the cache of pages the tally
+    /// does not keep.
+    fn roll_forward_case(counted: bool) {
         let site = site();
         let today = Date::constant(2026, 11, 27);
         let keys = site.read_keys(today);
+        let now_ms = 1_800_000_000_000;
+        let pages = ["/next", "/ahead", "/behind", "/uncached"];
+        if counted {
+            for page in pages {
+                site.tally.count(page, 1);
+            }
+        }
         // keys: yesterday, today, week, month, total.
-        site.cache_page(
-            Arc::from("/next"),
-            reading(&site, today, [1, 2, 3, 4, 5], 6),
-        );
-        site.cache_page(
-            Arc::from("/ahead"),
-            reading(&site, today, [1, 2, 3, 4, 5], 7),
-        );
-        site.cache_page(
-            Arc::from("/behind"),
-            reading(&site, today, [1, 2, 3, 4, 5], 5),
+        for (page, watermark) in [("/next", 6), ("/ahead", 7), ("/behind", 5)] {
+            let kept = reading(&site, today, [1, 2, 3, 4, 5], watermark);
+            site.cache_page(&Arc::from(page), kept, now_ms);
+        }
+        assert_eq!(
+            site.page_cache.is_empty(),
+            counted,
+            "where readings are kept"
         );
         let mut incs = Vec::new();
-        for page in ["/ahead", "/behind", "/next", "/uncached"] {
+        for page in pages {
             incs.extend([
                 inc(page, keys[1], 10),
                 inc(page, keys[2], 10),
@@ -516,15 +541,29 @@ mod tests {
         }
         site.roll_forward(&batch(7, incs));
         let ttl = std::time::Duration::from_secs(60);
-        let next = site.cached_page("/next", ttl).unwrap();
-        assert_eq!(next.reading.values, vec![1, 12, 13, 14, 15]);
-        assert_eq!(next.reading.watermark, 7);
-        let ahead = site.cached_page("/ahead", ttl).unwrap();
-        assert_eq!(ahead.reading.values, vec![1, 2, 3, 4, 5], "already had it");
+        let next = site.cached_page("/next", now_ms + 1_000, ttl).unwrap();
+        assert_eq!(next.values, [1, 12, 13, 14, 15]);
+        assert_eq!(next.watermark, 7);
+        let ahead = site.cached_page("/ahead", now_ms, ttl).unwrap();
+        assert_eq!(ahead.values, [1, 2, 3, 4, 5], "already had it");
         assert!(
-            site.cached_page("/behind", ttl).is_none(),
+            site.cached_page("/behind", now_ms, ttl).is_none(),
             "a reading that missed an earlier batch is dropped"
         );
-        assert!(site.cached_page("/uncached", ttl).is_none());
+        assert!(site.cached_page("/uncached", now_ms, ttl).is_none());
+        assert!(
+            site.cached_page("/next", now_ms + 60_000, ttl).is_none(),
+            "a reading older than its time to live is not used"
+        );
+    }
+
+    #[test]
+    fn kept_page_readings_roll_forward_over_the_next_batch_only() {
+        roll_forward_case(true);
+    }
+
+    #[test]
+    fn cached_page_readings_roll_forward_over_the_next_batch_only() {
+        roll_forward_case(false);
     }
 }

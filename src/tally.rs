@@ -8,14 +8,19 @@
 //!
 //! This module must not know about stores, batches or time zones: a hit
 //! arrives with its local day number already fixed, and leaves as a
-//! `(scope, day, hits)` delta.
+//! `(scope, day, hits)` delta. A page's cell also keeps the page's latest
+//! store reading for readers (`Stored`, opaque here), so that answering a
+//! beacon finds it with the lookup that counted the hit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+use crate::ledger::Stored;
 use crate::period::DayNumber;
 
 /// Bits of a slot holding the hit count; the rest hold the day number.
@@ -37,15 +42,28 @@ fn unpack(slot: u64) -> (DayNumber, u64) {
 /// hit belongs to: the period is fixed when the hit arrives, not when it is
 /// flushed.
 ///
-/// A page's cell lives inline in the tally's map, next to its key (24 bytes,
+/// A page's cell lives inline in the tally's map, next to its key (32 bytes,
 /// no allocation of its own): the page's name is the map's key, and the
 /// dirty list names cells by it.
 #[derive(Debug, Default)]
 pub struct Cell {
     slots: [AtomicU64; 2],
+    /// The page's latest store reading, for readers; the site's cell keeps
+    /// none (the ledger holds the site's).
+    reading: ArcSwapOption<Stored>,
+    /// When `reading` was taken: Unix milliseconds, wrapped to 32 bits (ages
+    /// are wrapping differences, and a reading is kept for seconds).
+    /// Written after `reading`: a reader may pair a new reading with the
+    /// previous time, which only makes it look older.
+    read_ms: AtomicU32,
     /// Set when the cell has hits the flusher has not taken; the hit that
     /// sets it queues the cell in the tally's dirty list.
     dirty: AtomicBool,
+}
+
+/// Unix milliseconds wrapped to the 32 bits a cell keeps.
+fn wrap_ms(unix_ms: i64) -> u32 {
+    unix_ms as u32
 }
 
 impl Cell {
@@ -102,6 +120,60 @@ impl Cell {
                 sink(day, count);
             }
         }
+    }
+
+    /// The reading kept in the cell, if taken less than `max_age` before
+    /// `now_ms` (Unix milliseconds).
+    fn reading(&self, now_ms: i64, max_age: Duration) -> Option<Arc<Stored>> {
+        let age = wrap_ms(now_ms).wrapping_sub(self.read_ms.load(Ordering::Acquire));
+        if u128::from(age) >= max_age.as_millis() {
+            return None;
+        }
+        self.reading.load_full()
+    }
+
+    fn remember(&self, stored: Arc<Stored>, now_ms: i64) {
+        self.reading.store(Some(stored));
+        self.read_ms.store(wrap_ms(now_ms), Ordering::Release);
+    }
+
+    /// Replaces the kept reading with `next(reading)` (`None`: forget it),
+    /// unless a reader replaced it meanwhile; keeps its time.
+    fn update_reading(&self, next: impl FnOnce(&Arc<Stored>) -> Option<Option<Arc<Stored>>>) {
+        let current = self.reading.load_full();
+        if let Some(stored) = &current
+            && let Some(new) = next(stored)
+        {
+            self.reading.compare_and_swap(&current, new);
+        }
+    }
+}
+
+type PageRef<'a> = dashmap::mapref::one::Ref<'a, Arc<str>, Cell>;
+
+impl<'a> PageEntry<'a> {
+    fn of(entry: &'a PageRef<'_>) -> Self {
+        PageEntry {
+            key: entry.key(),
+            cell: entry.value(),
+        }
+    }
+}
+
+/// A counted page's entry in the tally, lent to the caller of
+/// [`SiteTally::count_then`] while the map's shard guard is held.
+pub struct PageEntry<'a> {
+    /// The page's name as the tally keeps it (clone it rather than
+    /// allocate another).
+    pub key: &'a Arc<str>,
+    cell: &'a Cell,
+}
+
+impl PageEntry<'_> {
+    /// The page's kept store reading, if taken less than `max_age` before
+    /// `now_ms` (Unix milliseconds).
+    pub fn reading(&self, now_ms: i64, max_age: Duration) -> Option<Arc<Stored>> {
+        self.cell.reading(now_ms, max_age)
     }
 }
 
@@ -163,16 +235,28 @@ impl SiteTally {
     /// first touched since the last flush and the dirty list must grow past
     /// its previous capacity.
     pub fn count(&self, page: &str, day: DayNumber) -> Counted {
+        self.count_then(page, day, |counted, _| counted)
+    }
+
+    /// Counts one hit like [`SiteTally::count`], then calls `then` with the
+    /// outcome and the page's entry (`None` when the site is full), under
+    /// the map's shard read guard: `then` must be short and must not touch
+    /// this tally's pages.
+    pub fn count_then<R>(
+        &self,
+        page: &str,
+        day: DayNumber,
+        then: impl FnOnce(Counted, Option<PageEntry<'_>>) -> R,
+    ) -> R {
         self.add_to(None, &self.site, day, 1);
         if let Some(entry) = self.pages.get(page) {
             // Counted under the shard's read guard.
             self.add_to(Some(entry.key()), entry.value(), day, 1);
-            return Counted::Page;
+            return then(Counted::Page, Some(PageEntry::of(&entry)));
         }
-        if self.insert_page(page, day) {
-            Counted::Page
-        } else {
-            Counted::SiteOnlyOverflow
+        match self.insert_page(page, day) {
+            Some(entry) => then(Counted::Page, Some(PageEntry::of(&entry))),
+            None => then(Counted::SiteOnlyOverflow, None),
         }
     }
 
@@ -190,8 +274,8 @@ impl SiteTally {
     }
 
     /// Creates the cell of a new page with its first hit, unless the site
-    /// is full; false when the hit could not be counted for the page.
-    fn insert_page(&self, page: &str, day: DayNumber) -> bool {
+    /// is full; `None` when the hit could not be counted for the page.
+    fn insert_page(&self, page: &str, day: DayNumber) -> Option<PageRef<'_>> {
         // Reserve a place first so concurrent inserts never exceed the cap.
         let reserved = self
             .page_count
@@ -201,13 +285,9 @@ impl SiteTally {
             .is_ok();
         if !reserved {
             // A concurrent insert of this very page may have won; use it.
-            return match self.pages.get(page) {
-                Some(entry) => {
-                    self.add_to(Some(entry.key()), entry.value(), day, 1);
-                    true
-                }
-                None => false,
-            };
+            let entry = self.pages.get(page)?;
+            self.add_to(Some(entry.key()), entry.value(), day, 1);
+            return Some(entry);
         }
         let entry = match self.pages.entry(Arc::from(page)) {
             dashmap::Entry::Occupied(e) => {
@@ -216,9 +296,10 @@ impl SiteTally {
                 e.into_ref()
             }
             dashmap::Entry::Vacant(v) => v.insert(Cell::default()),
-        };
+        }
+        .downgrade();
         self.add_to(Some(entry.key()), entry.value(), day, 1);
-        true
+        Some(entry)
     }
 
     /// Sets the most pages kept (pages already kept stay).
@@ -268,6 +349,43 @@ impl SiteTally {
                     cell.peek(sink);
                 }
             }
+        }
+    }
+
+    /// The store reading kept for `page`: `None` when the tally does not
+    /// keep the page, `Some(None)` when it keeps no reading younger than
+    /// `max_age` at `now_ms` (Unix milliseconds).
+    pub fn reading(
+        &self,
+        page: &str,
+        now_ms: i64,
+        max_age: Duration,
+    ) -> Option<Option<Arc<Stored>>> {
+        let entry = self.pages.get(page)?;
+        Some(entry.value().reading(now_ms, max_age))
+    }
+
+    /// Keeps `stored`, taken at `now_ms` (Unix milliseconds), as `page`'s
+    /// reading; false when the tally does not keep the page.
+    pub fn remember(&self, page: &str, stored: Arc<Stored>, now_ms: i64) -> bool {
+        match self.pages.get(page) {
+            Some(entry) => {
+                entry.value().remember(stored, now_ms);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replaces `page`'s kept reading with `next(reading)` (`Some(None)`
+    /// forgets it, `None` leaves it), unless a reader replaced it meanwhile.
+    pub fn update_reading(
+        &self,
+        page: &str,
+        next: impl FnOnce(&Arc<Stored>) -> Option<Option<Arc<Stored>>>,
+    ) {
+        if let Some(entry) = self.pages.get(page) {
+            entry.value().update_reading(next);
         }
     }
 

@@ -137,7 +137,7 @@ pub async fn serve(
             let page: std::sync::Arc<str> = crate::page::normalize(&raw, site.rules)
                 .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
                 .into();
-            state.reader.page_figures(&site, &page, now).await
+            state.reader.page_figures(&site, &page, now, None).await
         }
     };
     let value = match period {

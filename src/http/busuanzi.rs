@@ -123,7 +123,10 @@ pub async fn serve(
     let (site, page) = count_beacon(state, &beacon, &sender, now, false)?;
     let site_figures = state.reader.site_figures(&site, now);
     let page_pv = match page {
-        Some(page) => state.reader.page_figures(&site, &page, now).await.total,
+        Some(page) => {
+            let figures = state.reader.page_figures(&site, &page.name, now, page.kept);
+            figures.await.total
+        }
         None => 0,
     };
     let answer = Answer {

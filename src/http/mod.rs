@@ -40,8 +40,9 @@ use serde::Serialize;
 
 use crate::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
+use crate::ledger::Stored;
 use crate::metrics::{self, HitCounters};
-use crate::read::Reader;
+use crate::read::{PAGE_READING_TTL, Reader};
 use crate::sites::{Site, Sites};
 use crate::store::{AnyStore, Store};
 use crate::visitor::Identity;
@@ -566,8 +567,8 @@ async fn answer_beacon(
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        Some(page) => {
-            let page_figures = state.reader.page_figures(&site, &page, now).await;
+        Some(CountedPage { name, kept }) => {
+            let page_figures = state.reader.page_figures(&site, &name, now, kept).await;
             let site_figures = state.reader.site_figures(&site, now);
             json_bytes(
                 StatusCode::OK,
@@ -615,6 +616,15 @@ pub fn quiet_beacon(
     Ok(resp)
 }
 
+/// The page a beacon was counted on, for its answer.
+struct CountedPage {
+    /// The normalised page; the tally's own name for it when it keeps it.
+    name: Arc<str>,
+    /// The page's kept store reading when the tally keeps the page (`None`:
+    /// look it up).
+    kept: Option<Option<Arc<Stored>>>,
+}
+
 /// Counts a beacon; returns the site and, unless `quiet`, the normalised
 /// page (to read its figures for the answer).
 fn count_beacon(
@@ -623,7 +633,7 @@ fn count_beacon(
     sender: &Sender<'_>,
     now: Timestamp,
     quiet: bool,
-) -> Result<(Arc<Site>, Option<Arc<str>>), ApiError> {
+) -> Result<(Arc<Site>, Option<CountedPage>), ApiError> {
     let outcome = (|| {
         let id = ingest::site_id(beacon)?;
         let table = state.sites.load();
@@ -633,8 +643,17 @@ fn count_beacon(
             counters: &state.counters,
             bots: &state.bots,
         };
-        let page = ingest.count(site, beacon, sender, now, |page, _| {
-            (!quiet).then(|| Arc::<str>::from(page))
+        let page = ingest.count(site, beacon, sender, now, |page, _, entry| {
+            (!quiet).then(|| match entry {
+                Some(entry) => CountedPage {
+                    name: Arc::clone(entry.key),
+                    kept: Some(entry.reading(now.as_millisecond(), PAGE_READING_TTL)),
+                },
+                None => CountedPage {
+                    name: Arc::from(page),
+                    kept: None,
+                },
+            })
         })?;
         Ok::<_, IngestError>((Arc::clone(site), page))
     })();
@@ -682,7 +701,7 @@ async fn counters(
             let page: Arc<str> = crate::page::normalize(&raw, site.rules)
                 .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
                 .into();
-            state.reader.page_figures(&site, &page, now).await
+            state.reader.page_figures(&site, &page, now, None).await
         }
     };
     let mut resp = json_bytes(StatusCode::OK, figures::to_vec(&figures));
