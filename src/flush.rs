@@ -602,6 +602,11 @@ impl<S: Store> Flusher<S> {
         match &result {
             Ok(Applied::Fresh { late }) => {
                 self.metrics.late.increment(*late);
+                // Kept page readings do not include the import (it is not
+                // one of this instance's batches): read them again.
+                if let Some(site) = self.sites.load().get(&job.batch.site) {
+                    site.forget_page_readings();
+                }
                 tracing::info!(site = %job.batch.site, producer = %job.batch.id.producer, "import applied");
             }
             Ok(Applied::Duplicate) => {

@@ -13,11 +13,17 @@ use crate::ledger::{Counts, Figures, Stored};
 use crate::sites::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
 
-/// How long a page reading is reused. This instance's own hits are always
-/// added on top, and the flusher rolls cached readings forward over every
-/// batch it applies, so a reading stays complete however old; the limit is
-/// how long other instances' hits on the page may take to show.
+/// How long a page reading is reused when other instances share the store.
+/// This instance's own hits are always added on top, and the flusher rolls
+/// kept readings forward over every batch it applies, so a reading stays
+/// complete however old; the limit is how long other instances' hits on the
+/// page may take to show.
 pub const PAGE_READING_TTL: Duration = Duration::from_secs(3);
+/// How long a page reading is reused when this instance is the store's only
+/// writer ([`AnyStore::sole_writer`]): nothing but its own batches changes
+/// the store then, and an import forgets the site's readings. The limit
+/// only bounds how long a reading wrong by a bug could stay wrong.
+pub const SOLE_WRITER_READING_TTL: Duration = Duration::from_secs(60);
 /// How long a page read may wait on the store before the answer goes out
 /// stale.
 pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -27,11 +33,27 @@ pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Reader {
     store: AnyStore,
     producer: Arc<str>,
+    page_ttl: Duration,
 }
 
 impl Reader {
     pub fn new(store: AnyStore, producer: Arc<str>) -> Self {
-        Reader { store, producer }
+        let page_ttl = if store.sole_writer() {
+            SOLE_WRITER_READING_TTL
+        } else {
+            PAGE_READING_TTL
+        };
+        Reader {
+            store,
+            producer,
+            page_ttl,
+        }
+    }
+
+    /// How long a page reading is reused ([`PAGE_READING_TTL`] or
+    /// [`SOLE_WRITER_READING_TTL`]).
+    pub fn page_ttl(&self) -> Duration {
+        self.page_ttl
     }
 
     /// This instance's producer id (its watermark names it).
@@ -72,7 +94,7 @@ impl Reader {
 
     /// The figures of one (normalised) page now. May wait up to
     /// [`PAGE_READ_TIMEOUT`] on the store when the page was not read in the
-    /// last [`PAGE_READING_TTL`].
+    /// last [`Reader::page_ttl`].
     ///
     /// `kept` is the page's reading if the caller already holds it (the
     /// beacon answer finds it while counting the hit); otherwise the kept
@@ -92,7 +114,7 @@ impl Reader {
         for _attempt in 0..3 {
             let cached = kept
                 .take()
-                .unwrap_or_else(|| site.cached_page(page, now_ms, PAGE_READING_TTL))
+                .unwrap_or_else(|| site.cached_page(page, now_ms, self.page_ttl))
                 .filter(|s| s.keys == keys && !fresh_only);
             let (stored, stale) = match cached {
                 Some(s) => (s, false),

@@ -303,6 +303,13 @@ impl Site {
         }
     }
 
+    /// Forgets every kept page reading (after the store changed other than
+    /// by this instance's batches: an import). Walks the site's pages.
+    pub fn forget_page_readings(&self) {
+        self.tally.forget_readings();
+        self.page_cache.clear();
+    }
+
     /// Keeps a reading of `page` taken at `now_ms` (Unix milliseconds).
     pub fn cache_page(&self, page: &Arc<str>, stored: Arc<Stored>, now_ms: i64) {
         if self.tally.remember(page, Arc::clone(&stored), now_ms) {

@@ -389,6 +389,13 @@ impl SiteTally {
         }
     }
 
+    /// Forgets every page's kept reading (walks the pages).
+    pub fn forget_readings(&self) {
+        for entry in self.pages.iter() {
+            entry.value().reading.store(None);
+        }
+    }
+
     /// Pending spilled deltas, for reads (rarely non-empty).
     pub fn peek_spill(&self, mut sink: impl FnMut(&Delta)) {
         for d in self.spill.lock().iter() {

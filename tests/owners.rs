@@ -636,6 +636,47 @@ fn import_twice_is_import_once_on_redis() {
     on_redis(import_twice_is_import_once);
 }
 
+// ---- an import shows on pages whose readings are kept ----
+
+/// A page answered before an import keeps its store reading (on the
+/// embedded store for up to a minute, as nothing else writes the store);
+/// the import must show on it at once, not when the reading expires.
+fn import_shows_on_kept_page_readings(server: &Server) {
+    let answer = server.hit_as(
+        &json!({"site": "demo", "page": "/kept", "vid": "v1"}),
+        BROWSER_UA,
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["page"]["total"], 1, "{}", answer.text());
+    // The reading is kept, and rolled forward over the hit's batch.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(server.counters("demo", Some("/kept"))["total"], 1);
+
+    let imported = import(server, &["--page-total", "/kept=500"]);
+    assert_eq!(imported["applied"], true, "{imported}");
+    let mut last = Value::Null;
+    poll(SETTLE, || {
+        last = server.counters("demo", Some("/kept"));
+        (last["total"] == 501).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the import never showed on the page: {last:#}"));
+    let answer = server.hit_as(
+        &json!({"site": "demo", "page": "/kept", "vid": "v2"}),
+        BROWSER_UA,
+    );
+    assert_eq!(answer.json()["page"]["total"], 502, "{}", answer.text());
+}
+
+#[test]
+fn import_shows_on_kept_page_readings_on_the_embedded_store() {
+    on_embedded(import_shows_on_kept_page_readings);
+}
+
+#[test]
+fn import_shows_on_kept_page_readings_on_redis() {
+    on_redis(import_shows_on_kept_page_readings);
+}
+
 // ---- export → import into an empty store ----
 
 /// `demo` carrying an `initial_total` (configuration, not store: the export

@@ -42,7 +42,7 @@ use crate::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
 use crate::ledger::Stored;
 use crate::metrics::{self, HitCounters};
-use crate::read::{PAGE_READING_TTL, Reader};
+use crate::read::Reader;
 use crate::sites::{Site, Sites};
 use crate::store::{AnyStore, Store};
 use crate::visitor::Identity;
@@ -647,7 +647,7 @@ fn count_beacon(
             (!quiet).then(|| match entry {
                 Some(entry) => CountedPage {
                     name: Arc::clone(entry.key),
-                    kept: Some(entry.reading(now.as_millisecond(), PAGE_READING_TTL)),
+                    kept: Some(entry.reading(now.as_millisecond(), state.reader.page_ttl())),
                 },
                 None => CountedPage {
                     name: Arc::from(page),

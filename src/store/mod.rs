@@ -374,6 +374,14 @@ impl Store for AnyStore {
 }
 
 impl AnyStore {
+    /// True when this instance is the store's only writer: the embedded
+    /// file is locked by one process, and imports go through its flusher.
+    /// Then a page reading rolled forward over this instance's batches
+    /// stays exact, and readers may keep it longer.
+    pub fn sole_writer(&self) -> bool {
+        matches!(self, AnyStore::Embedded(_))
+    }
+
     /// A fixed label naming the backend, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
