@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use crate::ledger::{Counts, Figures, Stored};
 use crate::sites::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
+use crate::tally::Kept;
 
 /// How long a page reading is reused when other instances share the store.
 /// This instance's own hits are always added on top, and the flusher rolls
@@ -93,18 +94,22 @@ impl Reader {
     }
 
     /// The figures of one (normalised) page now. May wait up to
-    /// [`PAGE_READ_TIMEOUT`] on the store when the page was not read in the
-    /// last [`Reader::page_ttl`].
+    /// [`PAGE_READ_TIMEOUT`] on the store when no reading of the page is
+    /// kept for today. A counted page's reading older than
+    /// [`Reader::page_ttl`] is used while one caller reads the page again
+    /// in the background (stale while revalidating: it already holds every
+    /// hit of this instance, only other instances' recent hits may be
+    /// missing); other pages' readings are read again in line.
     ///
     /// `kept` is the page's reading if the caller already holds it (the
     /// beacon answer finds it while counting the hit); otherwise the kept
     /// reading is looked up.
     pub async fn page_figures(
         &self,
-        site: &Site,
+        site: &Arc<Site>,
         page: &Arc<str>,
         now: Timestamp,
-        mut kept: Option<Option<Arc<Stored>>>,
+        mut kept: Option<Option<Kept>>,
     ) -> Figures {
         let calendar = site.calendar();
         let today = calendar.day_of(now);
@@ -115,9 +120,14 @@ impl Reader {
             let cached = kept
                 .take()
                 .unwrap_or_else(|| site.cached_page(page, now_ms, self.page_ttl))
-                .filter(|s| s.keys == keys && !fresh_only);
+                .filter(|k| k.stored.keys == keys && !fresh_only);
             let (stored, stale) = match cached {
-                Some(s) => (s, false),
+                Some(Kept { stored, refresh }) => {
+                    if refresh {
+                        self.refresh_page(site, page, keys, now_ms);
+                    }
+                    (stored, false)
+                }
                 // Boxed: the store's read future is large, and every
                 // request's future would otherwise carry its size (and be
                 // copied with it) for a read that only misses need.
@@ -145,6 +155,14 @@ impl Reader {
         let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
         drop(ledger);
         page_figures(site, page, c, true, now)
+    }
+
+    /// Reads `page` again in a task of its own, which keeps the new reading.
+    fn refresh_page(&self, site: &Arc<Site>, page: &Arc<str>, keys: [PeriodKey; 5], now_ms: i64) {
+        let (reader, site, page) = (self.clone(), Arc::clone(site), Arc::clone(page));
+        tokio::spawn(async move {
+            reader.read_page(&site, &page, keys, now_ms).await;
+        });
     }
 
     /// Reads `page` from the store and remembers the reading; `None` when

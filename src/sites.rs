@@ -22,7 +22,7 @@ use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
 use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
-use crate::tally::SiteTally;
+use crate::tally::{Kept, SiteTally};
 use crate::visitor::{OnlineRing, VisitorBatcher};
 
 /// Bits of each of the two dedupe filters (1 MiB of memory per site with a
@@ -258,9 +258,11 @@ impl Site {
         self.clock.calendar()
     }
 
-    /// A kept reading of `page` taken less than `max_age` before `now_ms`
-    /// (Unix milliseconds).
-    pub fn cached_page(&self, page: &str, now_ms: i64, max_age: Duration) -> Option<Arc<Stored>> {
+    /// The kept reading of `page` (`max_age` is its time to live at
+    /// `now_ms`, Unix milliseconds). A counted page's reading outliving it
+    /// is still given, with one caller told to refresh it (see [`Kept`]);
+    /// other pages' readings are given only while younger.
+    pub fn cached_page(&self, page: &str, now_ms: i64, max_age: Duration) -> Option<Kept> {
         if let Some(kept) = self.tally.reading(page, now_ms, max_age) {
             return kept;
         }
@@ -268,7 +270,10 @@ impl Site {
         let age = now_ms.saturating_sub(entry.1);
         (0..max_age.as_millis() as i64)
             .contains(&age)
-            .then(|| Arc::clone(&entry.0))
+            .then(|| Kept {
+                stored: Arc::clone(&entry.0),
+                refresh: false,
+            })
     }
 
     /// Rolls the cached page readings forward over `batch`, which the store
@@ -549,19 +554,32 @@ mod tests {
         site.roll_forward(&batch(7, incs));
         let ttl = std::time::Duration::from_secs(60);
         let next = site.cached_page("/next", now_ms + 1_000, ttl).unwrap();
-        assert_eq!(next.values, [1, 12, 13, 14, 15]);
-        assert_eq!(next.watermark, 7);
+        assert_eq!(next.stored.values, [1, 12, 13, 14, 15]);
+        assert_eq!(next.stored.watermark, 7);
+        assert!(!next.refresh, "young");
         let ahead = site.cached_page("/ahead", now_ms, ttl).unwrap();
-        assert_eq!(ahead.values, [1, 2, 3, 4, 5], "already had it");
+        assert_eq!(ahead.stored.values, [1, 2, 3, 4, 5], "already had it");
         assert!(
             site.cached_page("/behind", now_ms, ttl).is_none(),
             "a reading that missed an earlier batch is dropped"
         );
         assert!(site.cached_page("/uncached", now_ms, ttl).is_none());
-        assert!(
-            site.cached_page("/next", now_ms + 60_000, ttl).is_none(),
-            "a reading older than its time to live is not used"
-        );
+        let old = now_ms + 60_000;
+        if counted {
+            // Used while one caller, and one only, reads the page again.
+            let first = site.cached_page("/next", old, ttl).unwrap();
+            assert!(first.refresh, "the first caller past the age refreshes");
+            assert_eq!(first.stored.values, [1, 12, 13, 14, 15]);
+            let second = site.cached_page("/next", old + 1, ttl).unwrap();
+            assert!(!second.refresh, "the refresh is claimed once");
+            let after = site.cached_page("/next", old + 60_000, ttl).unwrap();
+            assert!(after.refresh, "claimed again once that claim is as old");
+        } else {
+            assert!(
+                site.cached_page("/next", old, ttl).is_none(),
+                "an uncounted page's reading older than its time to live is not used"
+            );
+        }
     }
 
     #[test]

@@ -122,14 +122,20 @@ impl Cell {
         }
     }
 
-    /// The reading kept in the cell, if taken less than `max_age` before
-    /// `now_ms` (Unix milliseconds).
-    fn reading(&self, now_ms: i64, max_age: Duration) -> Option<Arc<Stored>> {
-        let age = wrap_ms(now_ms).wrapping_sub(self.read_ms.load(Ordering::Acquire));
-        if u128::from(age) >= max_age.as_millis() {
-            return None;
-        }
-        self.reading.load_full()
+    /// The reading kept in the cell, if any. When it was taken `max_age`
+    /// or more before `now_ms` (Unix milliseconds), one caller is told to
+    /// refresh it: that caller restamps it, so the others go on using it
+    /// until the refresh lands.
+    fn reading(&self, now_ms: i64, max_age: Duration) -> Option<Kept> {
+        let stored = self.reading.load_full()?;
+        let then = self.read_ms.load(Ordering::Acquire);
+        let now = wrap_ms(now_ms);
+        let refresh = u128::from(now.wrapping_sub(then)) >= max_age.as_millis()
+            && self
+                .read_ms
+                .compare_exchange(then, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        Some(Kept { stored, refresh })
     }
 
     fn remember(&self, stored: Arc<Stored>, now_ms: i64) {
@@ -160,6 +166,15 @@ impl<'a> PageEntry<'a> {
     }
 }
 
+/// A page's kept store reading.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    pub stored: Arc<Stored>,
+    /// True when the reading outlived its time to live and this caller was
+    /// chosen to read the page again (meanwhile everyone uses this one).
+    pub refresh: bool,
+}
+
 /// A counted page's entry in the tally, lent to the caller of
 /// [`SiteTally::count_then`] while the map's shard guard is held.
 pub struct PageEntry<'a> {
@@ -170,9 +185,9 @@ pub struct PageEntry<'a> {
 }
 
 impl PageEntry<'_> {
-    /// The page's kept store reading, if taken less than `max_age` before
-    /// `now_ms` (Unix milliseconds).
-    pub fn reading(&self, now_ms: i64, max_age: Duration) -> Option<Arc<Stored>> {
+    /// The page's kept store reading (see [`Kept`]); `max_age` is its time
+    /// to live at `now_ms` (Unix milliseconds).
+    pub fn reading(&self, now_ms: i64, max_age: Duration) -> Option<Kept> {
         self.cell.reading(now_ms, max_age)
     }
 }
@@ -352,15 +367,10 @@ impl SiteTally {
         }
     }
 
-    /// The store reading kept for `page`: `None` when the tally does not
-    /// keep the page, `Some(None)` when it keeps no reading younger than
-    /// `max_age` at `now_ms` (Unix milliseconds).
-    pub fn reading(
-        &self,
-        page: &str,
-        now_ms: i64,
-        max_age: Duration,
-    ) -> Option<Option<Arc<Stored>>> {
+    /// The store reading kept for `page` (see [`Kept`]; `max_age` is its
+    /// time to live at `now_ms`, Unix milliseconds): `None` when the tally
+    /// does not keep the page, `Some(None)` when it keeps no reading.
+    pub fn reading(&self, page: &str, now_ms: i64, max_age: Duration) -> Option<Option<Kept>> {
         let entry = self.pages.get(page)?;
         Some(entry.value().reading(now_ms, max_age))
     }

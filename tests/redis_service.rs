@@ -252,6 +252,47 @@ fn two_instances_on_one_redis_agree_exactly() {
     two_instances_scenario(false);
 }
 
+/// A page reading kept by one instance is used past its time to live while
+/// it is read again in the background: another instance's hits on the page
+/// show after a few seconds, and the instance's own hits at once.
+#[test]
+fn a_kept_page_reading_picks_up_another_instances_hits() {
+    let redis = RedisServer::start();
+    let a = start_on(&redis.url(), "");
+    let b = start_on(&redis.url(), "");
+    let answer = |server: &Server, vid: &str| {
+        let beacon = json!({"site": "demo", "page": "/kept", "vid": vid});
+        let r = server.hit_as(&beacon, BROWSER_UA);
+        assert_eq!(r.status, 200, "{}", r.text());
+        int(&r.json()["page"], "total")
+    };
+    // A answers on the page all along, so each of its batches rolls its
+    // kept reading forward; midway B counts five hits on it, which A shows
+    // once it has read the page again (its own hits it shows at once).
+    let mut sent = 0;
+    let mut last = 0;
+    let seen = poll(SETTLE, || {
+        sent += 1;
+        last = answer(&a, &format!("a-{sent}"));
+        if sent == 10 {
+            for i in 0..5 {
+                assert!(is_2xx(quiet_hit(&b, "demo", "/kept", &format!("b-{i}"))));
+            }
+        }
+        let with_b = if sent > 10 { sent + 5 } else { sent };
+        assert!(
+            last == sent || last == with_b,
+            "page total {last} after {sent} of A's"
+        );
+        thread::sleep(Duration::from_millis(200));
+        (sent > 10 && last == with_b).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "A never saw B's hits: page total {last} after {sent} of A's"
+    );
+}
+
 // ---- 2 ----
 
 #[test]

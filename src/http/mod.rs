@@ -40,11 +40,11 @@ use serde::Serialize;
 
 use crate::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
-use crate::ledger::Stored;
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
 use crate::sites::{Site, Sites};
 use crate::store::{AnyStore, Store};
+use crate::tally::Kept;
 use crate::visitor::Identity;
 
 /// The response body type of every route.
@@ -622,7 +622,7 @@ struct CountedPage {
     name: Arc<str>,
     /// The page's kept store reading when the tally keeps the page (`None`:
     /// look it up).
-    kept: Option<Option<Arc<Stored>>>,
+    kept: Option<Option<Kept>>,
 }
 
 /// Counts a beacon; returns the site and, unless `quiet`, the normalised
