@@ -279,9 +279,10 @@ fn a_kept_page_reading_picks_up_another_instances_hits() {
                 assert!(is_2xx(quiet_hit(&b, "demo", "/kept", &format!("b-{i}"))));
             }
         }
+        // B's hits may reach Redis over two of its flushes.
         let with_b = if sent > 10 { sent + 5 } else { sent };
         assert!(
-            last == sent || last == with_b,
+            (sent..=with_b).contains(&last),
             "page total {last} after {sent} of A's"
         );
         thread::sleep(Duration::from_millis(200));
