@@ -62,6 +62,9 @@ redis.call('HSET', KEYS[2], producer, now)
 local late = 0
 local n = tonumber(ARGV[3])
 local a = 4
+-- Pages share their period's sorted set: expire each key once per batch,
+-- not once per page.
+local expiring = {}
 for i = 1, n do
   local key = KEYS[3 + i]
   local kind, member, hits, exp = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
@@ -74,8 +77,9 @@ for i = 1, n do
     else
       redis.call('INCRBY', key, hits)
     end
-    if exp > 0 then
+    if exp > 0 and expiring[key] ~= exp then
       redis.call('EXPIREAT', key, exp)
+      expiring[key] = exp
     end
   end
 end
