@@ -5,6 +5,7 @@
 //! are fetched on demand and kept for a moment. Reads never write.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -29,12 +30,36 @@ pub const SOLE_WRITER_READING_TTL: Duration = Duration::from_secs(60);
 /// stale.
 pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long a background refresh waits for others to gather, so that one
+/// store call reads many pages.
+const REFRESH_GATHER: Duration = Duration::from_millis(10);
+/// Most pages read again in one store call.
+const REFRESH_CHUNK: usize = 256;
+
 /// Reads figures for the HTTP layer.
 #[derive(Clone)]
 pub struct Reader {
     store: AnyStore,
     producer: Arc<str>,
     page_ttl: Duration,
+    refreshes: Arc<Refreshes>,
+}
+
+/// Pages to read again in the background, gathered so that one store call
+/// reads many (see [`Reader::refresh_page`]). Bounded by the pages kept:
+/// each claims a refresh at most once per time to live.
+#[derive(Default)]
+struct Refreshes {
+    queue: parking_lot::Mutex<Vec<Refresh>>,
+    /// Set while a task drains the queue.
+    draining: AtomicBool,
+}
+
+struct Refresh {
+    site: Arc<Site>,
+    page: Arc<str>,
+    keys: [PeriodKey; 5],
+    now_ms: i64,
 }
 
 impl Reader {
@@ -48,6 +73,7 @@ impl Reader {
             store,
             producer,
             page_ttl,
+            refreshes: Arc::default(),
         }
     }
 
@@ -157,12 +183,60 @@ impl Reader {
         page_figures(site, page, c, true, now)
     }
 
-    /// Reads `page` again in a task of its own, which keeps the new reading.
+    /// Queues `page` to be read again in the background; a task started by
+    /// the first refresh queued reads the pages gathered meanwhile together.
     fn refresh_page(&self, site: &Arc<Site>, page: &Arc<str>, keys: [PeriodKey; 5], now_ms: i64) {
-        let (reader, site, page) = (self.clone(), Arc::clone(site), Arc::clone(page));
-        tokio::spawn(async move {
-            reader.read_page(&site, &page, keys, now_ms).await;
+        self.refreshes.queue.lock().push(Refresh {
+            site: Arc::clone(site),
+            page: Arc::clone(page),
+            keys,
+            now_ms,
         });
+        if !self.refreshes.draining.swap(true, Ordering::AcqRel) {
+            let reader = self.clone();
+            tokio::spawn(async move { reader.drain_refreshes().await });
+        }
+    }
+
+    /// Reads the queued pages again, one store call per site, day and
+    /// [`REFRESH_CHUNK`] pages, and keeps the readings; returns once the
+    /// queue stays empty. A call that fails or times out drops its pages:
+    /// their readings stay in use and are claimed again a time to live on.
+    async fn drain_refreshes(&self) {
+        loop {
+            tokio::time::sleep(REFRESH_GATHER).await;
+            let mut queued = std::mem::take(&mut *self.refreshes.queue.lock());
+            if queued.is_empty() {
+                self.refreshes.draining.store(false, Ordering::Release);
+                // A refresh queued since the take saw the flag still set and
+                // started no task: go on for it, unless another task did.
+                if self.refreshes.queue.lock().is_empty()
+                    || self.refreshes.draining.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+                continue;
+            }
+            queued.sort_by_key(|r| Arc::as_ptr(&r.site) as usize);
+            let same = |a: &Refresh, b: &Refresh| Arc::ptr_eq(&a.site, &b.site) && a.keys == b.keys;
+            for group in queued.chunk_by(same) {
+                for chunk in group.chunks(REFRESH_CHUNK) {
+                    let (site, keys) = (&chunk[0].site, chunk[0].keys);
+                    let pages: Vec<Arc<str>> = chunk.iter().map(|r| Arc::clone(&r.page)).collect();
+                    let read = self
+                        .store
+                        .read_pages(&site.id, &pages, &keys, &self.producer);
+                    let Ok(Ok(readings)) = tokio::time::timeout(PAGE_READ_TIMEOUT, read).await
+                    else {
+                        continue;
+                    };
+                    for (r, reading) in chunk.iter().zip(&readings) {
+                        let stored = Arc::new(Stored::new(keys, reading));
+                        r.site.cache_page(&r.page, stored, r.now_ms);
+                    }
+                }
+            }
+        }
     }
 
     /// Reads `page` from the store and remembers the reading; `None` when

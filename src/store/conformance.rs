@@ -77,6 +77,40 @@ pub async fn applies_increments_and_reads_them_back<S: Store>(store: &S) {
     assert_eq!(r.values, vec![2, 2, 2, 2]);
 }
 
+/// Reading many pages at once gives what reading each gives, in order,
+/// across more pages than one store call may carry.
+pub async fn pages_read_together_read_as_one_by_one<S: Store>(store: &S) {
+    let site = "conf-pages";
+    let pages: Vec<Arc<str>> = (0..300).map(|i| Arc::from(format!("/p{i}"))).collect();
+    let mut incs = full(&Scope::Site, 1);
+    for (i, page) in pages.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+        incs.extend(full(&Scope::Page(Arc::clone(page)), i as u64));
+    }
+    store.apply(&batch(site, "p1", 7, incs)).await.unwrap();
+    let together = store
+        .read_pages(site, &pages, &all_periods(), "p1")
+        .await
+        .unwrap();
+    assert_eq!(together.len(), pages.len());
+    for (i, (page, r)) in pages.iter().zip(&together).enumerate() {
+        let one = store
+            .read(site, &Scope::Page(Arc::clone(page)), &all_periods(), "p1")
+            .await
+            .unwrap();
+        assert_eq!(r.values, one.values, "{page}");
+        let hits = if i % 3 == 0 { 0 } else { i as u64 };
+        assert_eq!(r.values, vec![hits; 4], "{page}");
+        assert_eq!(r.watermark, 7, "{page}");
+    }
+    assert!(
+        store
+            .read_pages(site, &[], &all_periods(), "p1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Keys never written read as zero, and an unknown producer's watermark is 0.
 pub async fn missing_keys_read_as_zero<S: Store>(store: &S) {
     let r = store
@@ -331,6 +365,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@cases $make;
             applies_increments_and_reads_them_back,
+            pages_read_together_read_as_one_by_one,
             missing_keys_read_as_zero,
             a_replayed_batch_is_applied_once,
             watermarks_are_per_producer_and_site,

@@ -224,6 +224,29 @@ pub trait Store: Send + Sync + 'static {
         producer: &str,
     ) -> impl Future<Output = Result<Reading, StoreError>> + Send;
 
+    /// [`Store::read`] of several pages of a site for the same periods, in
+    /// the order given; each reading is a consistent snapshot with its
+    /// watermark. A store may answer in one round trip.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn read_pages(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        periods: &[PeriodKey],
+        producer: &str,
+    ) -> impl Future<Output = Result<Vec<Reading>, StoreError>> + Send {
+        async move {
+            let mut readings = Vec::with_capacity(pages.len());
+            for page in pages {
+                let scope = Scope::Page(Arc::clone(page));
+                readings.push(self.read(site, &scope, periods, producer).await?);
+            }
+            Ok(readings)
+        }
+    }
+
     /// Returns the secret called `name`, creating it from `candidate` if it
     /// does not exist yet (first writer wins, so all instances agree).
     ///
@@ -323,6 +346,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.read(site, scope, periods, producer).await,
             AnyStore::Redis(s) => s.read(site, scope, periods, producer).await,
+        }
+    }
+
+    async fn read_pages(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        periods: &[PeriodKey],
+        producer: &str,
+    ) -> Result<Vec<Reading>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.read_pages(site, pages, periods, producer).await,
+            AnyStore::Redis(s) => s.read_pages(site, pages, periods, producer).await,
         }
     }
 

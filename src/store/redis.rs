@@ -20,6 +20,7 @@
 //! whose key's expiry has passed (counted late; the key is not recreated
 //! without a TTL), and prunes producers idle for 30 days.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -149,6 +150,23 @@ end
 return out
 "#;
 
+const READ_PAGES_LUA: &str = r#"
+-- KEYS[1] watermarks, KEYS[2..] the periods' page sorted sets.
+-- ARGV[1] producer, ARGV[2..] pages. Returns the watermark, then for each
+-- period the score of each page in order ('0' for none).
+local out = {redis.call('HGET', KEYS[1], ARGV[1]) or '0'}
+for i = 2, #KEYS do
+  for j = 2, #ARGV do
+    out[#out + 1] = redis.call('ZSCORE', KEYS[i], ARGV[j]) or '0'
+  end
+end
+return out
+"#;
+
+/// Most pages one page-reading script reads (its reply carries five values
+/// per page).
+pub const MAX_PAGES_PER_READ: usize = 256;
+
 /// A connection to one Redis or to a cluster. Both reconnect by themselves.
 #[derive(Clone)]
 enum Conn {
@@ -162,6 +180,7 @@ pub struct RedisStore {
     conn: Conn,
     apply: Script,
     read: Script,
+    read_pages: Script,
 }
 
 /// Whether a URL setting names a cluster: `redis+cluster://…`, or several
@@ -200,6 +219,13 @@ fn map_err(e: RedisError) -> StoreError {
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
+}
+
+/// A counter as Redis gives it (a sorted set's score may be a float).
+fn parse_counter(s: &str) -> Result<u64, StoreError> {
+    s.parse::<u64>()
+        .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
+        .map_err(|_| StoreError::Corrupt(format!("counter value {s:?}")))
 }
 
 fn key(site: &str, rest: &str) -> String {
@@ -251,6 +277,7 @@ impl RedisStore {
             conn,
             apply: Script::new(APPLY_LUA),
             read: Script::new(READ_LUA),
+            read_pages: Script::new(READ_PAGES_LUA),
         })
     }
 
@@ -298,11 +325,7 @@ impl RedisStore {
             inv.arg(g.len());
         }
         let raw: Vec<String> = self.invoke(&inv).await?;
-        let parse = |s: &str| -> Result<u64, StoreError> {
-            s.parse::<u64>()
-                .or_else(|_| s.parse::<f64>().map(|f| f.max(0.0) as u64))
-                .map_err(|_| StoreError::Corrupt(format!("counter value {s:?}")))
-        };
+        let parse = parse_counter;
         let expected = periods.len() + 1 + groups.len();
         if raw.len() != expected {
             return Err(StoreError::Corrupt(format!(
@@ -400,6 +423,45 @@ impl Store for RedisStore {
     ) -> Result<(Reading, Vec<Option<u64>>), StoreError> {
         self.read_all(site, &Scope::Site, periods, producer, groups)
             .await
+    }
+
+    /// One script call per [`MAX_PAGES_PER_READ`] pages, each call one
+    /// snapshot.
+    async fn read_pages(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        periods: &[PeriodKey],
+        producer: &str,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let mut readings = Vec::with_capacity(pages.len());
+        for chunk in pages.chunks(MAX_PAGES_PER_READ) {
+            let mut inv = self.read_pages.prepare_invoke();
+            inv.key(key(site, "wm"));
+            for p in periods {
+                inv.key(counter_key(site, &Scope::Page(Arc::from("")), p));
+            }
+            inv.arg(producer);
+            for page in chunk {
+                inv.arg(page.as_ref());
+            }
+            let raw: Vec<String> = self.invoke(&inv).await?;
+            let expected = 1 + periods.len() * chunk.len();
+            if raw.len() != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "page read reply has {} values, expected {expected}",
+                    raw.len()
+                )));
+            }
+            let watermark = parse_counter(&raw[0])?;
+            for i in 0..chunk.len() {
+                let values = (0..periods.len())
+                    .map(|k| parse_counter(&raw[1 + k * chunk.len() + i]))
+                    .collect::<Result<_, _>>()?;
+                readings.push(Reading { values, watermark });
+            }
+        }
+        Ok(readings)
     }
 
     async fn secret(&self, name: &str, candidate: [u8; 32]) -> Result<[u8; 32], StoreError> {
