@@ -234,6 +234,9 @@ impl Reader {
                         let stored = Arc::new(Stored::new(keys, reading));
                         r.site.cache_page(&r.page, stored, r.now_ms);
                     }
+                    // The embedded store reads in place: let requests in
+                    // between chunks.
+                    tokio::task::yield_now().await;
                 }
             }
         }
