@@ -479,22 +479,27 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Header names looked up on every beacon, as constants: a name given as
+/// a string is parsed at each lookup.
+const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+const SEC_GPC: header::HeaderName = header::HeaderName::from_static("sec-gpc");
+
 fn sender<'r>(state: &State, headers: &'r HeaderMap, peer: SocketAddr) -> Sender<'r> {
     let ip = ingest::client_ip(
         ingest::canonical(peer.ip()),
         headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .map(HeaderValue::as_bytes),
         &state.trusted_proxies,
     );
-    let flag = |name: &str| headers.get(name).is_some_and(|v| v.as_bytes() == b"1");
+    let flag = |name| headers.get(name).is_some_and(|v| v.as_bytes() == b"1");
     Sender {
         ip,
         user_agent: headers
             .get(header::USER_AGENT)
             .map_or(&b""[..], HeaderValue::as_bytes),
-        no_track: flag("dnt") || flag("sec-gpc"),
+        no_track: flag(header::DNT) || flag(SEC_GPC),
         origin: header_str(headers, header::ORIGIN).filter(|o| *o != "null"),
         referer: header_str(headers, header::REFERER),
     }
