@@ -138,9 +138,20 @@ impl Cell {
         Some(Kept { stored, refresh })
     }
 
+    /// Keeps `stored` unless the kept reading is of the same periods and
+    /// further along this instance's batches: a read that was in flight
+    /// while a batch was applied and rolled into the kept reading would
+    /// otherwise put back a reading that misses the batch (and is then read
+    /// again in line). The kept one is refreshed again a time to live on.
     fn remember(&self, stored: Arc<Stored>, now_ms: i64) {
-        self.reading.store(Some(stored));
-        self.read_ms.store(wrap_ms(now_ms), Ordering::Release);
+        let ahead = |kept: &Stored| kept.keys == stored.keys && kept.watermark > stored.watermark;
+        let previous = self.reading.rcu(|current| match current {
+            Some(kept) if ahead(kept) => Some(Arc::clone(kept)),
+            _ => Some(Arc::clone(&stored)),
+        });
+        if !previous.as_deref().is_some_and(ahead) {
+            self.read_ms.store(wrap_ms(now_ms), Ordering::Release);
+        }
     }
 
     /// Replaces the kept reading with `next(reading)` (`None`: forget it),
@@ -426,6 +437,41 @@ mod tests {
                 .or_default() += d.hits;
         }
         m
+    }
+
+    fn stored(total: u64, watermark: u64) -> Arc<Stored> {
+        Arc::new(Stored {
+            keys: [crate::store::PeriodKey::Total; 5],
+            values: [total; 5],
+            watermark,
+        })
+    }
+
+    #[test]
+    fn a_kept_reading_is_not_replaced_by_one_behind_it() {
+        let t = SiteTally::new(10);
+        t.count("/a", 1);
+        let ttl = Duration::from_secs(3);
+        assert!(t.remember("/a", stored(5, 7), 1_000));
+        // A read that was in flight while batch 8 was rolled into the kept
+        // reading comes back with watermark 7: the kept one stays.
+        t.update_reading("/a", |s| Some(Some(stored(s.values[0] + 1, 8))));
+        assert!(t.remember("/a", stored(5, 7), 2_000));
+        let kept = t.reading("/a", 2_000, ttl).unwrap().unwrap();
+        assert_eq!((kept.stored.values[0], kept.stored.watermark), (6, 8));
+        assert!(!kept.refresh, "1 s old");
+        // Its time was not renewed by the refused reading: due at 4,000.
+        assert!(t.reading("/a", 4_000, ttl).unwrap().unwrap().refresh);
+        // One as far along, or further, replaces it.
+        assert!(t.remember("/a", stored(9, 8), 5_000));
+        assert_eq!(
+            t.reading("/a", 5_000, ttl).unwrap().unwrap().stored.values[0],
+            9
+        );
+        assert!(
+            !t.remember("/unknown", stored(1, 1), 5_000),
+            "not kept by the tally"
+        );
     }
 
     #[test]
