@@ -2,7 +2,9 @@
 //! the last store reading plus this instance's unflushed hits.
 //!
 //! Site readings are refreshed by the flusher every interval; page readings
-//! are fetched on demand and kept for a moment. Reads never write.
+//! are fetched on demand, kept (a counted page's in its tally cell), rolled
+//! forward by the flusher, and read again in the background once past
+//! their time to live. Reads never write figures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
