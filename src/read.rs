@@ -202,8 +202,10 @@ impl Reader {
 
     /// Reads the queued pages again, one store call per site, day and
     /// [`REFRESH_CHUNK`] pages, and keeps the readings; returns once the
-    /// queue stays empty. A call that fails or times out drops its pages:
-    /// their readings stay in use and are claimed again a time to live on.
+    /// queue stays empty. A call that fails or times out drops the rest of
+    /// what was taken (the store is away: one wait per round, not one per
+    /// chunk); those readings stay in use and are claimed again a time to
+    /// live on.
     async fn drain_refreshes(&self) {
         loop {
             tokio::time::sleep(REFRESH_GATHER).await;
@@ -221,7 +223,7 @@ impl Reader {
             }
             queued.sort_by_key(|r| Arc::as_ptr(&r.site) as usize);
             let same = |a: &Refresh, b: &Refresh| Arc::ptr_eq(&a.site, &b.site) && a.keys == b.keys;
-            for group in queued.chunk_by(same) {
+            'round: for group in queued.chunk_by(same) {
                 for chunk in group.chunks(REFRESH_CHUNK) {
                     let (site, keys) = (&chunk[0].site, chunk[0].keys);
                     let pages: Vec<Arc<str>> = chunk.iter().map(|r| Arc::clone(&r.page)).collect();
@@ -230,7 +232,7 @@ impl Reader {
                         .read_pages(&site.id, &pages, &keys, &self.producer);
                     let Ok(Ok(readings)) = tokio::time::timeout(PAGE_READ_TIMEOUT, read).await
                     else {
-                        continue;
+                        break 'round;
                     };
                     for (r, reading) in chunk.iter().zip(&readings) {
                         let stored = Arc::new(Stored::new(keys, reading));
