@@ -411,7 +411,7 @@ pub async fn run_reloadable(
             for batch in pending {
                 match table.get(&batch.site) {
                     Some(site) if batch.id.producer == producer => {
-                        site.ledger.write().adopt(batch);
+                        site.adopt(batch);
                         replayed += 1;
                     }
                     _ => tracing::warn!(

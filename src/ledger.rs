@@ -441,6 +441,11 @@ impl LedgerRead<'_> {
         self.state.stale
     }
 
+    /// The next batch's sequence: later than every batch frozen so far.
+    pub fn next_seq(&self) -> u64 {
+        self.state.next_seq
+    }
+
     /// Whether a reading with `watermark` can be combined with what the
     /// ledger holds without missing a batch.
     pub fn covers(&self, watermark: u64) -> bool {

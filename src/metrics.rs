@@ -32,6 +32,7 @@ pub const LATE_DELTAS: &str = "luot_late_deltas_total";
 pub const WAL_BYTES: &str = "luot_wal_bytes";
 pub const WAL_ERRORS: &str = "luot_wal_errors_total";
 pub const ANONYMOUS_HITS: &str = "luot_anonymous_hits_total";
+pub const PAGE_READS: &str = "luot_page_reads_total";
 pub const BUILD_INFO: &str = "luot_build_info";
 
 /// Why a hit was or was not counted: the `result` label of [`HITS`].
@@ -185,6 +186,10 @@ fn describe() {
     describe_counter!(
         ANONYMOUS_HITS,
         "Counted hits without a visitor identity, by reason."
+    );
+    describe_counter!(
+        PAGE_READS,
+        "Page readings fetched from the store, by why: first (none kept for today), behind (the kept one missed a batch that left memory), refresh (past its time to live, read in the background)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version.");
 }
@@ -348,6 +353,45 @@ impl HttpMetrics {
         self.durations[route]
             .get_or_init(|| metrics::histogram!(HTTP_DURATION, "route" => label))
             .record(seconds);
+    }
+}
+
+/// Why a page was read from the store: the `reason` label of
+/// [`PAGE_READS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageRead {
+    /// No reading of the page was kept for today: the answer waited.
+    First,
+    /// The kept reading missed a batch that had already left memory: the
+    /// answer waited.
+    Behind,
+    /// The kept reading outlived its time to live and was read again in
+    /// the background (the answer did not wait).
+    Refresh,
+}
+
+/// Handles for [`PAGE_READS`], registered once.
+pub struct PageReadCounters {
+    by_reason: [Counter; 3],
+}
+
+impl PageReadCounters {
+    pub fn new() -> Self {
+        PageReadCounters {
+            by_reason: ["first", "behind", "refresh"]
+                .map(|r| metrics::counter!(PAGE_READS, "reason" => r)),
+        }
+    }
+
+    /// Counts `n` pages read for `reason`.
+    pub fn record(&self, reason: PageRead, n: u64) {
+        self.by_reason[reason as usize].increment(n);
+    }
+}
+
+impl Default for PageReadCounters {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

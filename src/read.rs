@@ -13,6 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::ledger::{Counts, Figures, Stored};
+use crate::metrics::{PageRead, PageReadCounters};
 use crate::sites::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
 use crate::tally::Kept;
@@ -45,6 +46,7 @@ pub struct Reader {
     producer: Arc<str>,
     page_ttl: Duration,
     refreshes: Arc<Refreshes>,
+    reads: Arc<PageReadCounters>,
 }
 
 /// Pages to read again in the background, gathered so that one store call
@@ -76,6 +78,7 @@ impl Reader {
             producer,
             page_ttl,
             refreshes: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -159,15 +162,20 @@ impl Reader {
                 // Boxed: the store's read future is large, and every
                 // request's future would otherwise carry its size (and be
                 // copied with it) for a read that only misses need.
-                None => match Box::pin(self.read_page(site, page, keys, now_ms)).await {
-                    Some(s) => (s, false),
-                    None => (Arc::new(Stored::empty(today, calendar)), true),
-                },
+                None => {
+                    match Box::pin(self.read_page(site, page, keys, now_ms, fresh_only)).await {
+                        Some(s) => (s, false),
+                        None => (Arc::new(Stored::empty(today, calendar)), true),
+                    }
+                }
             };
             let ledger = site.ledger.read();
-            if !stale && !ledger.covers(stored.watermark) {
-                // A batch this reading predates has already left memory:
-                // read again rather than show a dip.
+            if !stale
+                && !ledger.covers(stored.watermark)
+                && !site.reading_complete(page, stored.watermark, ledger.next_seq())
+            {
+                // A batch this reading predates, with hits on the page, has
+                // already left memory: read again rather than show a dip.
                 fresh_only = true;
                 continue;
             }
@@ -227,6 +235,7 @@ impl Reader {
                 for chunk in group.chunks(REFRESH_CHUNK) {
                     let (site, keys) = (&chunk[0].site, chunk[0].keys);
                     let pages: Vec<Arc<str>> = chunk.iter().map(|r| Arc::clone(&r.page)).collect();
+                    self.reads.record(PageRead::Refresh, pages.len() as u64);
                     let read = self
                         .store
                         .read_pages(&site.id, &pages, &keys, &self.producer);
@@ -254,7 +263,14 @@ impl Reader {
         page: &Arc<str>,
         keys: [PeriodKey; 5],
         now_ms: i64,
+        behind: bool,
     ) -> Option<Arc<Stored>> {
+        let reason = if behind {
+            PageRead::Behind
+        } else {
+            PageRead::First
+        };
+        self.reads.record(reason, 1);
         let scope = Scope::Page(Arc::clone(page));
         let read = self.store.read(&site.id, &scope, &keys, &self.producer);
         let reading = tokio::time::timeout(PAGE_READ_TIMEOUT, read)

@@ -13,7 +13,7 @@
 //! beacon finds it with the lookup that counted the hit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -56,9 +56,39 @@ pub struct Cell {
     /// Written after `reading`: a reader may pair a new reading with the
     /// previous time, which only makes it look older.
     read_ms: AtomicU32,
-    /// Set when the cell has hits the flusher has not taken; the hit that
-    /// sets it queues the cell in the tally's dirty list.
-    dirty: AtomicBool,
+    /// [`DIRTY`], set when the cell has hits the flusher has not taken
+    /// (the hit that sets it queues the cell in the tally's dirty list),
+    /// and in the other bits the low bits of the last batch applied that
+    /// carried the page's hits ([`ROLLED_BITS`]; 0: none known). Packed in
+    /// one word so the cell stays 32 bytes.
+    flags: AtomicU32,
+}
+
+/// The bit of a cell's flags set while it has untaken hits.
+const DIRTY: u32 = 1 << 31;
+/// The bits of a cell's flags naming the last batch applied with the
+/// page's hits (see [`name_of`]).
+const ROLLED_BITS: u32 = DIRTY - 1;
+/// Names of batches repeat after this many sequences.
+const NAMES: u64 = ROLLED_BITS as u64;
+
+/// How a cell names batch `seq` in its 31 bits: 1 to 2^31 - 1, so that 0
+/// means none.
+fn name_of(seq: u64) -> u32 {
+    (seq % NAMES) as u32 + 1
+}
+
+/// The batch a cell's `name` stands for, given `latest`, a sequence at
+/// least as late as it: the latest sequence at or below `latest` with that
+/// name. `None` when the cell names none. A name older than 2^31 - 1
+/// batches comes out later than it was, which only makes a reading look
+/// behind.
+fn widen(name: u32, latest: u64) -> Option<u64> {
+    if name == 0 {
+        return None;
+    }
+    let back = (u64::from(name_of(latest)) + NAMES - u64::from(name)) % NAMES;
+    latest.checked_sub(back)
 }
 
 /// Unix milliseconds wrapped to the 32 bits a cell keeps.
@@ -98,12 +128,26 @@ impl Cell {
 
     /// Marks the cell dirty; true when this call did (the caller queues it).
     fn mark_dirty(&self) -> bool {
-        !self.dirty.load(Ordering::Acquire) && !self.dirty.swap(true, Ordering::AcqRel)
+        self.flags.load(Ordering::Acquire) & DIRTY == 0
+            && self.flags.fetch_or(DIRTY, Ordering::AcqRel) & DIRTY == 0
+    }
+
+    /// Records that batch `seq`, carrying the page's hits, was applied;
+    /// returns the name the cell held before (see [`widen`]).
+    fn mark_rolled(&self, seq: u64) -> u32 {
+        let name = name_of(seq);
+        let before = self
+            .flags
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                Some((f & DIRTY) | name)
+            })
+            .unwrap_or_else(|f| f);
+        before & ROLLED_BITS
     }
 
     /// Takes every pending `(day, hits)` out of the cell.
     fn take(&self, mut sink: impl FnMut(DayNumber, u64)) {
-        self.dirty.store(false, Ordering::Release);
+        self.flags.fetch_and(!DIRTY, Ordering::AcqRel);
         for slot in &self.slots {
             let (day, count) = unpack(slot.swap(0, Ordering::AcqRel));
             if count != 0 {
@@ -238,6 +282,11 @@ pub struct SiteTally {
     spare: Mutex<Vec<Option<Arc<str>>>>,
     /// Deltas evicted from a slot by a later day (see [`Cell::add`]).
     spill: Mutex<Vec<Delta>>,
+    /// The last batch that may carry hits of a page whose cell did not
+    /// exist when it was applied (batches replayed from the write-ahead
+    /// file; any other batch's pages come from cells, which are never
+    /// removed): a cell that names no batch assumes this one. 0: none.
+    adopted_through: AtomicU64,
 }
 
 impl SiteTally {
@@ -251,7 +300,20 @@ impl SiteTally {
             dirty: Mutex::new(Vec::new()),
             spare: Mutex::new(Vec::new()),
             spill: Mutex::new(Vec::new()),
+            adopted_through: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that batch `seq`, which may carry hits of pages this tally
+    /// has no cell for, will be applied (see [`SiteTally::rolled`]).
+    pub fn note_adopted(&self, seq: u64) {
+        self.adopted_through.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The batch a cell's `name` stands for, given `latest` (see
+    /// [`widen`]); a cell that names none stands for the adopted batches.
+    fn last_rolled(&self, name: u32, latest: u64) -> u64 {
+        widen(name, latest).unwrap_or_else(|| self.adopted_through.load(Ordering::Acquire))
     }
 
     /// Counts one hit on `page` on local day `day`.
@@ -398,16 +460,39 @@ impl SiteTally {
         }
     }
 
-    /// Replaces `page`'s kept reading with `next(reading)` (`Some(None)`
-    /// forgets it, `None` leaves it), unless a reader replaced it meanwhile.
-    pub fn update_reading(
+    /// Records that batch `seq`, which carried `page`'s hits, was applied,
+    /// and replaces the page's kept reading with `next(reading, before)`
+    /// (`Some(None)` forgets it, `None` leaves it) unless a reader replaced
+    /// it meanwhile. `before` is the last batch before `seq` that carried
+    /// the page's hits (0: none, or `None` when unsure): a reading that
+    /// includes it includes every batch before `seq` that touched the page.
+    ///
+    /// The flusher calls this for every batch it applies, in sequence
+    /// order and before the ledger lets the batch go, so that
+    /// [`SiteTally::rolled`] read after that names it.
+    pub fn roll_reading(
         &self,
         page: &str,
-        next: impl FnOnce(&Arc<Stored>) -> Option<Option<Arc<Stored>>>,
+        seq: u64,
+        next: impl FnOnce(&Arc<Stored>, Option<u64>) -> Option<Option<Arc<Stored>>>,
     ) {
         if let Some(entry) = self.pages.get(page) {
-            entry.value().update_reading(next);
+            let cell = entry.value();
+            let name = cell.mark_rolled(seq);
+            // A repeat of `seq` (or a name come round again) assumes nothing.
+            let before = Some(self.last_rolled(name, seq)).filter(|&b| b < seq);
+            cell.update_reading(|stored| next(stored, before));
         }
+    }
+
+    /// The last batch applied that carried `page`'s hits (0: none), given
+    /// `latest`, a sequence at least as late as any batch applied (see
+    /// [`SiteTally::roll_reading`]); `None` when the tally does not keep
+    /// the page.
+    pub fn rolled(&self, page: &str, latest: u64) -> Option<u64> {
+        let entry = self.pages.get(page)?;
+        let name = entry.value().flags.load(Ordering::Acquire) & ROLLED_BITS;
+        Some(self.last_rolled(name, latest))
     }
 
     /// Forgets every page's kept reading (walks the pages).
@@ -455,7 +540,7 @@ mod tests {
         assert!(t.remember("/a", stored(5, 7), 1_000));
         // A read that was in flight while batch 8 was rolled into the kept
         // reading comes back with watermark 7: the kept one stays.
-        t.update_reading("/a", |s| Some(Some(stored(s.values[0] + 1, 8))));
+        t.roll_reading("/a", 8, |s, _| Some(Some(stored(s.values[0] + 1, 8))));
         assert!(t.remember("/a", stored(5, 7), 2_000));
         let kept = t.reading("/a", 2_000, ttl).unwrap().unwrap();
         assert_eq!((kept.stored.values[0], kept.stored.watermark), (6, 8));

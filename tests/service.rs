@@ -752,3 +752,47 @@ fn a_silent_new_connection_is_closed_after_the_header_timeout() {
         began.elapsed()
     );
 }
+
+#[test]
+fn a_pages_kept_reading_outlives_batches_without_its_hits() {
+    // Every answer with figures needs the page's store reading; once kept,
+    // a batch that carried only other pages' hits (or none) must not send
+    // the next answer back to the store.
+    let server = Server::start();
+    let reads = |reason: &str| {
+        server.metric_or_zero(&format!("luot_page_reads_total{{reason=\"{reason}\"}}"))
+    };
+    let answer = |page: &str| {
+        let r = server.hit(&json!({"site": "demo", "page": page}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        int(&r.json()["page"], "total")
+    };
+    let first = reads("first");
+    assert_eq!(answer("/kept"), 1);
+    assert_eq!(
+        reads("first"),
+        first + 1.0,
+        "the first answer read the page"
+    );
+    server.wait_flushed();
+    let (first, behind) = (reads("first"), reads("behind"));
+    // Batches with only /other's hits leave memory, several flushes' worth.
+    for _ in 0..5 {
+        answer("/other");
+        server.wait_flushed();
+    }
+    assert_eq!(
+        reads("first") + reads("behind"),
+        first + behind + 1.0,
+        "/other read once"
+    );
+    assert_eq!(answer("/kept"), 2, "exact without the store");
+    assert_eq!(
+        reads("behind"),
+        behind,
+        "the kept reading was still complete"
+    );
+    assert_eq!(reads("first"), first + 1.0, "and still kept");
+    server.wait_flushed();
+    assert_eq!(server.total("demo", Some("/kept")), 2);
+}
