@@ -206,13 +206,14 @@ async fn apply_reload(
     tracing::info!(sites = new.sites.len(), "configuration reloaded");
 }
 
-/// Runs `work` on a thread of its own, at nice 19, with its own
-/// single-threaded runtime whose blocking threads (store writes, the
-/// write-ahead file) run in the background class (`background_priority`):
-/// the flusher's CPU work (taking deltas, building batches, merging
-/// sketches) then never holds up the runtime that answers requests
-/// (measured: p99 latency in BENCHMARKS.md). Resolves to `work`'s output, or
-/// an error if the thread could not run it.
+/// Runs `work` on a thread of its own with its own single-threaded
+/// runtime, the thread and the runtime's blocking threads (store writes,
+/// the write-ahead file) at [`background_priority`]: the flusher's CPU work
+/// (taking deltas, building batches, merging sketches, store writes) then
+/// yields to the runtime that answers requests without starving. Resolves
+/// to `work`'s output, or an error if the thread could not run it.
+///
+/// [`background_priority`]: crate::store::embedded::background_priority
 fn spawn_background<T: Send + 'static>(
     name: &str,
     work: impl Future<Output = T> + Send + 'static,
@@ -221,15 +222,7 @@ fn spawn_background<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            // The flusher itself only at the lowest nice: it holds ledger
-            // write locks that readers wait on, and in SCHED_IDLE it would
-            // wait for a busy core's idle time with them held (measured:
-            // answers stalled ~100 ms behind a busy Redis on the same core).
-            // Its blocking threads — store writes, the write-ahead file,
-            // which hold no lock readers need — go all the way to
-            // SCHED_IDLE.
-            let _ =
-                thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+            crate::store::embedded::background_priority();
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .on_thread_start(crate::store::embedded::background_priority)
