@@ -246,8 +246,10 @@ def run_store(args, tmp, store, baseline_port):
     print(f"luot RSS after the run: {rss / 1024:.1f} MiB")
     # The flusher must keep up while requests keep the core busy: about
     # one batch per flush interval (1 s) over the beacon routes.
-    print(f"flush batches applied during the run: {batches:.0f} in {elapsed:.0f} s "
-          f"({batches / elapsed:.2f}/s)")
+    beacon_s = args.rounds * len(INGEST) * args.duration
+    print(f"flush batches applied during the run: {batches:.0f} in {elapsed:.0f} s, "
+          f"of which luot took beacons for {beacon_s} s "
+          f"({batches / beacon_s:.2f} per second of beacons)")
     if redis:
         print(f"Redis commands/s during the run: {calls[0] / elapsed:.1f} in all "
               f"({calls[0]} in {elapsed:.0f} s, including those scripts run inside Redis); "
