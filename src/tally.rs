@@ -58,9 +58,9 @@ pub struct Cell {
     read_ms: AtomicU32,
     /// [`DIRTY`], set when the cell has hits the flusher has not taken
     /// (the hit that sets it queues the cell in the tally's dirty list),
-    /// and in the other bits the low bits of the last batch applied that
-    /// carried the page's hits ([`ROLLED_BITS`]; 0: none known). Packed in
-    /// one word so the cell stays 32 bytes.
+    /// and in the other bits the name of the last batch applied that
+    /// carried the page's hits ([`name_of`]; 0: none known). Packed in one
+    /// word so the cell stays 32 bytes (a test holds it).
     flags: AtomicU32,
 }
 
@@ -557,6 +557,12 @@ mod tests {
             !t.remember("/unknown", stored(1, 1), 5_000),
             "not kept by the tally"
         );
+    }
+
+    #[test]
+    fn a_cell_stays_32_bytes() {
+        // It lives inline in the page map: a byte more is 8 per page.
+        assert_eq!(std::mem::size_of::<Cell>(), 32);
     }
 
     #[test]
