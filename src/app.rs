@@ -213,7 +213,7 @@ async fn apply_reload(
 /// yields to the runtime that answers requests without starving. Resolves
 /// to `work`'s output, or an error if the thread could not run it.
 ///
-/// [`background_priority`]: crate::store::embedded::background_priority
+/// [`background_priority`]: crate::background::background_priority
 fn spawn_background<T: Send + 'static>(
     name: &str,
     work: impl Future<Output = T> + Send + 'static,
@@ -222,10 +222,10 @@ fn spawn_background<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            crate::store::embedded::background_priority();
+            crate::background::background_priority();
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .on_thread_start(crate::store::embedded::background_priority)
+                .on_thread_start(crate::background::background_priority)
                 .build()
             {
                 Ok(runtime) => {

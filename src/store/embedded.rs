@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
+use crate::background::Pacer;
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
 /// Counter rows: one per (site, scope), keyed by two 64-bit hashes (site,
@@ -201,45 +202,13 @@ impl EmbeddedStore {
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
         // Called from the flusher, this runs on its runtime's blocking
-        // threads, at the background priority (see `background_priority`);
+        // threads, at the background priority
+        // (`crate::background::background_priority`);
         // called to answer a request, it runs at the priority requests
         // have.
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StoreError::Unavailable(format!("blocking task failed: {e}")))?
-    }
-}
-
-/// The `nice` value of the flusher's threads (see [`background_priority`]).
-pub const BACKGROUND_NICE: i8 = 10;
-
-/// Lowers the calling thread to [`BACKGROUND_NICE`]. The flusher's thread
-/// and every blocking thread its runtime starts (store writes, the
-/// write-ahead file) call it; store calls made to answer a request run on
-/// the main runtime's threads, at the priority requests have.
-///
-/// Why nice 10: at that weight (110 against a request thread's 1,024) the
-/// flusher gets up to a tenth of a core that requests keep busy — enough to
-/// flush 10,000 keys a second (~35 ms of work on the embedded store) with
-/// room to spare — and yields the rest. Lower classes starved it: with its
-/// writes in `SCHED_IDLE` and itself at nice 19, a core saturated by
-/// requests flushed once in five seconds or never (measured with the load
-/// script's flush counts), so the store fell behind and a crash could lose
-/// far more than one flush interval. The cost is that its time slices hold
-/// requests up under saturation (p99, BENCHMARKS.md).
-pub fn background_priority() {
-    use thread_priority::{
-        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
-    };
-    // The crate maps a portable p (0–99) to nice -20 + trunc(39 × (1 −
-    // p / 99)) on Linux: 22 gives 10 (a test reads it back).
-    const P: u8 = 22;
-    if let Ok(p) = ThreadPriorityValue::try_from(P) {
-        let _ = thread_priority::set_thread_priority_and_policy(
-            thread_priority::thread_native_id(),
-            ThreadPriority::Crossplatform(p),
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
-        );
     }
 }
 
@@ -272,9 +241,13 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
         let mut skipped = 0u64;
         let site_hash = key_hash(batch.site.as_bytes());
         let mut encoded = Vec::new();
+        // On the flusher's threads, a batch of 10,000 pages is ~40 ms of
+        // work: let requests on the same core in every 100 µs.
+        let mut pacer = Pacer::new();
         // Increments come sorted by scope (build_batch), so each scope's
         // increments are one run: one read and one write per scope.
         for run in batch.increments.chunk_by(|a, b| a.scope == b.scope) {
+            pacer.step();
             let scope = run[0].scope.as_key();
             let key = row_key(site_hash, scope);
             let mut row = match rows.get(&key).map_err(unavailable)? {
@@ -556,35 +529,5 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// This thread's nice value, from `/proc` (field 19 of its stat line).
-    fn nice_of_this_thread() -> Option<i64> {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-        // The command name may hold spaces; fields follow its ')'.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        rest.split(' ').nth(16)?.parse().ok()
-    }
-
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn background_priority_sets_the_background_nice() {
-        let (before, after) = std::thread::spawn(|| {
-            let before = nice_of_this_thread();
-            background_priority();
-            (before, nice_of_this_thread())
-        })
-        .join()
-        .unwrap();
-        if before.is_some_and(|n| n > i64::from(BACKGROUND_NICE)) {
-            // Run at a lower priority already (which only root may raise).
-            return;
-        }
-        assert_eq!(after, Some(i64::from(BACKGROUND_NICE)));
     }
 }
