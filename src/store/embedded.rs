@@ -151,8 +151,12 @@ impl Row {
 /// backlog of expiries never makes one flush slow.
 const PRUNE_PER_BATCH: usize = 1_000;
 
-/// redb's page cache.
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// redb's page cache. 4 MiB rather than 8: with glibc's mmap threshold
+/// fixed (`src/main.rs`), RSS growth per page key went from 276–283 to
+/// 162–170 bytes (load script's memory phase, 10,000 to 100,000 pages);
+/// the flusher reads more of the file from the OS page cache, ~10 ms more
+/// CPU a second at 10,000 pages flushed a second (BENCHMARKS.md).
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The file name inside `data_dir`.
 pub const FILE_NAME: &str = "luot.redb";
