@@ -219,6 +219,66 @@ pub async fn expired_periods_are_late_and_total_still_counts<S: Store>(store: &S
     assert_eq!(r.values, vec![0, 4]);
 }
 
+/// A batch as a flush builds it: the site and pages seen on one day (the
+/// same hits in each period), a page seen on two days (different hits per
+/// period), and an expired period. Every increment lands once.
+pub async fn a_mixed_batch_lands_every_increment_once<S: Store>(store: &S) {
+    let site = "conf-mixed";
+    let yesterday = Date::constant(2026, 11, 26);
+    let mut incs = full(&Scope::Site, 9);
+    let pages: Vec<Scope> = (0..50)
+        .map(|i| Scope::Page(Arc::from(format!("/p/{i}"))))
+        .collect();
+    for (i, page) in pages.iter().enumerate() {
+        incs.extend(full(page, i as u64 + 1));
+    }
+    let two_days = Scope::Page(Arc::from("/two-days"));
+    incs.push(inc(&two_days, PeriodKey::Day(yesterday), 2));
+    incs.push(inc(&two_days, PeriodKey::Day(DAY), 3));
+    incs.push(inc(&two_days, PeriodKey::Week(WEEK), 5));
+    incs.push(inc(&two_days, PeriodKey::Month(MONTH), 5));
+    incs.push(inc(&two_days, PeriodKey::Total, 5));
+    let expired = Scope::Page(Arc::from("/expired"));
+    incs.push(Increment {
+        scope: expired.clone(),
+        period: PeriodKey::Day(Date::constant(2020, 1, 1)),
+        hits: 1,
+        expires_at: Some(Timestamp::now() - SignedDuration::from_hours(1)),
+    });
+    incs.push(inc(&expired, PeriodKey::Total, 1));
+    assert_eq!(
+        store.apply(&batch(site, "p1", 1, incs)).await.unwrap(),
+        Applied::Fresh { late: 1 }
+    );
+    let periods = all_periods();
+    let r = store
+        .read(site, &Scope::Site, &periods, "p1")
+        .await
+        .unwrap();
+    assert_eq!((r.values, r.watermark), (vec![9; 4], 1));
+    for (i, page) in pages.iter().enumerate() {
+        let r = store.read(site, page, &periods, "p1").await.unwrap();
+        assert_eq!(r.values, vec![i as u64 + 1; 4], "{page:?}");
+    }
+    let mut with_yesterday = vec![PeriodKey::Day(yesterday)];
+    with_yesterday.extend(periods);
+    let r = store
+        .read(site, &two_days, &with_yesterday, "p1")
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![2, 3, 5, 5, 5]);
+    let r = store
+        .read(
+            site,
+            &expired,
+            &[PeriodKey::Day(Date::constant(2020, 1, 1)), PeriodKey::Total],
+            "p1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![0, 1]);
+}
+
 /// Sites do not see each other's counters.
 pub async fn sites_are_isolated<S: Store>(store: &S) {
     store
@@ -370,6 +430,7 @@ macro_rules! store_conformance_tests {
             a_replayed_batch_is_applied_once,
             watermarks_are_per_producer_and_site,
             expired_periods_are_late_and_total_still_counts,
+            a_mixed_batch_lands_every_increment_once,
             sites_are_isolated,
             first_secret_wins,
             site_refresh_reads_counters_watermark_and_sketches,

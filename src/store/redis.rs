@@ -27,7 +27,11 @@ use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
 
-use super::{Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
+use jiff::Timestamp;
+
+use super::{
+    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
+};
 use crate::sketch::{member_bytes, redis_dense_hll};
 
 /// How long one Redis command may take before its outcome is unknown.
@@ -44,12 +48,14 @@ fn padded(seq: u64) -> String {
 }
 
 const APPLY_LUA: &str = r#"
--- KEYS[1] watermarks, KEYS[2] watermark times, KEYS[3] scratch,
--- KEYS[4..] one key per increment, then one per sketch.
--- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] increment count,
--- then per increment: kind ('c' counter | 'z' page), member, hits, expire
--- (unix seconds, 0 = never); then per sketch: kind ('m' members | 'r'
--- registers), expire, member count (for 'm'), members... or the blob.
+-- KEYS[1] watermarks, KEYS[2] watermark times, KEYS[3] scratch, then the
+-- counter keys group by group, then one key per sketch.
+-- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] group count; per
+-- group: kind ('c' counter | 'z' page), key count, entry count, one expire
+-- per key (unix seconds, 0 = never), then the entries: hits for 'c',
+-- member and hits for 'z'. Every entry of a group is added to each of its
+-- keys. Then per sketch: kind ('m' members | 'r' registers), expire,
+-- member count (for 'm'), members... or the blob.
 local producer = ARGV[1]
 local seq = ARGV[2]
 local t = redis.call('TIME')
@@ -61,30 +67,40 @@ end
 redis.call('HSET', KEYS[1], producer, seq)
 redis.call('HSET', KEYS[2], producer, now)
 local late = 0
-local n = tonumber(ARGV[3])
 local a = 4
--- Pages share their period's sorted set: expire each key once per batch,
--- not once per page.
+local k = 4
+-- A key may be in several groups: expire it once per batch.
 local expiring = {}
-for i = 1, n do
-  local key = KEYS[3 + i]
-  local kind, member, hits, exp = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  a = a + 4
-  if exp > 0 and exp <= now then
-    late = late + 1
-  else
-    if kind == 'z' then
-      redis.call('ZINCRBY', key, hits, member)
+for g = 1, tonumber(ARGV[3]) do
+  local kind, nkeys, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local first = a + 3 + nkeys
+  for j = 0, nkeys - 1 do
+    local key, exp = KEYS[k + j], tonumber(ARGV[a + 3 + j])
+    if exp > 0 and exp <= now then
+      late = late + n
     else
-      redis.call('INCRBY', key, hits)
-    end
-    if exp > 0 and expiring[key] ~= exp then
-      redis.call('EXPIREAT', key, exp)
-      expiring[key] = exp
+      if kind == 'z' then
+        for e = first, first + 2 * n - 1, 2 do
+          redis.call('ZINCRBY', key, ARGV[e + 1], ARGV[e])
+        end
+      else
+        for e = first, first + n - 1 do
+          redis.call('INCRBY', key, ARGV[e])
+        end
+      end
+      if exp > 0 and expiring[key] ~= exp then
+        redis.call('EXPIREAT', key, exp)
+        expiring[key] = exp
+      end
     end
   end
+  k = k + nkeys
+  if kind == 'z' then
+    a = first + 2 * n
+  else
+    a = first + n
+  end
 end
-local k = 3 + n + 1
 while a <= #ARGV do
   local key = KEYS[k]
   k = k + 1
@@ -234,10 +250,83 @@ fn key(site: &str, rest: &str) -> String {
 
 /// The key holding a counter of `scope` for `period`.
 pub fn counter_key(site: &str, scope: &Scope, period: &PeriodKey) -> String {
-    match scope {
-        Scope::Site => key(site, &format!("h:{period}")),
-        Scope::Page(_) => key(site, &format!("p:{period}")),
+    period_key(site, matches!(scope, Scope::Page(_)), period)
+}
+
+/// The key of `period`'s site counter, or of its pages' sorted set.
+fn period_key(site: &str, pages: bool, period: &PeriodKey) -> String {
+    let kind = if pages { 'p' } else { 'h' };
+    key(site, &format!("{kind}:{period}"))
+}
+
+/// Increments as the apply script takes them: every entry's hits are added
+/// to each of the group's keys.
+#[derive(Debug, PartialEq)]
+struct Group<'a> {
+    /// Page sorted sets (entries name their page), or site counters.
+    pages: bool,
+    keys: Vec<(PeriodKey, Option<Timestamp>)>,
+    /// Page (empty for the site) and hits.
+    entries: Vec<(&'a str, u64)>,
+}
+
+/// Groups a batch's increments so that a scope whose periods all get the
+/// same hits (a page seen on one day: its day, week, month and total) is one
+/// entry of a group holding those periods' keys. A flush of 10,000 pages is
+/// then one group of four keys and 10,000 entries — 20,000 script arguments
+/// instead of 40,000 keys and 160,000 arguments. A scope whose periods get
+/// different hits (hits on two days) has each increment in a group of one
+/// key. Groups are few (one per distinct set of keys), so they are found by
+/// a linear search.
+fn group_increments(increments: &[Increment]) -> Vec<Group<'_>> {
+    fn place<'a>(
+        groups: &mut Vec<Group<'a>>,
+        pages: bool,
+        keys: &[Increment],
+        member: &'a str,
+        hits: u64,
+    ) {
+        let same = |g: &&mut Group<'a>| {
+            g.pages == pages
+                && g.keys.len() == keys.len()
+                && g.keys
+                    .iter()
+                    .zip(keys)
+                    .all(|(k, i)| k.0 == i.period && k.1 == i.expires_at)
+        };
+        let group = match groups.iter_mut().rev().find(same) {
+            Some(g) => g,
+            None => {
+                groups.push(Group {
+                    pages,
+                    keys: keys.iter().map(|i| (i.period, i.expires_at)).collect(),
+                    entries: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.entries.push((member, hits));
     }
+    let mut groups = Vec::new();
+    for run in increments.chunk_by(|a, b| a.scope == b.scope) {
+        let pages = matches!(run[0].scope, Scope::Page(_));
+        let member = run[0].scope.as_key();
+        let hits = run[0].hits;
+        if run.iter().all(|i| i.hits == hits) {
+            place(&mut groups, pages, run, member, hits);
+        } else {
+            for inc in run {
+                place(
+                    &mut groups,
+                    pages,
+                    std::slice::from_ref(inc),
+                    member,
+                    inc.hits,
+                );
+            }
+        }
+    }
+    groups
 }
 
 /// The key holding the visitor sketch `sketch` of a site.
@@ -354,7 +443,7 @@ impl RedisStore {
     }
 }
 
-fn expire_arg(at: Option<jiff::Timestamp>) -> i64 {
+fn expire_arg(at: Option<Timestamp>) -> i64 {
     // A zero means "never"; an instant at or before the epoch is long gone,
     // and 1 keeps it "expired" rather than "never".
     at.map_or(0, |t| t.as_second().max(1))
@@ -368,15 +457,23 @@ impl Store for RedisStore {
             .key(key(site, "wmt"))
             .key(key(site, "tmp"))
             .arg(batch.id.producer.as_ref())
-            .arg(padded(batch.id.seq))
-            .arg(batch.increments.len());
-        for inc in &batch.increments {
-            inv.key(counter_key(site, &inc.scope, &inc.period));
-            match &inc.scope {
-                Scope::Site => inv.arg("c").arg(""),
-                Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
-            };
-            inv.arg(inc.hits).arg(expire_arg(inc.expires_at));
+            .arg(padded(batch.id.seq));
+        let groups = group_increments(&batch.increments);
+        inv.arg(groups.len());
+        for g in &groups {
+            inv.arg(if g.pages { "z" } else { "c" })
+                .arg(g.keys.len())
+                .arg(g.entries.len());
+            for (period, expires) in &g.keys {
+                inv.key(period_key(site, g.pages, period))
+                    .arg(expire_arg(*expires));
+            }
+            for &(member, hits) in &g.entries {
+                if g.pages {
+                    inv.arg(member);
+                }
+                inv.arg(hits);
+            }
         }
         for delta in &batch.visitors {
             for (sketch, expires) in &delta.keys {
@@ -562,6 +659,70 @@ mod tests {
             cluster_seeds("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
             vec!["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
         );
+    }
+
+    fn inc(page: Option<&str>, period: PeriodKey, hits: u64) -> Increment {
+        Increment {
+            scope: page.map_or(Scope::Site, |p| Scope::Page(p.into())),
+            period,
+            hits,
+            expires_at: match period {
+                PeriodKey::Day(_) => Some(Timestamp::UNIX_EPOCH),
+                _ => None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_page_seen_on_one_day_is_one_entry_for_its_four_keys() {
+        let day = jiff::civil::Date::constant(2026, 12, 5);
+        let before = jiff::civil::Date::constant(2026, 12, 4);
+        let periods = [
+            PeriodKey::Day(day),
+            PeriodKey::Week(jiff::civil::Date::constant(2026, 11, 30)),
+            PeriodKey::Month(jiff::civil::Date::constant(2026, 12, 1)),
+            PeriodKey::Total,
+        ];
+        let mut incs: Vec<Increment> = periods.iter().map(|p| inc(None, *p, 7)).collect();
+        for (page, hits) in [("/a", 2), ("/b", 1)] {
+            incs.extend(periods.iter().map(|p| inc(Some(page), *p, hits)));
+        }
+        // "/c" was seen on two days: its periods' hits differ.
+        incs.push(inc(Some("/c"), PeriodKey::Day(before), 1));
+        incs.push(inc(Some("/c"), periods[0], 3));
+        incs.extend(periods[1..].iter().map(|p| inc(Some("/c"), *p, 4)));
+        incs.extend(periods.iter().map(|p| inc(Some("/d"), *p, 5)));
+
+        let groups = group_increments(&incs);
+        let keys = |g: &Group<'_>| g.keys.iter().map(|k| k.0).collect::<Vec<_>>();
+        assert_eq!(groups.len(), 7, "{groups:#?}");
+        assert!(!groups[0].pages);
+        assert_eq!(keys(&groups[0]), periods);
+        assert_eq!(groups[0].entries, vec![("", 7)]);
+        assert!(groups[1].pages);
+        assert_eq!(keys(&groups[1]), periods);
+        assert_eq!(groups[1].entries, vec![("/a", 2), ("/b", 1), ("/d", 5)]);
+        // "/c": one group of one key per increment.
+        let c: Vec<_> = groups[2..]
+            .iter()
+            .map(|g| (keys(g), g.entries.clone()))
+            .collect();
+        assert_eq!(
+            c,
+            vec![
+                (vec![PeriodKey::Day(before)], vec![("/c", 1)]),
+                (vec![periods[0]], vec![("/c", 3)]),
+                (vec![periods[1]], vec![("/c", 4)]),
+                (vec![periods[2]], vec![("/c", 4)]),
+                (vec![periods[3]], vec![("/c", 4)]),
+            ]
+        );
+        // Every increment is carried exactly once.
+        let carried: u64 = groups
+            .iter()
+            .map(|g| g.keys.len() as u64 * g.entries.iter().map(|e| e.1).sum::<u64>())
+            .sum();
+        assert_eq!(carried, incs.iter().map(|i| i.hits).sum::<u64>());
     }
 
     #[test]
