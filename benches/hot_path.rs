@@ -111,11 +111,11 @@ fn page_figures(c: &mut Criterion) {
     );
 }
 
-fn embedded_apply(c: &mut Criterion) {
-    use luot::store::{EmbeddedStore, Store};
-    let cal = calendar();
+/// The 10,000 pages seen once each on one day, and their site: what a busy
+/// site's flush carries.
+fn flush_deltas() -> Vec<Delta> {
     let day = day_number(jiff::civil::Date::constant(2026, 11, 27));
-    let deltas: Vec<Delta> = (0..10_000)
+    (0..10_000)
         .map(|i| Delta {
             page: Some(Arc::from(format!("/news/article-{i}").as_str())),
             day,
@@ -126,18 +126,23 @@ fn embedded_apply(c: &mut Criterion) {
             day,
             hits: 30_000,
         }))
-        .collect();
+        .collect()
+}
+
+/// Benches applying a flush of 10,000 page deltas (batch built each time,
+/// a new sequence each time) to `store`.
+fn bench_apply<S: luot::store::Store>(c: &mut Criterion, group: &str, store: &S) {
+    let cal = calendar();
+    let deltas = flush_deltas();
     let site: Arc<str> = Arc::from("demo");
     let producer: Arc<str> = Arc::from("bench");
     let retention = Retention::default();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = EmbeddedStore::open(dir.path()).expect("store");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut seq = 0;
-    let mut group = c.benchmark_group("embedded store");
+    let mut group = c.benchmark_group(group);
     group.sample_size(10);
     group.bench_function("apply a flush of 10k page deltas", |b| {
         b.iter(|| {
@@ -149,5 +154,86 @@ fn embedded_apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hot_path, flush_batch, page_figures, embedded_apply);
+fn embedded_apply(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = luot::store::EmbeddedStore::open(dir.path()).expect("store");
+    bench_apply(c, "embedded store", &store);
+}
+
+/// A `redis-server` of the bench's own on a free loopback port, with the
+/// production checklist's `appendfsync always`; killed when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wall time of the apply script's call: Redis's CPU for the batch (it is
+/// single-threaded) plus luot's encoding. Skipped without `redis-server`.
+fn redis_apply(c: &mut Criterion) {
+    let Some(server) = RedisServer::start() else {
+        eprintln!("redis-server is not available: the Redis apply bench is skipped");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}/", server.port);
+    let store = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(luot::store::RedisStore::connect(&url))
+        .expect("connect");
+    bench_apply(c, "redis store", &store);
+}
+
+criterion_group!(
+    benches,
+    hot_path,
+    flush_batch,
+    page_figures,
+    embedded_apply,
+    redis_apply
+);
 criterion_main!(benches);
