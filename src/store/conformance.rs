@@ -102,6 +102,14 @@ pub async fn pages_read_together_read_as_one_by_one<S: Store>(store: &S) {
         assert_eq!(r.values, vec![hits; 4], "{page}");
         assert_eq!(r.watermark, 7, "{page}");
     }
+    // A period never written reads as zero beside one that was.
+    let never = PeriodKey::Day(Date::constant(2019, 1, 1));
+    let mixed = store
+        .read_pages(site, &pages[..4], &[never, PeriodKey::Total], "p1")
+        .await
+        .unwrap();
+    let values: Vec<Vec<u64>> = mixed.into_iter().map(|r| r.values).collect();
+    assert_eq!(values, vec![vec![0, 0], vec![0, 1], vec![0, 2], vec![0, 0]]);
     assert!(
         store
             .read_pages(site, &[], &all_periods(), "p1")
