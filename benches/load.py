@@ -3,6 +3,7 @@
 
     python3 benches/load.py                 # embedded and Redis stores, 5 rounds
     python3 benches/load.py --stores embedded --rounds 3 --duration 5
+    python3 benches/load.py --rounds 3 --skip-memory --paced-ms 1   # and below saturation
 
 Builds release binaries, starts the baseline (benches/baseline.rs) and luot
 (with trusted_proxies = loopback, rate limiting on, bots excluded), pins the
@@ -86,9 +87,10 @@ def get_json(url):
         return json.loads(r.read())
 
 
-def wrk(port, mode, duration, connections, site="demo", pages=10000, cutoff=0):
+def wrk(port, mode, duration, connections, site="demo", pages=10000, cutoff=0, delay_ms=0):
     env = dict(os.environ, LUOT_BENCH_MODE=mode, LUOT_BENCH_SITE=site,
-               LUOT_BENCH_PAGES=str(pages), LUOT_BENCH_CUTOFF=str(cutoff))
+               LUOT_BENCH_PAGES=str(pages), LUOT_BENCH_CUTOFF=str(cutoff),
+               LUOT_BENCH_DELAY_MS=str(delay_ms))
     argv = pin(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
                    "-s", LUA, f"http://127.0.0.1:{port}"])
     out = subprocess.run(argv, env=env, capture_output=True, text=True,
@@ -218,6 +220,7 @@ def run_store(args, tmp, store, baseline_port):
         calls = (after[0] - calls_before[0], after[1] - calls_before[1])
         rss = rss_kib(luot.p.pid)
         batches = flush_batches(luot) - batches_before
+        paced = paced_rounds(args, port, baseline_port, store) if args.paced_ms else None
         # Exactness: a separate run whose beacons all finish before wrk
         # stops (only /healthz is sent in its last second), every 2xx
         # beacon seen must be counted once.
@@ -243,6 +246,8 @@ def run_store(args, tmp, store, baseline_port):
         l_p99 = statistics.median(r["p99_us"] for r in l)
         print(f"{label:38} {b_rps:>11.0f} {l_rps:>11.0f} {l_rps / b_rps:>6.2f} "
               f"{b_p99:>7.0f}us {l_p99:>7.0f}us {l_p99 / max(b_p99, 1):>6.2f}")
+    if paced:
+        print_paced(args, paced)
     print(f"luot RSS after the run: {rss / 1024:.1f} MiB")
     # The flusher must keep up while requests keep the core busy: about
     # one batch per flush interval (1 s) over the beacon routes.
@@ -258,6 +263,40 @@ def run_store(args, tmp, store, baseline_port):
     print(f"exactness run: {answered} beacons answered 2xx, {counted} counted: {verdict} "
           f"(over the whole run luot counted {total - warm} beacons)")
     return counted == answered
+
+
+def paced_rounds(args, port, baseline_port, store):
+    """Each route again with every connection waiting --paced-ms before each
+    request: an offered load below what either server takes, so latency is
+    the servers' own, not a queue's. Counted beacons stay out of the
+    exactness check (it runs after)."""
+    results = {mode: {"base": [], "luot": []} for mode, _ in ROUTES}
+    for rnd in range(args.rounds):
+        for mode, _ in ROUTES:
+            order = [("base", baseline_port), ("luot", port)]
+            if rnd % 2:
+                order.reverse()
+            for who, p in order:
+                r = wrk(p, mode, args.duration, args.connections, delay_ms=args.paced_ms)
+                results[mode][who].append(r)
+                print(f"  [{store}] paced round {rnd + 1} {mode:8} {who:4} "
+                      f"{r['rps']:>10.0f} req/s  p50 {r['p50_us']:>6} us  p99 {r['p99_us']:>6} us",
+                      flush=True)
+    return results
+
+
+def print_paced(args, results):
+    print(f"paced: each connection waits {args.paced_ms} ms before each request "
+          f"(medians of {args.rounds} rounds)")
+    print(f"{'route':38} {'base/s':>8} {'luot/s':>8} {'p50 base':>9} {'p50 luot':>9} "
+          f"{'p99 base':>9} {'p99 luot':>9} {'ratio':>6}")
+    for mode, label in ROUTES:
+        b, l = results[mode]["base"], results[mode]["luot"]
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        print(f"{label:38} {med(b, 'rps'):>8.0f} {med(l, 'rps'):>8.0f} "
+              f"{med(b, 'p50_us'):>7.0f}us {med(l, 'p50_us'):>7.0f}us "
+              f"{med(b, 'p99_us'):>7.0f}us {med(l, 'p99_us'):>7.0f}us "
+              f"{med(l, 'p99_us') / max(med(b, 'p99_us'), 1):>6.2f}")
 
 
 def memory_phase(args, tmp):
@@ -294,6 +333,9 @@ def main():
     ap.add_argument("--stores", default="embedded,redis")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--paced-ms", type=int, default=0,
+                    help="also run each route with every connection waiting this many ms "
+                         "before each request (latency below saturation); 0 = off")
     args = ap.parse_args()
 
     need("wrk", "wrk")

@@ -16,6 +16,13 @@ local clients = tonumber(os.getenv("LUOT_BENCH_CLIENTS") or "10000")
 -- After this many seconds, send only GET /healthz, so that no beacon is in
 -- flight when wrk stops: every beacon sent is then answered and seen.
 local cutoff = tonumber(os.getenv("LUOT_BENCH_CUTOFF") or "0")
+-- LUOT_BENCH_DELAY_MS: each connection waits this long before each request,
+-- so the offered load stays below what either server can take (the
+-- latency of an unsaturated server, not of a queue).
+local delay_ms = tonumber(os.getenv("LUOT_BENCH_DELAY_MS") or "0")
+if delay_ms > 0 then
+  function delay() return delay_ms end
+end
 local started = nil
 beacons = 0
 local threads = {}
