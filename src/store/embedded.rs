@@ -12,7 +12,9 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{Applied, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError};
+use super::{
+    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
+};
 use crate::background::Pacer;
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
@@ -249,11 +251,19 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
         // work: let requests on the same core in every 100 µs.
         let mut pacer = Pacer::new();
         // Increments come sorted by scope (build_batch), so each scope's
-        // increments are one run: one read and one write per scope.
-        for run in batch.increments.chunk_by(|a, b| a.scope == b.scope) {
+        // increments are one run: one read and one write per scope. Rows
+        // are visited in key order, so each B-tree leaf is read and copied
+        // once per batch; in scope order (random in the keys' hashes) a
+        // batch larger than redb's cache read leaves back again and again.
+        let mut runs: Vec<([u8; 16], &[Increment])> = batch
+            .increments
+            .chunk_by(|a, b| a.scope == b.scope)
+            .map(|run| (row_key(site_hash, run[0].scope.as_key()), run))
+            .collect();
+        runs.sort_unstable_by_key(|r| r.0);
+        for (key, run) in runs {
             pacer.step();
             let scope = run[0].scope.as_key();
-            let key = row_key(site_hash, scope);
             let mut row = match rows.get(&key).map_err(unavailable)? {
                 Some(v) => Row::decode(v.value())
                     .ok_or_else(|| StoreError::Corrupt(format!("counter row of {scope:?}")))?,
