@@ -181,6 +181,19 @@ def settle(port, want, timeout=30):
     return last
 
 
+def alternating(args, baseline_port, port):
+    """(round, route, "base" | "luot", port) for every wrk run of a phase:
+    each round runs each route on both servers, the baseline first in even
+    rounds and luot first in odd ones."""
+    for rnd in range(args.rounds):
+        for mode, _ in ROUTES:
+            order = [("base", baseline_port), ("luot", port)]
+            if rnd % 2:
+                order.reverse()
+            for who, p in order:
+                yield rnd, mode, who, p
+
+
 def run_store(args, tmp, store, baseline_port):
     redis = None
     redis_port = None
@@ -202,19 +215,14 @@ def run_store(args, tmp, store, baseline_port):
     batches_before = flush_batches(luot)
     t0 = time.time()
     try:
-        for rnd in range(args.rounds):
-            for mode, _ in ROUTES:
-                order = [("base", baseline_port), ("luot", port)]
-                if rnd % 2:
-                    order.reverse()
-                for who, p in order:
-                    r = wrk(p, mode, args.duration, args.connections)
-                    results[mode][who].append(r)
-                    if who == "luot" and mode in INGEST:
-                        ok_ingest += r["ok"]
-                    print(f"  [{store}] round {rnd + 1} {mode:8} {who:4} "
-                          f"{r['rps']:>10.0f} req/s  p99 {r['p99_us']:>6} us  "
-                          f"non2xx {r['non2xx']} errors {r['errors']}", flush=True)
+        for rnd, mode, who, p in alternating(args, baseline_port, port):
+            r = wrk(p, mode, args.duration, args.connections)
+            results[mode][who].append(r)
+            if who == "luot" and mode in INGEST:
+                ok_ingest += r["ok"]
+            print(f"  [{store}] round {rnd + 1} {mode:8} {who:4} "
+                  f"{r['rps']:>10.0f} req/s  p99 {r['p99_us']:>6} us  "
+                  f"non2xx {r['non2xx']} errors {r['errors']}", flush=True)
         elapsed = time.time() - t0
         after = redis_calls(redis_port) if redis else (0, 0)
         calls = (after[0] - calls_before[0], after[1] - calls_before[1])
@@ -271,17 +279,12 @@ def paced_rounds(args, port, baseline_port, store):
     the servers' own, not a queue's. Counted beacons stay out of the
     exactness check (it runs after)."""
     results = {mode: {"base": [], "luot": []} for mode, _ in ROUTES}
-    for rnd in range(args.rounds):
-        for mode, _ in ROUTES:
-            order = [("base", baseline_port), ("luot", port)]
-            if rnd % 2:
-                order.reverse()
-            for who, p in order:
-                r = wrk(p, mode, args.duration, args.connections, delay_ms=args.paced_ms)
-                results[mode][who].append(r)
-                print(f"  [{store}] paced round {rnd + 1} {mode:8} {who:4} "
-                      f"{r['rps']:>10.0f} req/s  p50 {r['p50_us']:>6} us  p99 {r['p99_us']:>6} us",
-                      flush=True)
+    for rnd, mode, who, p in alternating(args, baseline_port, port):
+        r = wrk(p, mode, args.duration, args.connections, delay_ms=args.paced_ms)
+        results[mode][who].append(r)
+        print(f"  [{store}] paced round {rnd + 1} {mode:8} {who:4} "
+              f"{r['rps']:>10.0f} req/s  p50 {r['p50_us']:>6} us  p99 {r['p99_us']:>6} us",
+              flush=True)
     return results
 
 
