@@ -111,6 +111,34 @@ fn page_figures(c: &mut Criterion) {
     );
 }
 
+/// Moving 10,000 pages' pending hits from the tally into the ledger's open
+/// deltas: the time the flusher holds the ledger's write lock once per
+/// flush interval, while answers wait.
+fn take_into_ledger(c: &mut Criterion) {
+    let day = day_number(jiff::civil::Date::constant(2026, 11, 27));
+    let pages: Vec<String> = (0..10_000).map(|i| format!("/news/article-{i}")).collect();
+    let tally = SiteTally::new(100_000);
+    let mut group = c.benchmark_group("ledger");
+    group.sample_size(20);
+    group.bench_function("take 10k pages' hits into the open deltas", |b| {
+        b.iter_batched(
+            || {
+                // A fresh interval: nothing open, every page hit again.
+                for p in &pages {
+                    tally.count(p, day);
+                }
+                Ledger::new(1)
+            },
+            |ledger| {
+                ledger.write().take_from(&tally);
+                ledger
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
 /// The 10,000 pages seen once each on one day, and their site: what a busy
 /// site's flush carries.
 fn flush_deltas() -> Vec<Delta> {
@@ -233,6 +261,7 @@ criterion_group!(
     hot_path,
     flush_batch,
     page_figures,
+    take_into_ledger,
     embedded_apply,
     redis_apply
 );

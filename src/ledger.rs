@@ -239,6 +239,11 @@ impl Deltas {
     fn reindex(&mut self) {
         self.index.clear();
         let list = &self.list;
+        let rehash = |&(i, _): &(u32, u32)| list[i as usize].page.as_deref().map_or(0, scope_hash);
+        // Room for every run at once: growing instead rehashed each page
+        // (a SipHash of its name) at every doubling, under the ledger's
+        // write lock (18 % of taking 10,000 pages' hits in, perf).
+        self.index.reserve(list.len(), rehash);
         let mut start = 0;
         while start < list.len() {
             let page = list[start].page.as_deref();
@@ -248,9 +253,7 @@ impl Deltas {
                 .count();
             if let Some(p) = page {
                 let entry = (start as u32, len as u32);
-                self.index.insert_unique(scope_hash(p), entry, |&(i, _)| {
-                    list[i as usize].page.as_deref().map_or(0, scope_hash)
-                });
+                self.index.insert_unique(scope_hash(p), entry, rehash);
             }
             start += len;
         }
