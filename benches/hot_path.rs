@@ -12,6 +12,10 @@ use luot::page::{PageRules, normalize_into};
 use luot::period::{SiteCalendar, WeekStart, day_number};
 use luot::tally::{Delta, SiteTally};
 
+#[path = "../tests/common/redis.rs"]
+#[allow(dead_code)]
+mod redis_harness;
+
 fn calendar() -> SiteCalendar {
     SiteCalendar::new(
         jiff::tz::TimeZone::get("Asia/Ho_Chi_Minh").expect("zone"),
@@ -188,65 +192,21 @@ fn embedded_apply(c: &mut Criterion) {
     bench_apply(c, "embedded store", &store);
 }
 
-/// A `redis-server` of the bench's own on a free loopback port, with the
-/// production checklist's `appendfsync always`; killed when dropped.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Option<RedisServer> {
-        let dir = tempfile::tempdir().ok()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .ok()?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Wall time of the apply script's call: Redis's CPU for the batch (it is
 /// single-threaded) plus luot's encoding. Skipped without `redis-server`.
 fn redis_apply(c: &mut Criterion) {
-    let Some(server) = RedisServer::start() else {
+    let installed = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
         eprintln!("redis-server is not available: the Redis apply bench is skipped");
         return;
-    };
-    let url = format!("redis://127.0.0.1:{}/", server.port);
+    }
+    // The integration tests' harness: a loopback server of its own with the
+    // production checklist's `appendfsync always`, killed when dropped.
+    let server = redis_harness::RedisServer::start();
+    let url = server.url();
     let store = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
