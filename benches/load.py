@@ -82,6 +82,13 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def get_json(url):
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
@@ -212,6 +219,7 @@ def run_store(args, tmp, store, baseline_port):
         wrk(p, "quiet", 2, args.connections)
     warm = settle(port, None)
     calls_before = redis_calls(redis_port) if redis else (0, 0)
+    redis_cpu_before = cpu_s(redis.p.pid) if redis else 0.0
     batches_before = flush_batches(luot)
     t0 = time.time()
     try:
@@ -226,6 +234,7 @@ def run_store(args, tmp, store, baseline_port):
         elapsed = time.time() - t0
         after = redis_calls(redis_port) if redis else (0, 0)
         calls = (after[0] - calls_before[0], after[1] - calls_before[1])
+        redis_cpu = cpu_s(redis.p.pid) - redis_cpu_before if redis else 0.0
         rss = rss_kib(luot.p.pid)
         batches = flush_batches(luot) - batches_before
         paced = paced_rounds(args, port, baseline_port, store) if args.paced_ms else None
@@ -267,6 +276,8 @@ def run_store(args, tmp, store, baseline_port):
         print(f"Redis commands/s during the run: {calls[0] / elapsed:.1f} in all "
               f"({calls[0]} in {elapsed:.0f} s, including those scripts run inside Redis); "
               f"script calls/s: {calls[1] / elapsed:.1f}")
+        print(f"Redis CPU during the run: {redis_cpu * 1000 / elapsed:.0f} ms/s "
+              f"(on the servers' core)")
     verdict = "OK" if counted == answered else "MISMATCH"
     print(f"exactness run: {answered} beacons answered 2xx, {counted} counted: {verdict} "
           f"(over the whole run luot counted {total - warm} beacons)")

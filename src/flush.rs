@@ -747,6 +747,12 @@ mod tests {
         let p = Scope::Page(page);
         assert_eq!(value(&b, &p, PeriodKey::Total), Some(4));
         assert_eq!(value(&b, &p, PeriodKey::Day(sun)), None);
+        // Built in the order the Redis store takes as it is.
+        assert!(Increment::in_order(&b.increments));
+        let mut backwards = b.increments.clone();
+        backwards.reverse();
+        assert!(!Increment::in_order(&backwards));
+        assert_eq!(Increment::into_order(backwards), b.increments);
     }
 
     #[test]

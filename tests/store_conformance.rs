@@ -174,6 +174,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::missing_keys_read_as_zero(&store).await;
     c::a_replayed_batch_is_applied_once(&store).await;
     c::a_mixed_batch_lands_every_increment_once(&store).await;
+    c::a_large_batch_adds_to_what_is_stored(&store).await;
     c::watermarks_are_per_producer_and_site(&store).await;
     c::expired_periods_are_late_and_total_still_counts(&store).await;
     c::sites_are_isolated(&store).await;

@@ -195,16 +195,7 @@ pub fn import_batch(
         }
     }
     // One run per scope, as the stores expect.
-    increments.sort_by(|a, b| (&a.scope, a.period).cmp(&(&b.scope, b.period)));
-    let mut merged: Vec<Increment> = Vec::with_capacity(increments.len());
-    for inc in increments {
-        match merged.last_mut() {
-            Some(last) if last.scope == inc.scope && last.period == inc.period => {
-                last.hits = last.hits.saturating_add(inc.hits);
-            }
-            _ => merged.push(inc),
-        }
-    }
+    let merged = Increment::into_order(increments);
     Ok(SiteBatch {
         site: site.id.clone(),
         id: BatchId {

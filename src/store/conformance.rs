@@ -287,6 +287,54 @@ pub async fn a_mixed_batch_lands_every_increment_once<S: Store>(store: &S) {
     assert_eq!(r.values, vec![0, 1]);
 }
 
+/// A batch of more pages than one script call reads at a time adds to what
+/// is stored, large counts stay exact, and increments in any order, a scope
+/// and period repeated, all land.
+pub async fn a_large_batch_adds_to_what_is_stored<S: Store>(store: &S) {
+    let site = "conf-large";
+    let names: Vec<Arc<str>> = (0..2_500).map(|i| Arc::from(format!("/l/{i}"))).collect();
+    let pages: Vec<Scope> = names.iter().map(|n| Scope::Page(n.clone())).collect();
+    let big = 1_000_000_000_007u64;
+    let mut first = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        first.extend(full(page, if i == 7 { big } else { i as u64 + 1 }));
+    }
+    assert_eq!(
+        store.apply(&batch(site, "p1", 1, first)).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    // Pages backwards, and the first page's day twice.
+    let mut second = Vec::new();
+    for page in pages.iter().rev() {
+        second.extend(full(page, 2));
+    }
+    let mut again = second[second.len() - 4].clone();
+    assert_eq!(
+        (&again.scope, again.period),
+        (&pages[0], PeriodKey::Day(DAY))
+    );
+    again.hits = 1;
+    second.push(again);
+    assert_eq!(
+        store.apply(&batch(site, "p1", 2, second)).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    let periods = all_periods();
+    let readings = store
+        .read_pages(site, &names, &periods, "p1")
+        .await
+        .unwrap();
+    assert_eq!(readings.len(), names.len());
+    for (i, r) in readings.iter().enumerate() {
+        let before = if i == 7 { big } else { i as u64 + 1 };
+        let mut want = vec![before + 2; 4];
+        if i == 0 {
+            want[0] += 1;
+        }
+        assert_eq!((&r.values, r.watermark), (&want, 2), "{}", names[i]);
+    }
+}
+
 /// Sites do not see each other's counters.
 pub async fn sites_are_isolated<S: Store>(store: &S) {
     store
@@ -439,6 +487,7 @@ macro_rules! store_conformance_tests {
             watermarks_are_per_producer_and_site,
             expired_periods_are_late_and_total_still_counts,
             a_mixed_batch_lands_every_increment_once,
+            a_large_batch_adds_to_what_is_stored,
             sites_are_isolated,
             first_secret_wins,
             site_refresh_reads_counters_watermark_and_sketches,

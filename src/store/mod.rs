@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod redis;
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +72,38 @@ pub struct Increment {
     /// forever. An increment whose instant has passed when it is applied is
     /// *late*: it is not applied (the period's figure is gone) and is counted.
     pub expires_at: Option<Timestamp>,
+}
+
+impl Increment {
+    /// Whether `increments` are in the order batches are built in: by
+    /// scope, then period, each pair once. The Redis store relies on it (a
+    /// page at most once per key it writes).
+    pub fn in_order(increments: &[Increment]) -> bool {
+        increments.windows(2).all(|w| {
+            let scope = match (&w[0].scope, &w[1].scope) {
+                // A batch's increments of one scope share its name.
+                (Scope::Page(a), Scope::Page(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
+                (a, b) => a.cmp(b),
+            };
+            scope.then(w[0].period.cmp(&w[1].period)) == Ordering::Less
+        })
+    }
+
+    /// `increments` put in that order, the hits of a repeated scope and
+    /// period summed (the first one's expiry kept).
+    pub fn into_order(mut increments: Vec<Increment>) -> Vec<Increment> {
+        increments.sort_by(|a, b| (&a.scope, a.period).cmp(&(&b.scope, b.period)));
+        let mut merged: Vec<Increment> = Vec::with_capacity(increments.len());
+        for inc in increments {
+            match merged.last_mut() {
+                Some(last) if last.scope == inc.scope && last.period == inc.period => {
+                    last.hits = last.hits.saturating_add(inc.hits);
+                }
+                _ => merged.push(inc),
+            }
+        }
+        merged
+    }
 }
 
 /// The identity of a batch: a producer (one luot process, stable across

@@ -52,12 +52,13 @@ const APPLY_LUA: &str = r#"
 -- counter keys group by group, then one key per sketch.
 -- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] group count; per
 -- group: kind ('c' counter | 'z' page), key count, entry count, one expire
--- per key (unix seconds, 0 = never), then the entries: hits for 'c',
--- member and hits for 'z'. Every entry of a group is added to each of its
--- keys. Then per sketch: kind ('m' members | 'r' registers), expire,
+-- per key (unix seconds, 0 = never), then the entries: hits for 'c'; for
+-- 'z' the members, then their hits in the same order (a member at most
+-- once per group). Every entry of a group is added to each of its keys. Then per sketch: kind ('m' members | 'r' registers), expire,
 -- member count (for 'm'), members... or the blob.
 local producer = ARGV[1]
 local seq = ARGV[2]
+local format = string.format
 local t = redis.call('TIME')
 local now = tonumber(t[1])
 local mark = redis.call('HGET', KEYS[1], producer)
@@ -74,14 +75,34 @@ local expiring = {}
 for g = 1, tonumber(ARGV[3]) do
   local kind, nkeys, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local first = a + 3 + nkeys
+  -- A page's hits, parsed once for all the group's keys.
+  local hits = {}
+  if kind == 'z' then
+    for i = 0, n - 1 do
+      hits[i] = tonumber(ARGV[first + n + i])
+    end
+  end
   for j = 0, nkeys - 1 do
     local key, exp = KEYS[k + j], tonumber(ARGV[a + 3 + j])
     if exp > 0 and exp <= now then
       late = late + n
     else
       if kind == 'z' then
-        for e = first, first + 2 * n - 1, 2 do
-          redis.call('ZINCRBY', key, ARGV[e + 1], ARGV[e])
+        -- Read the scores of up to 1000 pages, add, write them back: two
+        -- variadic calls where a ZINCRBY per page cost a call each. Scores
+        -- go back as '%d' strings, not numbers, which Redis 7.0 would
+        -- format with the slower '%.17g'.
+        for c = 0, n - 1, 1000 do
+          local len = math.min(1000, n - c)
+          local m = first + c
+          local scores = redis.call('ZMSCORE', key, unpack(ARGV, m, m + len - 1))
+          local scored = {}
+          for i = 0, len - 1 do
+            local was = tonumber(scores[i + 1]) or 0
+            scored[2 * i + 1] = format('%d', was + hits[c + i])
+            scored[2 * i + 2] = ARGV[m + i]
+          end
+          redis.call('ZADD', key, unpack(scored))
         end
       else
         for e = first, first + n - 1 do
@@ -262,7 +283,9 @@ fn period_key(site: &str, pages: bool, period: &PeriodKey) -> String {
 }
 
 /// Increments as the apply script takes them: every entry's hits are added
-/// to each of the group's keys.
+/// to each of the group's keys. Built from increments in order
+/// ([`Increment::in_order`]), a group names a page at most once, as the
+/// script's read-add-write of scores needs.
 #[derive(Debug, PartialEq)]
 struct Group<'a> {
     /// Page sorted sets (entries name their page), or site counters.
@@ -460,7 +483,14 @@ impl Store for RedisStore {
             .key(key(site, "tmp"))
             .arg(batch.id.producer.as_ref())
             .arg(padded(batch.id.seq));
-        let groups = group_increments(&batch.increments);
+        let reordered;
+        let increments = if Increment::in_order(&batch.increments) {
+            &batch.increments
+        } else {
+            reordered = Increment::into_order(batch.increments.clone());
+            &reordered
+        };
+        let groups = group_increments(increments);
         inv.arg(groups.len());
         for g in &groups {
             inv.arg(if g.pages { "z" } else { "c" })
@@ -470,10 +500,12 @@ impl Store for RedisStore {
                 inv.key(period_key(site, g.pages, period))
                     .arg(expire_arg(*expires));
             }
-            for &(member, hits) in &g.entries {
-                if g.pages {
+            if g.pages {
+                for &(member, _) in &g.entries {
                     inv.arg(member);
                 }
+            }
+            for &(_, hits) in &g.entries {
                 inv.arg(hits);
             }
         }
