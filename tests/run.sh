@@ -4,7 +4,7 @@
 # Installs what is missing when it can (as root, from Debian packages), then
 # runs the gates: rustfmt, clippy with warnings denied, every test, a bounded
 # fuzz run (tests/fuzz/run.sh: 30 s per target on nightly, a skip message
-# without it) and a build of the benchmarks.
+# without it), a build of the benchmarks and a smoke run of the load script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 # The browser tests (tests/browser.rs) drive Debian's headless Chromium.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# The load script's smoke run (below) drives wrk from Python.
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v python3 >/dev/null || need_apt+=(python3)
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust (rustup) first" >&2
     exit 1
@@ -41,4 +44,12 @@ echo "== fuzz (bounded; skipped without a nightly toolchain)"
 bash tests/fuzz/run.sh
 echo "== cargo bench --no-run"
 cargo bench --no-run --quiet
+# One round of one second per route and store: too short for its ratios to
+# mean anything, but it runs the script end to end (release build,
+# baseline, both stores under wrk) and fails unless luot counted exactly
+# the beacons wrk saw answered. Loopback only, bounded by its durations.
+echo "== load script smoke (benches/load.py, 1 round of 1 s, both stores, exactness)"
+python3 benches/load.py --rounds 1 --duration 1 --skip-memory >target/load-smoke.log 2>&1 ||
+    { cat target/load-smoke.log; exit 1; }
+grep -E "^exactness run" target/load-smoke.log
 echo "== all gates passed"
