@@ -54,8 +54,9 @@ const APPLY_LUA: &str = r#"
 -- group: kind ('c' counter | 'z' page), key count, entry count, one expire
 -- per key (unix seconds, 0 = never), then the entries: hits for 'c'; for
 -- 'z' the members, then their hits in the same order (a member at most
--- once per group). Every entry of a group is added to each of its keys. Then per sketch: kind ('m' members | 'r' registers), expire,
--- member count (for 'm'), members... or the blob.
+-- once per group). Every entry of a group is added to each of its keys.
+-- Then per sketch: kind ('m' members | 'r' registers), expire, member
+-- count (for 'm'), members... or the blob.
 local producer = ARGV[1]
 local seq = ARGV[2]
 local format = string.format
@@ -78,8 +79,8 @@ for g = 1, tonumber(ARGV[3]) do
   -- A page's hits, parsed once for all the group's keys.
   local hits = {}
   if kind == 'z' then
-    for i = 0, n - 1 do
-      hits[i] = tonumber(ARGV[first + n + i])
+    for i = 1, n do
+      hits[i] = tonumber(ARGV[first + n + i - 1])
     end
   end
   for j = 0, nkeys - 1 do
@@ -99,7 +100,7 @@ for g = 1, tonumber(ARGV[3]) do
           local scored = {}
           for i = 0, len - 1 do
             local was = tonumber(scores[i + 1]) or 0
-            scored[2 * i + 1] = format('%d', was + hits[c + i])
+            scored[2 * i + 1] = format('%d', was + hits[c + i + 1])
             scored[2 * i + 2] = ARGV[m + i]
           end
           redis.call('ZADD', key, unpack(scored))
