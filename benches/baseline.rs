@@ -19,6 +19,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use luot::config::{Limits, hyper_buf_size, hyper_max_headers};
 use tokio::net::TcpListener;
 
 fn main() {
@@ -44,14 +45,16 @@ async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<By
 async fn serve(addr: SocketAddr) {
     let listener = TcpListener::bind(addr).await.expect("bind");
     eprintln!("baseline listening on {addr}");
-    // The same HTTP/1 settings as luot's public listener (src/http/server.rs).
+    // The same HTTP/1 settings as luot's public listener with its default
+    // limits (src/http/server.rs), from the same functions.
+    let limits = Limits::default();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_headers(128)
-        .max_header_size(16 * 1024)
-        .max_buf_size(24 * 1024)
+        .max_headers(hyper_max_headers(&limits))
+        .max_header_size(limits.max_header_bytes.saturating_mul(2))
+        .max_buf_size(hyper_buf_size(&limits))
         .keep_alive(true);
     loop {
         let Ok((stream, _)) = listener.accept().await else {

@@ -500,8 +500,8 @@ pub async fn run_reloadable(
                         let now = Timestamp::now();
                         let prune = last_prune.elapsed() >= LIMITER_PRUNE;
                         for site in sites.snapshot().iter() {
-                            site.recount_online(now.as_second());
-                            site.metrics.online.set(site.online_now() as f64);
+                            site.recount_online(now);
+                            site.metrics.online.set(site.online_now(now) as f64);
                             if let Some(filter) = &site.dedupe {
                                 filter.rotate_if_due(now.as_millisecond().max(0) as u64);
                             }

@@ -767,6 +767,25 @@ pub fn hyper_buf_size(limits: &Limits) -> usize {
     (2 * limits.max_header_bytes + limits.max_body_bytes).max(HYPER_MIN_BUF)
 }
 
+/// How many header slots hyper keeps on the stack while it parses a
+/// request head; a larger `max_headers` makes it allocate two arrays of
+/// that many slots on the heap for every request (hyper 1.x,
+/// `proto::h1::role`).
+pub const HYPER_INLINE_HEADERS: usize = 100;
+
+/// hyper's own header-count limit, a backstop above the configured one so
+/// that the handler, not hyper, refuses a head one field too long, with
+/// the JSON body every error has. Below [`HYPER_INLINE_HEADERS`] the
+/// backstop is hyper's inline capacity, which costs no allocation; past it,
+/// twice the limit.
+pub fn hyper_max_headers(limits: &Limits) -> usize {
+    if limits.max_headers < HYPER_INLINE_HEADERS {
+        HYPER_INLINE_HEADERS
+    } else {
+        limits.max_headers.saturating_mul(2)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -995,5 +1014,14 @@ mod tests {
         assert_eq!(invalid_key(err), "limits.max_header_bytes");
         let err = Config::from_toml_str("[server]\nflush_interval = \"0s\"\n").unwrap_err();
         assert_eq!(invalid_key(err), "server.flush_interval");
+    }
+
+    #[test]
+    fn hypers_header_backstop_is_above_the_limit_and_inline_below_its_capacity() {
+        let mut limits = Limits::default();
+        for (configured, backstop) in [(1, 100), (64, 100), (99, 100), (100, 200), (150, 300)] {
+            limits.max_headers = configured;
+            assert_eq!(hyper_max_headers(&limits), backstop, "{configured}");
+        }
     }
 }

@@ -486,9 +486,30 @@ impl<'o> Bounded<'o> {
     }
 
     /// Appends the canonical units of `bytes` until one does not fit.
-    fn write_units(&mut self, bytes: &[u8]) {
+    ///
+    /// A run of bytes kept as they are is copied at once, which is most of
+    /// any real path; the units between runs go one at a time. (A beacon's
+    /// page took ~2,900 instructions byte by byte, callgrind.)
+    fn write_units(&mut self, mut bytes: &[u8]) {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        for unit in units(bytes) {
+        while !bytes.is_empty() {
+            let run = bytes
+                .iter()
+                .position(|&b| !is_kept_raw(b))
+                .unwrap_or(bytes.len());
+            if run > 0 {
+                let take = run.min(self.cap - self.out.len());
+                // Kept bytes are printable ASCII, so any prefix is UTF-8.
+                let raw = std::str::from_utf8(&bytes[..take]).unwrap_or_default();
+                self.out.push_str(raw);
+                if take < run {
+                    self.cut = true;
+                    return;
+                }
+                bytes = &bytes[run..];
+                continue;
+            }
+            let (unit, used) = next_unit(bytes);
             if !self.fits(unit.len()) {
                 self.cut = true;
                 return;
@@ -501,6 +522,7 @@ impl<'o> Bounded<'o> {
                     self.out.push(char::from(HEX[usize::from(b & 0xF)]));
                 }
             }
+            bytes = &bytes[used..];
         }
     }
 
@@ -881,6 +903,20 @@ mod tests {
         }
     }
 
+    /// `Bounded::write_units` as it was before runs were copied at once.
+    fn write_units_one_by_one(page: &mut Bounded<'_>, bytes: &[u8]) {
+        for unit in units(bytes) {
+            if !page.fits(unit.len()) {
+                page.cut = true;
+                return;
+            }
+            match unit {
+                Unit::Raw(b) => page.out.push(char::from(b)),
+                Unit::Escaped(b) => page.out.push_str(&format!("%{b:02X}")),
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -919,6 +955,29 @@ mod tests {
             let result = normalize_into(&input, page_rules, &mut out);
             prop_assert_eq!(out.as_ptr(), pointer);
             prop_assert_eq!(result.map(|()| out), normalize(&input, page_rules));
+        }
+
+        #[test]
+        fn runs_copied_at_once_equal_units_written_one_by_one(
+            bytes in prop::collection::vec(prop_oneof![
+                Just(b'%'), Just(b'.'), Just(b'a'), Just(b'Z'), Just(b'7'), Just(b' '),
+                Just(b'"'), Just(b'\\'), Just(b'~'), Just(0x80u8), any::<u8>(),
+            ], 0..24),
+            cap in 0usize..24,
+            prefix in 0usize..4,
+        ) {
+            let write = |one_by_one: bool| {
+                let mut out = "x".repeat(prefix.min(cap));
+                let mut page = Bounded::new(&mut out, cap);
+                if one_by_one {
+                    write_units_one_by_one(&mut page, &bytes);
+                } else {
+                    page.write_units(&bytes);
+                }
+                let cut = page.cut;
+                (out, cut)
+            };
+            prop_assert_eq!(write(false), write(true));
         }
 
         #[test]

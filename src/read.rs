@@ -117,7 +117,7 @@ impl Reader {
             yesterday: c.yesterday,
             week: c.week,
             month: c.month,
-            online: Some(site.online_now()),
+            online: Some(site.online_now(now)),
             visitors: site.shared_visitors.load_full().map(|v| (*v).clone()),
             stale,
             as_of: site.as_of(now),

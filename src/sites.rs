@@ -148,19 +148,17 @@ impl Site {
 
     /// Counts the visitors online now as this instance saw them (once per
     /// flush interval).
-    pub fn recount_online(&self, unix_secs: i64) -> u64 {
+    pub fn recount_online(&self, now: jiff::Timestamp) -> u64 {
         let generation = self.online_gen.load(Ordering::Acquire);
-        let n = self.online.count(unix_secs);
+        let n = self.online.count(now.as_second());
         {
             let mut counted = self.local_online.lock();
             if generation >= counted.0 {
                 *counted = (generation, n);
             }
         }
-        self.online_counted_ms.store(
-            jiff::Timestamp::now().as_millisecond().max(0) as u64,
-            Ordering::Release,
-        );
+        self.online_counted_ms
+            .store(now.as_millisecond().max(0) as u64, Ordering::Release);
         n
     }
 
@@ -174,14 +172,13 @@ impl Site {
     /// Distinct visitors online (as of the last recount): what this
     /// instance saw, or what all instances saw according to the store,
     /// whichever is more.
-    pub fn online_now(&self) -> u64 {
+    pub fn online_now(&self, now: jiff::Timestamp) -> u64 {
         let (counted_gen, counted) = *self.local_online.lock();
         let behind = self
             .online_gen
             .load(Ordering::Acquire)
             .saturating_sub(counted_gen);
         if behind > 0 {
-            let now = jiff::Timestamp::now();
             let last = self.online_counted_ms.load(Ordering::Acquire);
             let now_ms = now.as_millisecond().max(0) as u64;
             // A few new visitors on a small site: count them now (a reader
@@ -189,7 +186,7 @@ impl Site {
             if (behind <= ONLINE_EAGER && counted < ONLINE_EAGER_BELOW)
                 || now_ms.saturating_sub(last) >= ONLINE_RECOUNT.as_millis() as u64
             {
-                self.recount_online(now.as_second());
+                self.recount_online(now);
             }
         }
         let local = self.local_online.lock().1;
