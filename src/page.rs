@@ -268,18 +268,22 @@ fn strip_origin(input: &str) -> Result<&str, PageError> {
 }
 
 /// Rejects raw ASCII control characters and their `%XX` escapes.
+///
+/// One pass without an early exit, which the compiler vectorises, then the
+/// escapes only when there is a `%` (a byte at a time, this was ~400
+/// instructions for a beacon's URL, callgrind).
 fn reject_control(bytes: &[u8]) -> Result<(), PageError> {
     let is_control = |b: u8| b < 0x20 || b == 0x7F;
-    for (i, &b) in bytes.iter().enumerate() {
-        if is_control(b) {
-            return Err(PageError::ControlCharacter);
-        }
-        if b == b'%'
-            && let Some(value) = escape_value(&bytes[i..])
-            && is_control(value)
-        {
-            return Err(PageError::ControlCharacter);
-        }
+    let (control, percent) = bytes.iter().fold((false, false), |(control, percent), &b| {
+        (control | is_control(b), percent | (b == b'%'))
+    });
+    let escaped_control = percent
+        && bytes
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'%' && escape_value(&bytes[i..]).is_some_and(is_control));
+    if control || escaped_control {
+        return Err(PageError::ControlCharacter);
     }
     Ok(())
 }
