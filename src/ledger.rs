@@ -19,7 +19,7 @@ use jiff::civil::Date;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
-use crate::period::{DayNumber, SiteCalendar, day_number, month_of, week_of};
+use crate::period::{DayNumber, LocalDay, SiteCalendar, day_number, month_of, week_of};
 use crate::store::{PeriodKey, Reading, SiteBatch};
 use crate::tally::{Delta, SiteTally};
 
@@ -130,23 +130,21 @@ struct Composer {
 }
 
 impl Composer {
-    fn new(calendar: &SiteCalendar, today: Date, stored: &Stored) -> Self {
-        let week = week_of(today, calendar.week_start());
-        let month = month_of(today);
+    fn new(today: &LocalDay, stored: &Stored) -> Self {
         let counts = Counts {
             total: stored.value(PeriodKey::Total),
-            today: stored.value(PeriodKey::Day(today)),
+            today: stored.value(PeriodKey::Day(today.date)),
             yesterday: today
-                .yesterday()
+                .yesterday
                 .map(|y| stored.value(PeriodKey::Day(y)))
                 .unwrap_or(0),
-            week: stored.value(PeriodKey::Week(week)),
-            month: stored.value(PeriodKey::Month(month)),
+            week: stored.value(PeriodKey::Week(today.week)),
+            month: stored.value(PeriodKey::Month(today.month)),
         };
         Composer {
-            today_n: day_number(today),
-            week_n: day_number(week),
-            month_n: day_number(month),
+            today_n: today.day_n,
+            week_n: today.week_n,
+            month_n: today.month_n,
             counts,
         }
     }
@@ -497,13 +495,12 @@ impl LedgerRead<'_> {
     /// stored reading plus every delta of this instance it does not include.
     pub fn counts(
         &self,
-        calendar: &SiteCalendar,
-        today: Date,
+        today: &LocalDay,
         stored: &Stored,
         page: Option<&str>,
         tally: &SiteTally,
     ) -> Counts {
-        let mut c = Composer::new(calendar, today, stored);
+        let mut c = Composer::new(today, stored);
         let hash = page.map_or(0, scope_hash);
         let wanted = |p: &Option<Arc<str>>| p.as_deref() == page;
         let frozen = self
@@ -747,7 +744,8 @@ mod tests {
         let total = |l: &Ledger| {
             let r = l.read();
             let s = r.stored().unwrap().clone();
-            r.counts(&cal, today, &s, None, &tally).total
+            r.counts(&LocalDay::new(today, cal.week_start()), &s, None, &tally)
+                .total
         };
         for _ in 0..5 {
             tally.count("/a", d);
@@ -824,10 +822,21 @@ mod tests {
                 let r = ledger.read();
                 assert!(r.covers(mark));
                 let site = reading(Scope::Site, &stored_scopes, mark);
-                assert_eq!(r.counts(&cal, today, &site, None, &tally).total, 10);
+                assert_eq!(
+                    r.counts(&LocalDay::new(today, cal.week_start()), &site, None, &tally)
+                        .total,
+                    10
+                );
                 for p in &pages {
                     let page = reading(Scope::Page(Arc::from(p.as_str())), &stored_scopes, mark);
-                    let got = r.counts(&cal, today, &page, Some(p), &tally).total;
+                    let got = r
+                        .counts(
+                            &LocalDay::new(today, cal.week_start()),
+                            &page,
+                            Some(p),
+                            &tally,
+                        )
+                        .total;
                     assert_eq!(got, 1, "{p} in round {round}");
                 }
             }
@@ -843,7 +852,11 @@ mod tests {
                 .install(reading(Scope::Site, &stored_scopes, mark));
             let r = ledger.read();
             let s = r.stored().unwrap().clone();
-            assert_eq!(r.counts(&cal, today, &s, None, &tally).total, 10);
+            assert_eq!(
+                r.counts(&LocalDay::new(today, cal.week_start()), &s, None, &tally)
+                    .total,
+                10
+            );
         }
         assert_eq!(keys_sent, 11);
         assert_eq!(ledger.read().open_keys(), 0);
@@ -926,7 +939,12 @@ mod tests {
         tally.count("/a", day_number(mon));
         tally.count("/a", day_number(tue));
         let stored = Stored::empty(tue, &cal);
-        let c = ledger.read().counts(&cal, tue, &stored, Some("/a"), &tally);
+        let c = ledger.read().counts(
+            &LocalDay::new(tue, cal.week_start()),
+            &stored,
+            Some("/a"),
+            &tally,
+        );
         assert_eq!(
             c,
             Counts {
@@ -947,9 +965,12 @@ mod tests {
         let mut stored = Stored::empty(mon, &cal);
         stored.values = [1, 10, 30, 50, 99];
         let tally = SiteTally::new(10);
-        let c = Ledger::new(1)
-            .read()
-            .counts(&cal, tue, &stored, None, &tally);
+        let c = Ledger::new(1).read().counts(
+            &LocalDay::new(tue, cal.week_start()),
+            &stored,
+            None,
+            &tally,
+        );
         assert_eq!(
             c,
             Counts {

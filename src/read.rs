@@ -96,7 +96,8 @@ impl Reader {
     /// The site's figures now. Never waits on the store.
     pub fn site_figures(&self, site: &Site, now: Timestamp) -> Figures {
         let calendar = site.calendar();
-        let today = calendar.day_of(now);
+        let local = site.clock.local_day_at(now.as_second());
+        let today = local.date;
         let ledger = site.ledger.read();
         let empty;
         let (stored, never_read) = match ledger.stored() {
@@ -106,7 +107,7 @@ impl Reader {
                 (&empty, true)
             }
         };
-        let c = ledger.counts(calendar, today, stored, None, &site.tally);
+        let c = ledger.counts(&local, stored, None, &site.tally);
         let stale = ledger.stale() || never_read;
         drop(ledger);
         Figures {
@@ -143,7 +144,8 @@ impl Reader {
         mut kept: Option<Option<Kept>>,
     ) -> Figures {
         let calendar = site.calendar();
-        let today = calendar.day_of(now);
+        let local = site.clock.local_day_at(now.as_second());
+        let today = local.date;
         let keys = site.read_keys(today);
         let now_ms = now.as_millisecond();
         let mut fresh_only = false;
@@ -179,7 +181,7 @@ impl Reader {
                 fresh_only = true;
                 continue;
             }
-            let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
+            let c = ledger.counts(&local, &stored, Some(page), &site.tally);
             let stale = stale || ledger.stale();
             drop(ledger);
             return page_figures(site, page, c, stale, now);
@@ -188,7 +190,7 @@ impl Reader {
         // instance knows, marked stale.
         let stored = Stored::empty(today, calendar);
         let ledger = site.ledger.read();
-        let c = ledger.counts(calendar, today, &stored, Some(page), &site.tally);
+        let c = ledger.counts(&local, &stored, Some(page), &site.tally);
         drop(ledger);
         page_figures(site, page, c, true, now)
     }
