@@ -599,8 +599,11 @@ async fn answer_beacon(
         None => {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
+        // `json_bytes` marks it `no-store`.
         Some(CountedPage { name, kept }) => {
             let page_figures = state.reader.page_figures(&site, &name, now, kept).await;
             let site_figures = state.reader.site_figures(&site, now);
@@ -610,8 +613,6 @@ async fn answer_beacon(
             )
         }
     };
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     allow_origin(&mut resp, &site, sender.origin);
     Ok(resp)
 }
