@@ -14,8 +14,8 @@ makes each request. It also prints the heaviest functions.
     python3 benches/callgrind.py --mode quiet          # POST /hit?quiet=1
     python3 benches/callgrind.py --binary target/release/luot --requests 5000
 
-Compare two builds with the same --requests: the counts are deterministic
-to within a few tenths of a per cent (background work on timers).
+Compare two builds with the same --requests: the counts repeat to within
+about 1 % (background work on timers).
 Needs valgrind (Debian package `valgrind`).
 """
 import argparse

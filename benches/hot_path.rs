@@ -99,7 +99,7 @@ fn page_figures(c: &mut Criterion) {
     }
     let old_reading = Stored::empty(today, &cal);
     // The day's week and month, as the site's day clock keeps them.
-    let local = LocalDay::new(today, cal.week_start());
+    let local = LocalDay::of(&cal, today);
     // A different page each time, as answers come, so caches do not hold
     // one page's entries.
     let mut i = 0usize;

@@ -744,8 +744,7 @@ mod tests {
         let total = |l: &Ledger| {
             let r = l.read();
             let s = r.stored().unwrap().clone();
-            r.counts(&LocalDay::new(today, cal.week_start()), &s, None, &tally)
-                .total
+            r.counts(&LocalDay::of(&cal, today), &s, None, &tally).total
         };
         for _ in 0..5 {
             tally.count("/a", d);
@@ -823,19 +822,14 @@ mod tests {
                 assert!(r.covers(mark));
                 let site = reading(Scope::Site, &stored_scopes, mark);
                 assert_eq!(
-                    r.counts(&LocalDay::new(today, cal.week_start()), &site, None, &tally)
+                    r.counts(&LocalDay::of(&cal, today), &site, None, &tally)
                         .total,
                     10
                 );
                 for p in &pages {
                     let page = reading(Scope::Page(Arc::from(p.as_str())), &stored_scopes, mark);
                     let got = r
-                        .counts(
-                            &LocalDay::new(today, cal.week_start()),
-                            &page,
-                            Some(p),
-                            &tally,
-                        )
+                        .counts(&LocalDay::of(&cal, today), &page, Some(p), &tally)
                         .total;
                     assert_eq!(got, 1, "{p} in round {round}");
                 }
@@ -853,8 +847,7 @@ mod tests {
             let r = ledger.read();
             let s = r.stored().unwrap().clone();
             assert_eq!(
-                r.counts(&LocalDay::new(today, cal.week_start()), &s, None, &tally)
-                    .total,
+                r.counts(&LocalDay::of(&cal, today), &s, None, &tally).total,
                 10
             );
         }
@@ -939,12 +932,9 @@ mod tests {
         tally.count("/a", day_number(mon));
         tally.count("/a", day_number(tue));
         let stored = Stored::empty(tue, &cal);
-        let c = ledger.read().counts(
-            &LocalDay::new(tue, cal.week_start()),
-            &stored,
-            Some("/a"),
-            &tally,
-        );
+        let c = ledger
+            .read()
+            .counts(&LocalDay::of(&cal, tue), &stored, Some("/a"), &tally);
         assert_eq!(
             c,
             Counts {
@@ -965,12 +955,9 @@ mod tests {
         let mut stored = Stored::empty(mon, &cal);
         stored.values = [1, 10, 30, 50, 99];
         let tally = SiteTally::new(10);
-        let c = Ledger::new(1).read().counts(
-            &LocalDay::new(tue, cal.week_start()),
-            &stored,
-            None,
-            &tally,
-        );
+        let c = Ledger::new(1)
+            .read()
+            .counts(&LocalDay::of(&cal, tue), &stored, None, &tally);
         assert_eq!(
             c,
             Counts {

@@ -262,10 +262,13 @@ pub struct LocalDay {
 }
 
 impl LocalDay {
-    /// `date` with its week (starting on `week_start`) and month.
-    pub fn new(date: Date, week_start: WeekStart) -> Self {
-        let week = week_of(date, week_start);
-        let month = month_of(date);
+    /// `date` in `calendar`, with its periods ([`SiteCalendar::periods`]).
+    pub fn of(calendar: &SiteCalendar, date: Date) -> Self {
+        let Periods {
+            day: _,
+            week,
+            month,
+        } = calendar.periods(date);
         LocalDay {
             date,
             yesterday: date.yesterday().ok(),
@@ -313,7 +316,7 @@ impl DayClock {
         let empty = Window {
             start_secs: i64::MIN,
             end_secs: i64::MIN,
-            local: LocalDay::new(EPOCH, calendar.week_start()),
+            local: LocalDay::of(&calendar, EPOCH),
         };
         Self {
             calendar,
@@ -360,7 +363,7 @@ impl DayClock {
         let fresh = Window {
             start_secs: start.as_second(),
             end_secs: end.as_second(),
-            local: LocalDay::new(day, self.calendar.week_start()),
+            local: LocalDay::of(&self.calendar, day),
         };
         // Outside jiff's range, or where a fold straddles local midnight, the
         // window may not contain the instant or may contain instants of another
@@ -877,7 +880,7 @@ mod tests {
                 prop_assert_eq!(clock.day_at(secs), day_number(date), "at {}", secs);
                 prop_assert_eq!(
                     clock.local_day_at(secs),
-                    LocalDay::new(date, cal.week_start()),
+                    LocalDay::of(&cal, date),
                     "at {}", secs
                 );
             }
