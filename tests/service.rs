@@ -493,6 +493,27 @@ fn figures_survive_a_sigterm_restart_on_the_same_data_dir() {
     assert_eq!(int(&r.json()["page"], "total"), 14);
 }
 
+/// An idle keep-alive connection does not hold a stopping server until its
+/// idle timeout or the grace period: it is closed, and the server exits.
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    let mut server = Server::start_with(
+        "[server]\nshutdown_grace = \"60s\"\n[limits]\nidle_timeout = \"60s\"\n",
+        &[],
+    );
+    let mut held = admitted(server.public, Duration::from_secs(20));
+    let began = Instant::now();
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        server.log()
+    );
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(20), "exited after {took:?}");
+    assert_eq!(fate(&mut held), Fate::Closed, "the held connection");
+}
+
 #[test]
 fn a_second_process_on_a_locked_data_dir_exits_non_zero() {
     let server = Server::start();
@@ -645,6 +666,33 @@ fn a_stalled_partial_header_is_disconnected_after_the_header_timeout() {
         "closed too early: {waited:?}"
     );
     assert!(waited < Duration::from_secs(10), "closed late: {waited:?}");
+}
+
+/// DESIGN §6: the request timeout bounds a request whose body stalls, and
+/// the connection stays usable for nothing else (its body is unfinished).
+#[test]
+fn a_stalled_body_gets_408_after_the_request_timeout() {
+    let server = Server::start_with(
+        "[limits]\nrequest_timeout = \"1s\"\nidle_timeout = \"60s\"\n",
+        &[],
+    );
+    let mut s = connect(server.public, Duration::from_secs(10));
+    let began = Instant::now();
+    send(
+        &mut s,
+        b"POST /hit HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"site\":",
+    )
+    .unwrap();
+    read_response(&mut s)
+        .expect("an answer to the stalled body")
+        .assert_error("a stalled body", 408, "request_timeout");
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    // Nothing was counted, and the server still answers.
+    assert_eq!(server.get("/healthz").status, 200);
 }
 
 #[test]
