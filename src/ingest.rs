@@ -117,7 +117,14 @@ pub fn parse_body(body: &[u8]) -> Result<Beacon<'_>, IngestError> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(IngestError::Malformed("expected a JSON object".into()));
     }
-    serde_json::from_slice(body).map_err(|e| IngestError::Malformed(e.to_string()))
+    // A body checked as UTF-8 once is read as a `str`, whose strings serde
+    // takes without checking each again (~500 instructions of a beacon's
+    // ~2,900). Anything else goes the slice's way, which accepts the same.
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+    .map_err(|e| IngestError::Malformed(e.to_string()))
 }
 
 /// Parses `/hit.gif`'s query string.
@@ -356,6 +363,25 @@ mod tests {
     fn escaped_strings_are_decoded() {
         let b = parse_body(br#"{"site":"demo","page":"/tin-t\u1ee9c"}"#).unwrap();
         assert_eq!(b.page.as_deref(), Some("/tin-tức"));
+    }
+
+    #[test]
+    fn bodies_read_as_text_or_as_bytes_parse_alike() {
+        // Not UTF-8 only in a field a beacon ignores: read as bytes, as
+        // before the text path existed.
+        let b = parse_body(b"{\"site\":\"demo\",\"x\":\"\xff\"}").unwrap();
+        assert_eq!(b.site.as_deref(), Some("demo"));
+        for body in [
+            &br#"{"site":"demo","page":"/a","vid":"v"}"#[..],
+            br#"{"site":"d\u00e9mo","page":"/\ud83d\ude00"}"#,
+            "{\"site\":\"démo\",\"page\":\"/tin-tức\"}".as_bytes(),
+        ] {
+            let text = parse_body(body).unwrap();
+            let bytes: Beacon<'_> = serde_json::from_slice(body).unwrap();
+            assert_eq!(text.site, bytes.site, "{body:?}");
+            assert_eq!(text.page, bytes.page, "{body:?}");
+            assert_eq!(text.vid, bytes.vid, "{body:?}");
+        }
     }
 
     #[test]
