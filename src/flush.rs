@@ -161,6 +161,7 @@ pub fn build_batch(
             hits,
             expires_at,
         }));
+        crate::background::pace();
     }
     SiteBatch {
         site: Arc::clone(site),

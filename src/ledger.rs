@@ -254,6 +254,7 @@ impl Deltas {
                 self.index.insert_unique(scope_hash(p), entry, rehash);
             }
             start += len;
+            crate::background::pace();
         }
     }
 

@@ -313,6 +313,7 @@ impl Site {
                     }
                 }
             }
+            crate::background::pace();
         }
     }
 

@@ -423,6 +423,8 @@ impl SiteTally {
                     }
                 }
             }
+            // Between pages, with no shard guard held.
+            crate::background::pace();
         }
         out.append(&mut self.spill.lock());
     }
