@@ -668,8 +668,8 @@ fn a_stalled_partial_header_is_disconnected_after_the_header_timeout() {
     assert!(waited < Duration::from_secs(10), "closed late: {waited:?}");
 }
 
-/// DESIGN §6: the request timeout bounds a request whose body stalls, and
-/// the connection stays usable for nothing else (its body is unfinished).
+/// DESIGN §6: the request timeout bounds a request whose body stalls: the
+/// client gets a 408 with the JSON error body.
 #[test]
 fn a_stalled_body_gets_408_after_the_request_timeout() {
     let server = Server::start_with(
@@ -691,7 +691,7 @@ fn a_stalled_body_gets_408_after_the_request_timeout() {
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(10),
         "answered after {waited:?}"
     );
-    // Nothing was counted, and the server still answers.
+    // Other requests are still answered.
     assert_eq!(server.get("/healthz").status, 200);
 }
 
