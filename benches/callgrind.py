@@ -33,6 +33,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where cargo puts the builds (cargo reads a relative CARGO_TARGET_DIR from
+# the directory it runs in, ROOT here).
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
@@ -101,7 +104,7 @@ def main():
     binary = args.binary
     if binary is None:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        binary = os.path.join(ROOT, "target", "release", "luot")
+        binary = os.path.join(TARGET, "release", "luot")
 
     tmp = tempfile.mkdtemp(prefix="luot-callgrind-")
     port, admin = free_port(), free_port()

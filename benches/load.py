@@ -31,6 +31,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where cargo puts the builds (cargo reads a relative CARGO_TARGET_DIR from
+# the directory it runs in, ROOT here).
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 LUA = os.path.join(ROOT, "benches", "wrk", "luot.lua")
 ROUTES = [
     ("quiet", "POST /hit?quiet=1"),
@@ -156,7 +159,7 @@ def start_luot(tmp, store, redis_port, extra_toml=""):
                RUST_LOG="warn")
     if store == "redis":
         env["LUOT_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/"
-    proc = Proc(pin(0, [os.path.join(ROOT, "target/release/luot"), "serve"]), env=env,
+    proc = Proc(pin(0, [os.path.join(TARGET, "release", "luot"), "serve"]), env=env,
                 log=os.path.join(data, "luot.log"))
     wait_port(port)
     proc.admin = admin
@@ -376,7 +379,7 @@ def main():
           f"{os.uname().sysname} {os.uname().release}")
     tmp = tempfile.mkdtemp(prefix="luot-load-")
     baseline_port = free_port()
-    baseline = Proc(pin(0, [os.path.join(ROOT, "target/release/examples/baseline"),
+    baseline = Proc(pin(0, [os.path.join(TARGET, "release", "examples", "baseline"),
                             f"127.0.0.1:{baseline_port}"]))
     wait_port(baseline_port)
     ok = True

@@ -40,6 +40,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where cargo puts the builds (cargo reads a relative CARGO_TARGET_DIR from
+# the directory it runs in, ROOT here).
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 LUA = os.path.join(ROOT, "benches", "wrk", "luot.lua")
 BROWSER_SITE = "demo"
 
@@ -154,7 +157,7 @@ def main():
             sys.exit(f"{tool} is missing (apt-get install wrk redis-server redis-tools)")
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "luot"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "luot")
+    binary = os.path.join(TARGET, "release", "luot")
 
     tmp = tempfile.mkdtemp(prefix="luot-soak-")
     redis = Redis(tmp)
