@@ -308,6 +308,15 @@ impl<S: Store> Flusher<S> {
         let mut outcome = PassOutcome::default();
         let mut pending_keys = 0;
         for site in self.all_sites() {
+            // Judged before its hits are taken: a site that a reload
+            // removes while it is flushed may count hits after the take
+            // (requests see the old table until the swap), and those must
+            // wait for the next pass rather than go with the site.
+            let retired = !self
+                .sites
+                .load()
+                .get(&site.id)
+                .is_some_and(|s| Arc::ptr_eq(&s.ledger, &site.ledger));
             if self.flush_site(&site).await.is_err() {
                 outcome.errors += 1;
             }
@@ -319,12 +328,7 @@ impl<S: Store> Flusher<S> {
             pending_keys += w.pending_keys();
             drop(w);
             site.metrics.pages.set(site.tally.page_count() as f64);
-            let current = self
-                .sites
-                .load()
-                .get(&site.id)
-                .is_some_and(|s| Arc::ptr_eq(&s.ledger, &site.ledger));
-            if idle && !current {
+            if idle && retired && !site.tally.holds_hits() {
                 // A site a reload removed: everything it counted is sent.
                 self.sites.forget_retired(&site.id);
             }

@@ -390,6 +390,18 @@ impl SiteTally {
         Some(entry)
     }
 
+    /// Whether any hit counted here is still to be taken. Every hit adds to
+    /// the site's cell first, then queues the cells it made dirty, so a
+    /// hit under way shows in one or the other.
+    pub fn holds_hits(&self) -> bool {
+        self.site
+            .slots
+            .iter()
+            .any(|slot| unpack(slot.load(Ordering::Acquire)).1 != 0)
+            || !self.dirty.lock().is_empty()
+            || !self.spill.lock().is_empty()
+    }
+
     /// Sets the most pages kept (pages already kept stay).
     pub fn set_max_pages(&self, max_pages: usize) {
         self.max_pages.store(max_pages, Ordering::Relaxed);
@@ -581,6 +593,22 @@ mod tests {
         assert_eq!(m[&(Some("/a".into()), 100)], 2);
         assert_eq!(m[&(Some("/b".into()), 101)], 1);
         assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn holds_hits_until_they_are_taken() {
+        let t = SiteTally::new(10);
+        assert!(!t.holds_hits());
+        t.count("/a", 5);
+        assert!(t.holds_hits());
+        let mut out = Vec::new();
+        t.take(&mut out);
+        assert!(!t.holds_hits(), "{out:?}");
+        // A page's hit whose site half was already taken still shows.
+        let entry = t.pages.get("/a").unwrap();
+        t.add_to(Some(entry.key()), entry.value(), 5, 1);
+        drop(entry);
+        assert!(t.holds_hits());
     }
 
     #[test]
