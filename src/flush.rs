@@ -588,7 +588,8 @@ impl<S: Store> Flusher<S> {
             Ok(reading) => {
                 self.metrics.store_up.set(1.0);
                 self.backoff_for(site).succeed();
-                site.ledger.write().install(Stored::new(keys, &reading));
+                let released = site.ledger.write().install(Stored::new(keys, &reading));
+                released.free();
                 Ok(())
             }
             Err(e) => {
