@@ -249,6 +249,9 @@ where
             tokio::pin!(conn);
             let dog = watchdog(clock, watch_limits);
             tokio::pin!(dog);
+            // Serve until the connection ends, its watchdog fires or the
+            // server stops; on a stop, let the current request finish
+            // (hyper closes after it), the watchdog still on guard.
             let event = {
                 let guard = async {
                     tokio::select! {
