@@ -10,16 +10,15 @@
 //! rows are written in key order) held every request on that core up for a
 //! whole tick, a few dozen times a second, which was luot's p99 under load
 //! (BENCHMARKS.md). So the flusher's threads
-//! run at nice 10, ask for a 100 µs slice, and their long writes yield the
-//! core every 100 µs ([`Pacer`]).
+//! run at nice 10, ask for a 100 µs slice, and their long loops yield the
+//! core every 100 µs ([`pace`]).
 //!
 //! This module knows nothing of stores or batches; it only sets and paces
 //! the calling thread.
 //!
-//! Invariant: [`Pacer`] yields the thread it runs on and is never used on a
-//! request path, nor for work done under a lock that beacons take. [`pace`]
-//! yields only on the flusher's threads, so code that request threads also
-//! run may call it; the ledger's write lock may be held when it yields
+//! Invariant: [`pace`] yields only on the flusher's threads, so code that
+//! request threads also run may call it; it is never called under a lock
+//! that beacons take. The ledger's write lock may be held when it yields
 //! (answers wait for that lock whether the flusher yields or not, beacons
 //! never take it).
 
@@ -51,7 +50,7 @@ pub const WORK_BEFORE_YIELD: Duration = Duration::from_micros(100);
 /// script's flush counts), so the store fell behind and a crash could lose
 /// far more than one flush interval.
 ///
-/// Why the short slice: a paced write ([`Pacer`]) yields every 100 µs, and
+/// Why the short slice: paced work ([`pace`]) yields every 100 µs, and
 /// a thread that yields is picked again only once its virtual deadline is
 /// the earliest; with the default slice (1.4 ms here) that came so late
 /// that the paced writes fell behind (0.2 batches applied a second against
@@ -126,11 +125,12 @@ thread_local! {
     static PACED: Cell<Option<(Instant, u32)>> = const { Cell::new(None) };
 }
 
-/// Notes one step of long work (a page, say). On a flusher thread (one
-/// that called [`background_priority`]) it yields the core once
-/// [`WORK_BEFORE_YIELD`] has passed since it last yielded here, as a
-/// [`Pacer`] shared by all the work the thread does; on any other thread
-/// it does nothing.
+/// Notes one step of long work (a page, a row). On a flusher thread (one
+/// that called [`background_priority`]) it yields the core (`sched_yield`)
+/// once [`WORK_BEFORE_YIELD`] has passed since it last yielded, so a
+/// request thread waiting on the same core runs before the work goes on
+/// (where none waits, a yield returns at once); on any other thread it
+/// does nothing.
 ///
 /// Why: the kernel switches from a running thread only at a timer tick
 /// (4 ms at `HZ=250`) unless it blocks or yields, so each unpaced stretch
@@ -155,53 +155,8 @@ fn pace_with(yield_now: impl FnOnce()) {
     PACED.set(Some((Instant::now(), steps)));
 }
 
-/// Paces a long write on a flusher thread: called once per step of the
-/// write (a row, say), it yields the core (`sched_yield`) once
-/// [`WORK_BEFORE_YIELD`] has passed since it last did, so a request thread
-/// waiting on the same core runs before the write goes on. Where no thread
-/// waits, a yield returns at once.
-pub struct Pacer<Y = fn()> {
-    since: Instant,
-    steps: u32,
-    yield_now: Y,
-}
-
-impl Pacer {
-    /// A pacer that yields the calling thread.
-    pub fn new() -> Self {
-        Pacer::with(std::thread::yield_now)
-    }
-}
-
-impl Default for Pacer {
-    fn default() -> Self {
-        Pacer::new()
-    }
-}
-
 /// Steps between clock reads (a step is a few microseconds of work).
 const CHECK_EVERY: u32 = 8;
-
-impl<Y: FnMut()> Pacer<Y> {
-    /// A pacer that calls `yield_now` to yield (tests count the calls).
-    pub fn with(yield_now: Y) -> Self {
-        Pacer {
-            since: Instant::now(),
-            steps: 0,
-            yield_now,
-        }
-    }
-
-    /// Notes one step of work; yields if the work has run long enough.
-    pub fn step(&mut self) {
-        self.steps = self.steps.wrapping_add(1);
-        if !self.steps.is_multiple_of(CHECK_EVERY) || self.since.elapsed() < WORK_BEFORE_YIELD {
-            return;
-        }
-        (self.yield_now)();
-        self.since = Instant::now();
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -254,22 +209,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_pacer_yields_once_the_work_has_run_long_enough() {
-        let calls = std::cell::Cell::new(0u64);
-        let mut pacer = Pacer::with(|| calls.set(calls.get() + 1));
-        // Steps of at least 20 µs: every clock read (each 8th step) finds
-        // at least 160 µs since the last yield, so each one yields.
-        for _ in 0..80 {
-            let step = Instant::now();
-            while step.elapsed() < Duration::from_micros(20) {
-                std::hint::spin_loop();
-            }
-            pacer.step();
-        }
-        assert_eq!(calls.get(), 10);
-    }
-
     /// Steps of at least 20 µs each, `n` of them, through `pace_with`.
     fn paced_steps(n: usize) -> u64 {
         let calls = std::cell::Cell::new(0u64);
@@ -296,22 +235,28 @@ mod tests {
             request, 0,
             "a thread that is not the flusher's never yields"
         );
-        // As the pacer above: each 8th step finds 160 µs since the last yield.
+        // Steps of at least 20 µs: every clock read (each 8th step) finds at
+        // least 160 µs since the last yield, so each one yields.
         assert_eq!(flusher, 10);
     }
 
     #[test]
-    fn a_pacer_lets_quick_work_run_on() {
+    fn pace_lets_quick_work_run_on() {
         let calls = std::cell::Cell::new(0u64);
-        let mut pacer = Pacer::with(|| calls.set(calls.get() + 1));
-        let started = Instant::now();
-        for _ in 0..1_000 {
-            pacer.step();
-        }
+        let started = std::thread::spawn(move || {
+            PACED.set(Some((Instant::now(), 0)));
+            let started = Instant::now();
+            for _ in 0..1_000 {
+                pace_with(|| calls.set(calls.get() + 1));
+            }
+            (started.elapsed(), calls.get())
+        })
+        .join()
+        .unwrap();
+        let (elapsed, yields) = started;
         // At most one yield per WORK_BEFORE_YIELD that passed (none, unless
         // the machine stopped this thread).
-        let most = (started.elapsed().as_micros() / WORK_BEFORE_YIELD.as_micros()) as u64;
-        let yields = calls.get();
+        let most = (elapsed.as_micros() / WORK_BEFORE_YIELD.as_micros()) as u64;
         assert!(yields <= most, "yields: {yields}, at most {most}");
     }
 }

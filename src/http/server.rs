@@ -365,7 +365,6 @@ struct Side {
     waker: Waker,
 }
 
-#[derive(Default)]
 struct SideWake {
     /// Set when the guard's waker fired since it was last polled (and at
     /// first, so that it is polled once to register its wakers).

@@ -15,7 +15,6 @@ use redb::{Database, ReadableTable, TableDefinition};
 use super::{
     Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
 };
-use crate::background::Pacer;
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
 /// Counter rows: one per (site, scope), keyed by two 64-bit hashes (site,
@@ -247,9 +246,6 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
         let mut skipped = 0u64;
         let site_hash = key_hash(batch.site.as_bytes());
         let mut encoded = Vec::new();
-        // On the flusher's threads, a batch of 10,000 pages is ~25 ms of
-        // work: let requests on the same core in every 100 µs.
-        let mut pacer = Pacer::new();
         // Increments come sorted by scope (build_batch), so each scope's
         // increments are one run: one read and one write per scope. Rows
         // are visited in key order, so each B-tree leaf is read and copied
@@ -262,7 +258,9 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
             .collect();
         runs.sort_unstable_by_key(|r| r.0);
         for (key, run) in runs {
-            pacer.step();
+            // On the flusher's threads, a batch of 10,000 pages is ~25 ms
+            // of work: let requests on the same core in every 100 µs.
+            crate::background::pace();
             let scope = run[0].scope.as_key();
             let mut row = match rows.get(&key).map_err(unavailable)? {
                 Some(v) => Row::decode(v.value())
