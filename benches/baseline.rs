@@ -9,9 +9,15 @@
 //!
 //! Without an address it prints how to use it and exits, so building all
 //! targets never starts a server.
+//!
+//! For `benches/spin.py` only: with `BASELINE_SPIN_NS` set, each request
+//! also spins that many nanoseconds of CPU before its `204` (a smooth extra
+//! cost per request, with nothing in the background), to see what such a
+//! cost does to the baseline's p99. Unset, the server is the bare one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,12 +34,17 @@ fn main() {
         return;
     };
     let addr: SocketAddr = addr.parse().expect("a socket address");
+    let spin = std::env::var("BASELINE_SPIN_NS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ns| ns > 0)
+        .map(Duration::from_nanos);
     // The same runtime as `luot serve`: tokio's multi-threaded default.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(serve(addr));
+    runtime.block_on(serve(addr, spin));
 }
 
 async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -42,7 +53,19 @@ async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<By
     Ok(resp)
 }
 
-async fn serve(addr: SocketAddr) {
+/// [`answer`] after `spin` of CPU.
+async fn answer_after(
+    spin: Duration,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let start = Instant::now();
+    while start.elapsed() < spin {
+        std::hint::spin_loop();
+    }
+    answer(req).await
+}
+
+async fn serve(addr: SocketAddr, spin: Option<Duration>) {
     let listener = TcpListener::bind(addr).await.expect("bind");
     eprintln!("baseline listening on {addr}");
     // The same HTTP/1 settings as luot's public listener with its default
@@ -61,9 +84,20 @@ async fn serve(addr: SocketAddr) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), service_fn(answer));
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let io = TokioIo::new(stream);
+        match spin {
+            None => {
+                let conn = builder.serve_connection(io, service_fn(answer));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            Some(spin) => {
+                let conn = builder.serve_connection(io, service_fn(move |r| answer_after(spin, r)));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        }
     }
 }
