@@ -10,10 +10,14 @@
 //! Without an address it prints how to use it and exits, so building all
 //! targets never starts a server.
 //!
-//! For `benches/spin.py` only: with `BASELINE_SPIN_NS` set, each request
-//! also spins that many nanoseconds of CPU before its `204` (a smooth extra
-//! cost per request, with nothing in the background), to see what such a
-//! cost does to the baseline's p99. Unset, the server is the bare one.
+//! For `benches/spin.py` only, two costs that luot has and the bare server
+//! has not, each off unless its variable is set:
+//! - `BASELINE_SPIN_NS`: each request also spins that many nanoseconds of
+//!   CPU before its `204` (a smooth extra cost per request);
+//! - `BASELINE_LUMP_MS`: once a second a thread of its own does that many
+//!   milliseconds of CPU work over a 4 MiB buffer, at the flusher's
+//!   priority and paced by the flusher's own [`luot::background::pace`]
+//!   (lumps like a flush's, with nothing counted).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,12 +43,52 @@ fn main() {
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&ns| ns > 0)
         .map(Duration::from_nanos);
+    if let Some(ms) = std::env::var("BASELINE_LUMP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+    {
+        std::thread::spawn(move || lumps(Duration::from_millis(ms)));
+    }
     // The same runtime as `luot serve`: tokio's multi-threaded default.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(serve(addr, spin));
+}
+
+/// The CPU time this thread has used.
+#[allow(unsafe_code)]
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec to a live, owned value.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Once a second, `work` of CPU over a 4 MiB buffer (64 cache lines a
+/// step, each step followed by the flusher's [`luot::background::pace`]),
+/// on a thread at the flusher's priority and slice.
+fn lumps(work: Duration) {
+    luot::background::background_priority();
+    let mut buf = vec![0u64; 4 << 17];
+    let mut at = 0usize;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let start = thread_cpu();
+        while thread_cpu() - start < work {
+            for _ in 0..64 {
+                // 67 cache lines on, so steps land all over the buffer.
+                at = (at + 8 * 67) % buf.len();
+                buf[at] = buf[at].wrapping_add(1);
+            }
+            luot::background::pace();
+        }
+    }
 }
 
 async fn answer(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

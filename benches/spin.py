@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""What a smooth extra cost per request does to the baseline's p99, beside luot.
+"""What luot's two extra costs do to the baseline's p99, each alone and together.
 
-    python3 benches/spin.py                         # 5 rounds, spins 1000,1500,2000 ns
-    python3 benches/spin.py --rounds 3 --spins 1000,2000 --no-luot
+    python3 benches/spin.py                         # 5 rounds, spins 500,1000,1500 ns, 39 ms lumps
+    python3 benches/spin.py --rounds 3 --spins 1000,2000 --lump-ms 0 --no-luot
 
-Starts the bare baseline, the same baseline spinning N ns of CPU per request
-(BASELINE_SPIN_NS, benches/baseline.rs) for each N, and luot twice (embedded
-store, the load script's settings): with its default 1 s flush and with
-flushes 60 s apart. Each is driven with the load script's quiet route
-(wrk -t1 -c64, benches/wrk/luot.lua), servers on core 0 and wrk on core 1,
-the order reversed every round. Prints medians: requests/s, p50, p99, the
-p99 against the bare baseline's, and the server's CPU per request.
+luot differs from the bare baseline in two ways that matter to latency: a
+cost every request pays (counting) and work that arrives in lumps (a flush
+once a second on the same core). This starts the bare baseline, the same
+baseline spinning N ns of CPU per request (BASELINE_SPIN_NS,
+benches/baseline.rs) for each N, the baseline with flush-like lumps
+(BASELINE_LUMP_MS: that much CPU a second on a thread at the flusher's
+priority, paced by the flusher's own pace(); 39 ms is what luot's flush
+costs at 10,000 pages a second on the embedded store), the baseline with
+lumps and each spin, and luot twice (embedded store, the load script's
+settings): with its default 1 s flush and with flushes 60 s apart. Each is
+driven with the load script's quiet route (wrk -t1 -c64,
+benches/wrk/luot.lua), servers on core 0 and wrk on core 1, the order
+reversed every round. Prints medians: requests/s, p50, p99, the p99
+against the bare baseline's, and the server's CPU per request.
 
-It separates two causes of a higher p99 under saturation: a cost every
-request pays (the spinning baselines) and work that arrives in lumps (a
-flush on the same core). Only loopback is targeted; every wrk run is
-bounded by --duration.
+Only loopback is targeted; every wrk run is bounded by --duration.
 """
 
 import argparse
@@ -33,8 +37,10 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    ap.add_argument("--spins", default="1000,1500,2000",
+    ap.add_argument("--spins", default="500,1000,1500",
                     help="nanoseconds of CPU each spinning baseline adds per request")
+    ap.add_argument("--lump-ms", type=int, default=39,
+                    help="milliseconds of CPU a second in lumps (0: no baselines with lumps)")
     ap.add_argument("--no-luot", action="store_true", help="baselines only")
     ap.add_argument("--skip-build", action="store_true")
     args = ap.parse_args()
@@ -48,13 +54,17 @@ def main():
     tmp = tempfile.mkdtemp(prefix="luot-spin-")
     servers = {}
     try:
-        for ns in [0] + spins:
+        variants = [(ns, 0) for ns in [0] + spins]
+        if args.lump_ms > 0:
+            variants += [(ns, args.lump_ms) for ns in [0] + spins]
+        for ns, lump in variants:
             port = load.free_port()
-            env = dict(os.environ, BASELINE_SPIN_NS=str(ns))
+            env = dict(os.environ, BASELINE_SPIN_NS=str(ns), BASELINE_LUMP_MS=str(lump))
             proc = load.Proc(load.pin(0, [os.path.join(load.TARGET, "release", "examples",
                                                        "baseline"), f"127.0.0.1:{port}"]), env=env)
             load.wait_port(port)
-            servers["baseline" if ns == 0 else f"baseline + {ns} ns"] = (proc, port)
+            name = "baseline" + (f" + {lump} ms lumps" if lump else "") + (f" + {ns} ns" if ns else "")
+            servers[name] = (proc, port)
         if not args.no_luot:
             servers["luot, 1 s flush"] = load.start_luot(tmp, "embedded", None)
             servers["luot, 60 s flush"] = load.start_luot(
@@ -70,7 +80,7 @@ def main():
                 r = load.wrk(port, "quiet", args.duration, 64)
                 r["cpu_us"] = 1e6 * (load.cpu_s(proc.p.pid) - cpu0) / max(r["requests"], 1)
                 results[name].append(r)
-                print(f"round {rnd + 1} {name:18} {r['rps']:9.0f}/s p99 {r['p99_us']} µs",
+                print(f"round {rnd + 1} {name:32} {r['rps']:9.0f}/s p99 {r['p99_us']} µs",
                       flush=True)
         base_p99 = statistics.median(r["p99_us"] for r in results["baseline"])
         print()
