@@ -129,19 +129,15 @@ async fn serve(addr: SocketAddr, spin: Option<Duration>) {
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(stream);
+        // A connection's task ends with its connection; its result (an
+        // I/O error at worst) is of no use here.
         match spin {
-            None => {
-                let conn = builder.serve_connection(io, service_fn(answer));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            Some(spin) => {
-                let conn = builder.serve_connection(io, service_fn(move |r| answer_after(spin, r)));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+            None => drop(tokio::spawn(
+                builder.serve_connection(io, service_fn(answer)),
+            )),
+            Some(spin) => drop(tokio::spawn(
+                builder.serve_connection(io, service_fn(move |r| answer_after(spin, r))),
+            )),
         }
     }
 }
