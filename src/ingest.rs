@@ -168,7 +168,7 @@ fn parse_plain(text: &str) -> Option<Beacon<'_>> {
             at.skip_ws();
             at.eat(b':')?;
             at.skip_ws();
-            let value = if at.eat_literal("null") {
+            let value = if at.eat_null() {
                 None
             } else {
                 Some(at.string()?)
@@ -218,16 +218,12 @@ impl<'a> Plain<'a> {
         (self.text.as_bytes().get(self.at) == Some(&byte)).then(|| self.at += 1)
     }
 
-    /// Takes `word` when it is next and not followed by more of a word
-    /// (serde reads `nullx` as an error, not as null).
-    fn eat_literal(&mut self, word: &str) -> bool {
-        let rest = &self.text.as_bytes()[self.at..];
-        let taken = rest.starts_with(word.as_bytes())
-            && !rest
-                .get(word.len())
-                .is_some_and(|b| b.is_ascii_alphanumeric());
+    /// Takes `null` when it is next. What follows is checked by the
+    /// caller, as after any value (`nullx` goes to serde, which refuses it).
+    fn eat_null(&mut self) -> bool {
+        let taken = self.text.as_bytes()[self.at..].starts_with(b"null");
         if taken {
-            self.at += word.len();
+            self.at += 4;
         }
         taken
     }
