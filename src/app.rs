@@ -145,11 +145,16 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-/// Re-reads the configuration and swaps in the new sites (see
-/// [`run_reloadable`]).
+/// Re-reads the configuration and applies what a reload can change: the
+/// sites, `[counting]` and `[retention]` (the flusher and imports take the
+/// latter from the swapped site table). `[server]`, `[limits]` and
+/// `[store]` apply only at a restart; a change to them is named in the
+/// log. `running` is the configuration in force: it takes the applied
+/// sections, so that each reload is compared with what runs now, not with
+/// what started.
 async fn apply_reload(
     reload: &Reload,
-    running: &Config,
+    running: &mut Config,
     store: &AnyStore,
     sites: &Sites,
     identity: &Identity,
@@ -162,20 +167,25 @@ async fn apply_reload(
             return;
         }
     };
-    let same = |a: serde_json::Result<String>, b: serde_json::Result<String>| matches!((a, b), (Ok(a), Ok(b)) if a == b);
-    let needs_restart = !same(
-        serde_json::to_string(&running.server),
-        serde_json::to_string(&new.server),
-    ) || !same(
-        serde_json::to_string(&running.limits),
-        serde_json::to_string(&new.limits),
-    ) || !same(
-        serde_json::to_string(&running.store),
-        serde_json::to_string(&new.store),
-    );
-    if needs_restart {
+    let restart_only = restart_only_changes(running, &new);
+    if !restart_only.is_empty() {
         tracing::warn!(
-            "[server], [limits] and [store] change only at a restart; sites and [counting] are reloaded"
+            sections = %restart_only.join(", "),
+            "these sections change only at a restart; their running values stay until then"
+        );
+    }
+    if new.retention != running.retention {
+        tracing::info!(
+            from = ?running.retention,
+            to = ?new.retention,
+            "[retention] reloaded: the next batches and imports expire by it"
+        );
+    }
+    if new.counting.online_window != running.counting.online_window {
+        tracing::info!(
+            from = ?running.counting.online_window,
+            to = ?new.counting.online_window,
+            "[counting] online_window reloaded"
         );
     }
     // A new site's first sequence rises above anything this producer sent
@@ -204,6 +214,31 @@ async fn apply_reload(
         tracing::warn!(error = %e, "loading the salts of reloaded sites failed; they are retried every minute");
     }
     tracing::info!(sites = new.sites.len(), "configuration reloaded");
+    running.sites = new.sites;
+    running.counting = new.counting;
+    running.retention = new.retention;
+}
+
+/// The sections that differ between `running` and `new` and apply only at
+/// a restart, by their names in the file.
+fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
+        matches!(
+            (serde_json::to_value(a), serde_json::to_value(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
+    }
+    let mut changed = Vec::new();
+    if !same(&running.server, &new.server) {
+        changed.push("[server]");
+    }
+    if !same(&running.limits, &new.limits) {
+        changed.push("[limits]");
+    }
+    if !same(&running.store, &new.store) {
+        changed.push("[store]");
+    }
+    changed
 }
 
 /// Runs `work` on a thread of its own with its own single-threaded
@@ -428,8 +463,6 @@ pub async fn run_reloadable(
         store.clone(),
         Arc::clone(&sites),
         Arc::clone(&producer),
-        config.retention.clone(),
-        config.counting.online_window,
         wal,
     );
     // The first pass installs every site's reading, so the first answer is
@@ -477,7 +510,6 @@ pub async fn run_reloadable(
         metrics_token: Some(server.metrics_token.clone()).filter(|t| !t.is_empty()),
         prometheus: prometheus.clone(),
         imports: Some(import_tx),
-        retention: config.retention.clone(),
         ready: AtomicBool::new(false),
     });
 
@@ -564,7 +596,7 @@ pub async fn run_reloadable(
         let sites = Arc::clone(&sites);
         let identity = Arc::clone(&identity);
         let producer = Arc::clone(&producer);
-        let running = config.clone();
+        let mut running = config.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hangups) = signal(SignalKind::hangup()) else {
@@ -572,7 +604,7 @@ pub async fn run_reloadable(
                 return;
             };
             while hangups.recv().await.is_some() {
-                apply_reload(&reload, &running, &store, &sites, &identity, &producer).await;
+                apply_reload(&reload, &mut running, &store, &sites, &identity, &producer).await;
             }
         })
     });

@@ -245,7 +245,7 @@ pub struct StoreConfig {
 
 /// How long figures of each period are kept (DESIGN §4). Months and totals
 /// are kept forever.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     #[serde(with = "duration_str")]

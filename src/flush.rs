@@ -256,9 +256,11 @@ pub struct Flusher<S> {
     store: S,
     sites: Arc<Sites>,
     producer: Arc<str>,
+    /// `[retention]` of the site table this pass started from (a reload
+    /// swaps the table; [`Flusher::adopt_settings`] follows it).
     retention: Retention,
     /// The online window, for the expiry of per-minute sketches and for
-    /// reading `online` from the store.
+    /// reading `online` from the store; from the table, like `retention`.
     online_window: Duration,
     /// The write-ahead file, for stores across a network.
     wal: Option<Arc<Mutex<Wal>>>,
@@ -281,14 +283,11 @@ pub struct PassOutcome {
 }
 
 impl<S: Store> Flusher<S> {
-    pub fn new(
-        store: S,
-        sites: Arc<Sites>,
-        producer: Arc<str>,
-        retention: Retention,
-        online_window: Duration,
-        wal: Option<Wal>,
-    ) -> Self {
+    pub fn new(store: S, sites: Arc<Sites>, producer: Arc<str>, wal: Option<Wal>) -> Self {
+        let (retention, online_window) = {
+            let table = sites.load();
+            (table.retention.clone(), table.online_window)
+        };
         Flusher {
             store,
             sites,
@@ -305,6 +304,7 @@ impl<S: Store> Flusher<S> {
 
     /// One pass: for each site, take, freeze, apply, re-read.
     pub async fn pass(&mut self) -> PassOutcome {
+        self.adopt_settings();
         let mut outcome = PassOutcome::default();
         let mut pending_keys = 0;
         for site in self.all_sites() {
@@ -338,6 +338,21 @@ impl<S: Store> Flusher<S> {
             self.metrics.wal_bytes.set(wal.lock().size_bytes() as f64);
         }
         outcome
+    }
+
+    /// Takes `[retention]` and the online window from the current site
+    /// table, so that a reload's values apply from the next pass on.
+    fn adopt_settings(&mut self) {
+        let table = self.sites.load();
+        if table.retention != self.retention || table.online_window != self.online_window {
+            tracing::info!(
+                retention = ?table.retention,
+                online_window = ?table.online_window,
+                "the flusher takes the reloaded retention and online window"
+            );
+            self.retention = table.retention.clone();
+            self.online_window = table.online_window;
+        }
     }
 
     /// The sites to flush: the current ones and those a reload removed
@@ -829,14 +844,7 @@ mod tests {
             crate::config::Config::from_toml_str("[counting]\nmax_pages = 50000\n").unwrap();
         let sites = Arc::new(Sites::new(crate::sites::SiteTable::new(&config, |_| 1)));
         let store = crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
-        let mut flusher = Flusher::new(
-            store.clone(),
-            Arc::clone(&sites),
-            Arc::from("p"),
-            config.retention.clone(),
-            Duration::from_secs(300),
-            None,
-        );
+        let mut flusher = Flusher::new(store.clone(), Arc::clone(&sites), Arc::from("p"), None);
         let site = Arc::clone(sites.load().get("demo").unwrap());
         let today = site.calendar().day_of(Timestamp::now());
         let day = day_number(today);

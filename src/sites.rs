@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use dashmap::DashMap;
 use jiff::civil::Date;
 
-use crate::config::{Config, SiteConfig, SiteRules};
+use crate::config::{Config, Retention, SiteConfig, SiteRules};
 use crate::dedupe::DedupeFilter;
 use crate::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::limit::{ClientLimiter, RateLimit};
@@ -385,17 +385,25 @@ fn rolled(
     Some(Some(next))
 }
 
-/// The sites of one configuration.
+/// The sites of one configuration, with the global settings that a reload
+/// changes along with them.
 pub struct SiteTable {
     list: Vec<Arc<Site>>,
     by_id: HashMap<Box<str>, Arc<Site>>,
     by_host: HashMap<Box<str>, Arc<Site>>,
+    /// `[retention]` as this table's configuration sets it: the flusher and
+    /// imports date expiries by it, so a reload applies to the next batch.
+    pub retention: Retention,
+    /// `[counting] online_window`: how long the flusher keeps per-minute
+    /// visitor sketches and how far back it reads `online`.
+    pub online_window: Duration,
 }
 
 impl SiteTable {
     /// Builds the table; `first_seq` gives each new site's first sequence.
     pub fn new(config: &Config, first_seq: impl Fn(&SiteConfig) -> u64) -> Self {
         SiteTable::from_sites(
+            config,
             config
                 .sites
                 .iter()
@@ -404,7 +412,7 @@ impl SiteTable {
         )
     }
 
-    fn from_sites(list: Vec<Arc<Site>>) -> Self {
+    fn from_sites(config: &Config, list: Vec<Arc<Site>>) -> Self {
         let by_id = list
             .iter()
             .map(|s| (Box::from(s.config.id.as_str()), Arc::clone(s)))
@@ -421,6 +429,8 @@ impl SiteTable {
             list,
             by_id,
             by_host,
+            retention: config.retention.clone(),
+            online_window: config.counting.online_window,
         }
     }
 
@@ -494,6 +504,7 @@ impl Sites {
         let old = self.snapshot();
         let mut retired = self.retired.lock();
         SiteTable::from_sites(
+            config,
             config
                 .sites
                 .iter()

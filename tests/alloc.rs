@@ -110,7 +110,6 @@ fn state(dir: &std::path::Path) -> State {
         max_headers: 64,
         metrics_token: None,
         imports: None,
-        retention: config.retention.clone(),
         prometheus: luot::metrics::install(),
         ready: AtomicBool::new(true),
     }

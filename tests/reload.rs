@@ -110,3 +110,96 @@ fn sighup_adds_changes_and_removes_sites_without_losing_a_hit() {
         "beta's hits, including the four just before its removal"
     );
 }
+
+/// `POST /admin/v1/import` of one day of history `days_ago` days back,
+/// under import id `id`; the answer's `late` (days past their retention).
+fn import_day(server: &Server, id: &str, days_ago: i64) -> u64 {
+    let date = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_sub(jiff::Span::new().days(days_ago))
+        .unwrap();
+    let body =
+        json!({"site": "alpha", "id": id, "history": [{"date": date.to_string(), "hits": 7}]});
+    let answer = common::agent()
+        .post(server.admin_url("/admin/v1/import"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes());
+    let reply = common::into_reply(answer, "import");
+    assert_eq!(reply.status, 200, "import: {}", reply.text());
+    reply.json()["late"].as_u64().expect("late")
+}
+
+/// How many times `needle` is in the server's log.
+fn logged(server: &Server, needle: &str) -> usize {
+    server.log().matches(needle).count()
+}
+
+#[test]
+fn sighup_applies_retention_and_online_window_and_names_restart_only_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("luot.toml");
+    let retention = |days: u32| format!("[retention]\nsite_days = \"{days}d\"\n");
+    std::fs::write(
+        &file,
+        format!("{BASE}{}{}", retention(30), site("alpha", 0)),
+    )
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = file.to_str().unwrap().to_string();
+    let env = [("LUOT_CONFIG", config.as_str())];
+    let server = Server::start_in(data.path(), "", &env);
+
+    // 100 days back is past a 30-day retention: the import counts it late.
+    assert_eq!(import_day(&server, "a0a0a0a0a0a0a0a0", 100), 1);
+
+    // A longer retention, a new online window and new limits.
+    let limits = "[limits]\nmax_body_bytes = 4096\n";
+    let online = "online_window = \"10m\"\n";
+    let reloaded = format!(
+        "{BASE}{online}{limits}{}{}",
+        retention(400),
+        site("alpha", 0)
+    );
+    std::fs::write(&file, &reloaded).unwrap();
+    server.signal("HUP");
+    let applied = poll(Duration::from_secs(20), || {
+        (logged(&server, "configuration reloaded") == 1).then_some(())
+    });
+    assert!(applied.is_some(), "no reload:\n{}", server.log());
+    // The same day is within the reloaded retention now.
+    assert_eq!(
+        import_day(&server, "b1b1b1b1b1b1b1b1", 100),
+        0,
+        "the import still dates expiries by the start-up retention:\n{}",
+        server.log()
+    );
+    let flusher_took = poll(Duration::from_secs(20), || {
+        (logged(&server, "the flusher takes the reloaded retention") == 1).then_some(())
+    });
+    assert!(
+        flusher_took.is_some(),
+        "flusher kept its retention:\n{}",
+        server.log()
+    );
+    assert_eq!(logged(&server, "[retention] reloaded"), 1);
+    assert_eq!(logged(&server, "online_window reloaded"), 1);
+    assert_eq!(logged(&server, "change only at a restart"), 1);
+    assert!(server.log().contains("[limits]"), "{}", server.log());
+
+    // The same file again: compared with what runs now, nothing changed
+    // but [limits], which still waits for a restart.
+    server.signal("HUP");
+    let again = poll(Duration::from_secs(20), || {
+        (logged(&server, "configuration reloaded") == 2).then_some(())
+    });
+    assert!(again.is_some(), "no second reload:\n{}", server.log());
+    assert_eq!(
+        logged(&server, "[retention] reloaded"),
+        1,
+        "the second reload was compared with the start-up configuration:\n{}",
+        server.log()
+    );
+    assert_eq!(logged(&server, "online_window reloaded"), 1);
+    assert_eq!(logged(&server, "change only at a restart"), 2);
+}

@@ -237,7 +237,9 @@ pub async fn import(state: &State, req: Request<Incoming>) -> Result<Response<Bo
         return Err(bad("bad_id", "`id` must be 16 to 64 hex digits"));
     }
     let site = lookup(state, &request.site)?;
-    let batch = import_batch(&site, &request, &state.retention)?;
+    // `[retention]` as last (re)loaded, like the flusher's.
+    let retention = state.sites.load().retention.clone();
+    let batch = import_batch(&site, &request, &retention)?;
     let (reply, answer) = oneshot::channel();
     queue
         .send(ImportJob { batch, reply })
@@ -306,7 +308,7 @@ pub async fn export(
             .transpose()
     };
     let to = date("to")?.unwrap_or(today);
-    let keep = (state.retention.site_days.as_secs() / 86_400).clamp(1, 400) as i64;
+    let keep = (state.sites.load().retention.site_days.as_secs() / 86_400).clamp(1, 400) as i64;
     let from = date("from")?.unwrap_or_else(|| {
         to.checked_sub(jiff::Span::new().days(keep - 1))
             .unwrap_or(to)

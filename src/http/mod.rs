@@ -93,8 +93,6 @@ pub struct State {
     pub metrics_token: Option<String>,
     /// Where imports go (the flusher); `None` where none are taken.
     pub imports: Option<admin::ImportQueue>,
-    /// Retention, for the expiry of imported days.
-    pub retention: crate::config::Retention,
     pub prometheus: PrometheusHandle,
     /// False until start-up is complete, and again once draining begins.
     pub ready: AtomicBool,
