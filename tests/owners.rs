@@ -1,8 +1,8 @@
 //! What owners see, through the real binary: the history API (series and
 //! top pages) on both stores across a simulated month, the `public` flag
-//! and the read token, `luot import` (twice = once; starting totals) and
-//! `luot export` → `luot import --from-export` into an empty store, and
-//! the dashboard in headless Chromium (screenshots in
+//! and the read token, `luot import` (twice = once, even a month apart;
+//! starting totals) and `luot export` → `luot import --from-export` into
+//! an empty store, and the dashboard in headless Chromium (screenshots in
 //! `target/test-artifacts/`).
 //!
 //! The month is simulated by importing daily history through the admin
@@ -634,6 +634,53 @@ fn import_twice_is_import_once_on_the_embedded_store() {
 #[test]
 fn import_twice_is_import_once_on_redis() {
     on_redis(import_twice_is_import_once);
+}
+
+/// The same import, run again long after the first (its producer's
+/// last-seen time in Redis set 31 days back, then a flush of this
+/// instance's own batch, when a Redis that pruned idle producers would
+/// forget it), is still refused and counts nothing.
+#[test]
+fn import_repeated_after_a_month_idle_is_refused_on_redis() {
+    let redis = RedisServer::start();
+    let server = Server::start_with(NO_LIMITS, &[("LUOT_REDIS_URL", &redis.url())]);
+    let stored_total = || {
+        redis
+            .must(&["GET", "luot:{demo}:h:t"])
+            .text()
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let first = import(&server, &["--total", "7000"]);
+    assert_eq!(first["applied"], true, "{first}");
+    assert_eq!(stored_total(), 7000);
+
+    let month_ago = (Timestamp::now().as_second() - 31 * 86_400).to_string();
+    let seen = redis.must(&["HKEYS", "luot:{demo}:wmt"]);
+    let producers: Vec<String> = seen
+        .array()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.text())
+        .collect();
+    assert!(
+        producers.iter().any(|p| p.starts_with("import:")),
+        "{producers:?}"
+    );
+    for producer in &producers {
+        redis.must(&["HSET", "luot:{demo}:wmt", producer, &month_ago]);
+    }
+    // A beacon, flushed: a batch of this instance's own reaches Redis.
+    hit(&server, "demo", "/after-a-month", "reader-month");
+    let flushed = poll(SETTLE, || (stored_total() == 7001).then_some(()));
+    assert!(flushed.is_some(), "the beacon never reached Redis");
+
+    let again = import(&server, &["--total", "7000"]);
+    assert_eq!(again["applied"], false, "{again}");
+    assert_eq!(stored_total(), 7001);
+    wait_figures(&server, "demo", "after the repeated import", |f| {
+        f["total"] == 7001
+    });
 }
 
 // ---- an import shows on pages whose readings are kept ----

@@ -140,6 +140,14 @@ mod redis_single {
         }
     }
 
+    /// Ages a producer the way a Redis that pruned idle producers would
+    /// judge it: by its entry in the site's watermark-times hash.
+    impl luot::store::conformance::Aging for WithServer {
+        fn age_producer(&self, site: &str, producer: &str, idle: jiff::SignedDuration) {
+            super::age_in_redis(self.server.addr(), site, producer, idle);
+        }
+    }
+
     pub async fn fresh() -> WithServer {
         let server = tokio::task::spawn_blocking(RedisServer::start)
             .await
@@ -149,6 +157,31 @@ mod redis_single {
     }
 
     luot::store_conformance_tests!(fresh());
+}
+
+/// Sets `producer`'s last-seen time on `site` (the `luot:{site}:wmt`
+/// hash, on the Redis at `addr`, which must serve the site's slot) `idle`
+/// into the past.
+fn age_in_redis(
+    addr: std::net::SocketAddr,
+    site: &str,
+    producer: &str,
+    idle: jiff::SignedDuration,
+) {
+    let when = (jiff::Timestamp::now() - idle).as_second().to_string();
+    let key = format!("luot:{{{site}}}:wmt");
+    common::redis::must(addr, &["HSET", &key, producer, &when]);
+}
+
+/// Ages producers on a cluster, on the master serving the site's slot.
+struct ClusterAging<'a>(&'a common::redis::RedisCluster);
+
+impl luot::store::conformance::Aging for ClusterAging<'_> {
+    fn age_producer(&self, site: &str, producer: &str, idle: jiff::SignedDuration) {
+        let key = format!("luot:{{{site}}}:wmt");
+        let node = self.0.node_of_slot(common::redis::slot_of(&key));
+        age_in_redis(node, site, producer, idle);
+    }
 }
 
 /// The whole suite against a Redis Cluster of three masters with a replica
@@ -183,6 +216,9 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::day_and_all_time_visitors_are_kept_and_merge(&store).await;
     c::top_pages_are_ranked_per_period(&store).await;
     c::ping_answers(&store).await;
+    let aging = ClusterAging(&cluster);
+    c::an_import_repeated_after_a_long_idle_is_a_duplicate(&store, &aging).await;
+    c::a_batch_replayed_after_a_long_downtime_is_a_duplicate(&store, &aging).await;
     drop(cluster);
 }
 
@@ -250,13 +286,15 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
     );
 }
 
-/// Producers idle for 30 days lose their watermark (so the hash of
-/// watermarks cannot grow forever); active ones keep theirs.
+/// No watermark is ever pruned, however long its producer has been idle
+/// (a forgotten one would let an import or a write-ahead replay count
+/// twice), and the watermark-times hash records when each producer's last
+/// batch was applied, for operators.
 #[tokio::test]
-async fn redis_prunes_watermarks_of_producers_idle_for_thirty_days() {
+async fn redis_keeps_watermarks_of_producers_idle_for_years() {
     let store = redis_single::fresh().await;
     let addr = store.server().addr();
-    let ancient = (jiff::Timestamp::now().as_second() - 31 * 86_400).to_string();
+    let ancient = (jiff::Timestamp::now().as_second() - 3 * 365 * 86_400).to_string();
     let recent = (jiff::Timestamp::now().as_second() - 29 * 86_400).to_string();
     for (producer, when) in [("gone", ancient.as_str()), ("quiet", recent.as_str())] {
         common::redis::must(
@@ -265,6 +303,7 @@ async fn redis_prunes_watermarks_of_producers_idle_for_thirty_days() {
         );
         common::redis::must(addr, &["HSET", "luot:{pr}:wmt", producer, when]);
     }
+    let before = jiff::Timestamp::now().as_second();
     let batch = SiteBatch {
         site: Arc::from("pr"),
         id: BatchId {
@@ -275,13 +314,23 @@ async fn redis_prunes_watermarks_of_producers_idle_for_thirty_days() {
         visitors: Vec::new(),
     };
     store.apply(&batch).await.unwrap();
-    let marks = common::redis::must(addr, &["HKEYS", "luot:{pr}:wm"]);
-    let mut names: Vec<String> = marks
-        .array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v.text())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["active", "quiet"]);
+    let names = |key: &str| {
+        let mut names: Vec<String> = common::redis::must(addr, &["HKEYS", key])
+            .array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.text())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("luot:{pr}:wm"), vec!["active", "gone", "quiet"]);
+    assert_eq!(names("luot:{pr}:wmt"), vec!["active", "gone", "quiet"]);
+    let seen = common::redis::must(addr, &["HGET", "luot:{pr}:wmt", "active"])
+        .text()
+        .and_then(|t| t.parse::<i64>().ok())
+        .expect("a last-seen time");
+    assert!(seen >= before - 1, "{seen} < {before}");
+    let gone = common::redis::must(addr, &["HGET", "luot:{pr}:wm", "gone"]).text();
+    assert_eq!(gone.as_deref(), Some("00000000000000000005"));
 }

@@ -4,13 +4,39 @@
 //! one `#[tokio::test]` per case so a failure names the rule that broke.
 //!
 //! Every case uses its own site id, so one store may serve all of them.
+//!
+//! The cases about time ("for ever") take an [`Aging`] hook beside the
+//! store, so that a producer can be made to look idle for years without
+//! waiting for them.
 
 use std::sync::Arc;
 
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Applied, BatchId, Increment, PeriodKey, Scope, SiteBatch, Store};
+use super::{Applied, BatchId, EmbeddedStore, Increment, PeriodKey, Scope, SiteBatch, Store};
+
+/// Makes a producer look idle: whatever a store records of when a
+/// producer's last batch was applied is set `idle` into the past, as if no
+/// batch of it had come since. A store that may forget idle producers
+/// would forget this one at its next batch; the cases check that none
+/// does.
+pub trait Aging {
+    /// Ages `producer`'s last-seen time on `site` by `idle`. Blocking is
+    /// fine: only tests call it.
+    fn age_producer(&self, site: &str, producer: &str, idle: SignedDuration);
+}
+
+/// The embedded store never forgets a watermark and reads no last-seen
+/// time back, so there is nothing to age; the cases still apply the batch
+/// again and check it is refused.
+impl Aging for EmbeddedStore {
+    fn age_producer(&self, _site: &str, _producer: &str, _idle: SignedDuration) {}
+}
+
+/// Longer than any horizon a store has pruned idle producers at (Redis
+/// once forgot them after 30 days).
+const LONG_IDLE: SignedDuration = SignedDuration::from_hours(24 * 400);
 
 fn batch(site: &str, producer: &str, seq: u64, increments: Vec<Increment>) -> SiteBatch {
     SiteBatch {
@@ -150,6 +176,92 @@ pub async fn a_replayed_batch_is_applied_once<S: Store>(store: &S) {
         .unwrap();
     assert_eq!(r.values, vec![6]);
     assert_eq!(r.watermark, 2);
+}
+
+/// Importing the same thing twice changes nothing, however long apart: an
+/// import is a producer of its own (`import:<content hash>`, sequence 1),
+/// idle from the moment it is applied, and another producer's batch (when
+/// a store that prunes idle producers would prune) must not make the
+/// repeat count again.
+pub async fn an_import_repeated_after_a_long_idle_is_a_duplicate<S: Store>(
+    store: &S,
+    aging: &impl Aging,
+) {
+    let site = "conf-import-again";
+    let import = "import:5f2b9c0e7d41a6b3";
+    let page = Scope::Page(Arc::from("/old-post"));
+    let mut incs = full(&Scope::Site, 1_000);
+    incs.extend(full(&page, 400));
+    let imported = batch(site, import, 1, incs);
+    assert_eq!(
+        store.apply(&imported).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    aging.age_producer(site, import, LONG_IDLE);
+    assert_eq!(
+        store
+            .apply(&batch(site, "live", 1, full(&Scope::Site, 1)))
+            .await
+            .unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    assert_eq!(
+        store.apply(&imported).await.unwrap(),
+        Applied::Duplicate,
+        "the same import, repeated long after, must be refused"
+    );
+    let r = store
+        .read(site, &Scope::Site, &all_periods(), import)
+        .await
+        .unwrap();
+    assert_eq!((r.values, r.watermark), (vec![1_001; 4], 1));
+    let r = store
+        .read(site, &page, &all_periods(), import)
+        .await
+        .unwrap();
+    assert_eq!(r.values, vec![400; 4]);
+}
+
+/// A batch is applied at most once, however long apart: an instance
+/// restored from an old volume replays its write-ahead file (batches the
+/// store applied but whose acknowledgement was lost) after a long
+/// downtime; the replay is refused, and the producer's next batch applies.
+pub async fn a_batch_replayed_after_a_long_downtime_is_a_duplicate<S: Store>(
+    store: &S,
+    aging: &impl Aging,
+) {
+    let site = "conf-replay-late";
+    let restored = "a1b2c3d4e5f60718";
+    let b41 = batch(site, restored, 41, full(&Scope::Site, 10));
+    let b42 = batch(site, restored, 42, full(&Scope::Site, 20));
+    for b in [&b41, &b42] {
+        assert_eq!(store.apply(b).await.unwrap(), Applied::Fresh { late: 0 });
+    }
+    aging.age_producer(site, restored, LONG_IDLE);
+    store
+        .apply(&batch(site, "live", 7, full(&Scope::Site, 1)))
+        .await
+        .unwrap();
+    for b in [&b41, &b42] {
+        assert_eq!(
+            store.apply(b).await.unwrap(),
+            Applied::Duplicate,
+            "batch {} replayed long after must be refused",
+            b.id.seq
+        );
+    }
+    assert_eq!(
+        store
+            .apply(&batch(site, restored, 43, full(&Scope::Site, 100)))
+            .await
+            .unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    let r = store
+        .read(site, &Scope::Site, &[PeriodKey::Total], restored)
+        .await
+        .unwrap();
+    assert_eq!((r.values, r.watermark), (vec![131], 43));
 }
 
 /// Watermarks are per producer and per site: one producer's sequence never
@@ -475,7 +587,8 @@ pub async fn ping_answers<S: Store>(store: &S) {
 }
 
 /// Generates one `#[tokio::test]` per conformance case for the store that
-/// `$make` (an async expression) builds. Each test builds its own store.
+/// `$make` (an async expression) builds. Each test builds its own store,
+/// which must also be the [`Aging`] hook of the cases about time.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
@@ -495,6 +608,10 @@ macro_rules! store_conformance_tests {
             top_pages_are_ranked_per_period,
             ping_answers,
         );
+        $crate::store_conformance_tests!(@aged $make;
+            an_import_repeated_after_a_long_idle_is_a_duplicate,
+            a_batch_replayed_after_a_long_downtime_is_a_duplicate,
+        );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
@@ -502,6 +619,15 @@ macro_rules! store_conformance_tests {
             async fn $case() {
                 let store = $make.await;
                 $crate::store::conformance::$case(&store).await;
+            }
+        )*
+    };
+    (@aged $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let store = $make.await;
+                $crate::store::conformance::$case(&store, &store).await;
             }
         )*
     };

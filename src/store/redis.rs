@@ -10,15 +10,30 @@
 //! | `luot:{s}:p:d:…`, `…:p:w:…`, `…:p:m:…`, `…:p:t` | sorted set | hits per page per period: page figures and "most read" |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
-//! | `luot:{s}:wm`, `luot:{s}:wmt` | hash | producer → last applied sequence; producer → when |
+//! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
+//! | `luot:{s}:wmt` | hash | producer → Unix seconds of its last applied batch (for operators; nothing reads it) |
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
 //! | `luot:secret:<name>` | string | shared secrets (daily salts expire) |
 //!
 //! Day and week keys expire by `EXPIREAT` (their retention); months and
 //! totals never. The apply script checks and advances the producer's
-//! watermark in the same atomic step as the increments, skips an increment
-//! whose key's expiry has passed (counted late; the key is not recreated
-//! without a TTL), and prunes producers idle for 30 days.
+//! watermark in the same atomic step as the increments, and skips an
+//! increment whose key's expiry has passed (counted late; the key is not
+//! recreated without a TTL).
+//!
+//! Watermarks are never pruned, however long a producer stays idle: a
+//! forgotten watermark would let the same import (its own producer,
+//! `import:<content hash>`, sequence 1) or a write-ahead file replayed
+//! after a long downtime be applied a second time. Producers are one per
+//! data directory plus one per distinct import, so the hash grows only by
+//! operator actions (a new instance, an import), under 200 bytes a
+//! producer and site in the two hashes (measured: 176 bytes with Redis
+//! 7's hash encoding for a 16-character id); the script touches only its own producer's field,
+//! never the whole hash. `wmt` keeps when each producer last had a batch
+//! applied, as the embedded store does, so an operator can tell a
+//! decommissioned instance's producer (safe to delete by hand once its
+//! data directory is gone for good) from a live one; an `import:`
+//! producer must never be deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,13 +161,6 @@ while a <= #ARGV do
   end
   if fresh and exp > 0 then
     redis.call('EXPIREAT', key, exp)
-  end
-end
-local idle = redis.call('HGETALL', KEYS[2])
-for j = 1, #idle, 2 do
-  if now - tonumber(idle[j + 1]) > 2592000 then
-    redis.call('HDEL', KEYS[1], idle[j])
-    redis.call('HDEL', KEYS[2], idle[j])
   end
 end
 return {1, late}
