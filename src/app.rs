@@ -501,7 +501,7 @@ pub async fn run_reloadable(
         store: store.clone(),
         reader: Reader::new(store.clone(), Arc::clone(&producer)),
         counters: HitCounters::new(),
-        http_metrics: m::HttpMetrics::new(),
+        http_metrics: crate::http::route_metrics(),
         bots,
         trusted_proxies: server.trusted_proxies.clone(),
         max_body_bytes: config.limits.max_body_bytes,

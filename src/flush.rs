@@ -337,6 +337,7 @@ impl<S: Store> Flusher<S> {
         if let Some(wal) = &self.wal {
             self.metrics.wal_bytes.set(wal.lock().size_bytes() as f64);
         }
+        self.metrics.passes.increment(1);
         outcome
     }
 

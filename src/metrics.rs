@@ -22,6 +22,7 @@ pub const HTTP_DURATION: &str = "luot_http_request_duration_seconds";
 pub const CONNECTIONS: &str = "luot_http_connections";
 pub const CONNECTIONS_REFUSED: &str = "luot_http_connections_refused_total";
 pub const FLUSH_DURATION: &str = "luot_flush_duration_seconds";
+pub const FLUSH_PASSES: &str = "luot_flush_passes_total";
 pub const FLUSH_BATCH_KEYS: &str = "luot_flush_batch_keys";
 pub const FLUSH_RETRIES: &str = "luot_flush_retries_total";
 pub const DUPLICATE_BATCHES: &str = "luot_duplicate_batches_total";
@@ -153,6 +154,10 @@ fn describe() {
         Unit::Seconds,
         "Time to apply one site batch to the store."
     );
+    describe_counter!(
+        FLUSH_PASSES,
+        "Flush passes completed over every site, whether or not they had anything to send."
+    );
     describe_histogram!(
         FLUSH_BATCH_KEYS,
         "Distinct (scope, day) keys in a flushed batch."
@@ -243,9 +248,17 @@ impl SiteMetrics {
     }
 }
 
+/// The `op` labels of [`STORE_ERRORS`].
+pub const STORE_OPS: [&str; 3] = ["apply", "read", "import"];
+/// The `kind` labels of [`STORE_ERRORS`]: every `StoreError::kind`.
+pub const STORE_ERROR_KINDS: [&str; 4] = ["unavailable", "timeout", "corrupt", "refused"];
+
 /// Handles for the flusher.
 pub struct FlushMetrics {
     pub duration: Histogram,
+    /// One per completed pass, idle or not: what tests wait on to know a
+    /// whole pass ran after something they did.
+    pub passes: Counter,
     pub batch_keys: Histogram,
     pub retries: Counter,
     pub duplicates: Counter,
@@ -258,8 +271,16 @@ pub struct FlushMetrics {
 
 impl FlushMetrics {
     pub fn new() -> Self {
+        // Every store error series exists from the start at 0, so that
+        // `rate()` and `increase()` see the first error.
+        for op in STORE_OPS {
+            for kind in STORE_ERROR_KINDS {
+                drop(metrics::counter!(STORE_ERRORS, "op" => op, "kind" => kind));
+            }
+        }
         FlushMetrics {
             duration: metrics::histogram!(FLUSH_DURATION),
+            passes: metrics::counter!(FLUSH_PASSES),
             batch_keys: metrics::histogram!(FLUSH_BATCH_KEYS),
             retries: metrics::counter!(FLUSH_RETRIES),
             duplicates: metrics::counter!(DUPLICATE_BATCHES),
@@ -334,6 +355,21 @@ impl HttpMetrics {
             }
         }
         None
+    }
+
+    /// Registers every status of the route labelled `label` at 0, and its
+    /// latency histogram, so that each series exists before its first
+    /// request (`rate()` misses a series' first increment).
+    pub fn prime(&self, label: &'static str) {
+        let Some(route) = self.slot(label) else {
+            return;
+        };
+        for (s, status) in STATUS_LABELS.iter().enumerate() {
+            self.requests[route][s].get_or_init(
+                || metrics::counter!(HTTP_REQUESTS, "route" => label, "status" => *status),
+            );
+        }
+        self.durations[route].get_or_init(|| metrics::histogram!(HTTP_DURATION, "route" => label));
     }
 
     /// Records one answered request of the route labelled `label`.

@@ -112,6 +112,47 @@ fn parse_scrape(text: &str) -> Scrape {
     s
 }
 
+/// The metric families named in the alert rules and the dashboard.
+fn deploy_metrics() -> BTreeSet<String> {
+    let mut wanted = referenced_metrics(&read("deploy/prometheus/alerts.yml"));
+    wanted.extend(referenced_metrics(&read("deploy/grafana/luot.json")));
+    assert!(
+        wanted.len() >= 20,
+        "suspiciously few metrics found in deploy/: {wanted:?}"
+    );
+    wanted
+}
+
+/// Panics unless every family in `wanted` has a `# TYPE` line and a sample
+/// in `scrape`, and carries every label the alerts and the dashboard select
+/// it by.
+fn assert_scrape_has(scrape: &Scrape, wanted: &BTreeSet<String>, text: &str) {
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|n| !scrape.typed.contains(*n) || !scrape.labels.contains_key(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics named in deploy/ but absent from /metrics (no # TYPE or no sample): \
+         {missing:?}\n--- scrape:\n{text}"
+    );
+    let mut selected = selector_labels(&read("deploy/prometheus/alerts.yml"));
+    for (k, v) in selector_labels(&read("deploy/grafana/luot.json")) {
+        selected.entry(k).or_default().extend(v);
+    }
+    for (name, labels) in &selected {
+        let Some(seen) = scrape.labels.get(name) else {
+            continue;
+        };
+        for label in labels {
+            assert!(
+                seen.contains(label),
+                "deploy/ selects {name} by label {label:?}, but its samples carry only {seen:?}"
+            );
+        }
+    }
+}
+
 fn counted_hit(server: &Server, page: &str) {
     let r = server.hit_as(&json!({"site": "demo", "page": page}), BROWSER_UA);
     assert_eq!(r.status, 200, "a browser's beacon: {}", r.text());
@@ -123,14 +164,7 @@ fn counted_hit(server: &Server, page: &str) {
 /// its samples.
 #[test]
 fn every_metric_named_in_deploy_is_exported() {
-    let alerts = read("deploy/prometheus/alerts.yml");
-    let dashboard = read("deploy/grafana/luot.json");
-    let mut wanted = referenced_metrics(&alerts);
-    wanted.extend(referenced_metrics(&dashboard));
-    assert!(
-        wanted.len() >= 20,
-        "suspiciously few metrics found in deploy/: {wanted:?}"
-    );
+    let wanted = deploy_metrics();
 
     // Redis, so that a store outage can be provoked (store errors, store up
     // 0, the write-ahead file growing).
@@ -206,7 +240,13 @@ fn every_metric_named_in_deploy_is_exported() {
     let text = poll(Duration::from_secs(30), || {
         let text = server.metrics();
         let down = common::metric_value(&text, "luot_store_up")? == 0.0;
-        (down && text.contains("\nluot_store_errors_total{")).then_some(text)
+        // Every store error series exists from the start: wait for a count.
+        let errors: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("luot_store_errors_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        (down && errors > 0.0).then_some(text)
     })
     .unwrap_or_else(|| {
         panic!(
@@ -214,46 +254,21 @@ fn every_metric_named_in_deploy_is_exported() {
             server.metrics()
         )
     });
-    let scrape = parse_scrape(&text);
 
     let allowed: BTreeMap<&str, &str> = ALLOWED_ABSENT.iter().copied().collect();
-    let mut missing = Vec::new();
-    for name in &wanted {
-        if allowed.contains_key(name.as_str()) {
-            continue;
-        }
-        if !scrape.typed.contains(name) || !scrape.labels.contains_key(name) {
-            missing.push(name.clone());
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "metrics named in deploy/ but absent from /metrics (no # TYPE or no sample): \
-         {missing:?}\n--- scrape:\n{text}"
-    );
     for name in allowed.keys() {
         assert!(
             wanted.contains(*name),
             "ALLOWED_ABSENT lists {name}, which deploy/ no longer names"
         );
     }
-
-    // The labels the queries select on are on the samples.
-    let mut selected = selector_labels(&alerts);
-    for (k, v) in selector_labels(&dashboard) {
-        selected.entry(k).or_default().extend(v);
-    }
-    for (name, labels) in &selected {
-        let Some(seen) = scrape.labels.get(name) else {
-            continue;
-        };
-        for label in labels {
-            assert!(
-                seen.contains(label),
-                "deploy/ selects {name} by label {label:?}, but its samples carry only {seen:?}"
-            );
-        }
-    }
+    let scrape = parse_scrape(&text);
+    let wanted_here: BTreeSet<String> = wanted
+        .iter()
+        .filter(|n| !allowed.contains_key(n.as_str()))
+        .cloned()
+        .collect();
+    assert_scrape_has(&scrape, &wanted_here, &text);
 
     // Named without a description is allowed (the exporter prints # HELP
     // only for described metrics), but say so.
@@ -263,6 +278,30 @@ fn every_metric_named_in_deploy_is_exported() {
         .collect();
     if !undescribed.is_empty() {
         eprintln!("note: metrics without # HELP: {undescribed:?}");
+    }
+}
+
+/// (a') A server that has done nothing yet already exports every metric the
+/// alerts and the dashboard name, with the labels they select on: a series
+/// that appears only with its first event is invisible to `rate()` and
+/// `increase()` for that event.
+#[test]
+fn every_metric_named_in_deploy_exists_from_the_start() {
+    let wanted = deploy_metrics();
+    let server = Server::start();
+    let text = server.metrics();
+    assert_scrape_has(&parse_scrape(&text), &wanted, &text);
+    // The first store error and the first 5xx each have a series at 0.
+    for series in [
+        r#"luot_store_errors_total{op="apply",kind="unavailable"}"#,
+        r#"luot_http_requests_total{route="hit",status="500"}"#,
+        r#"luot_http_requests_total{route="counters",status="503"}"#,
+    ] {
+        assert_eq!(
+            common::metric_value(&text, series),
+            Some(0.0),
+            "{series} is not at 0 from the start:\n{text}"
+        );
     }
 }
 

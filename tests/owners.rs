@@ -15,7 +15,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::chromium::{Launch, text_of};
@@ -582,7 +581,8 @@ fn import_twice_is_import_once(server: &Server) {
     // The same import again: refused by the watermark, nothing changes.
     let second = import(server, &args);
     assert_eq!(second["applied"], false, "{second}");
-    thread::sleep(Duration::from_millis(800));
+    // A whole flush pass later: nothing of the refused import shows.
+    server.wait_flushes(2);
     let after = server.counters("demo", None);
     for key in ["total", "today", "yesterday", "week", "month"] {
         assert_eq!(after[key], before[key], "{key}");
@@ -622,7 +622,7 @@ fn import_twice_is_import_once(server: &Server) {
     let out = luot_raw(server, &["import", "--site", "nope", "--total", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
-    thread::sleep(Duration::from_millis(500));
+    server.wait_flushes(2);
     assert_eq!(server.counters("demo", None)["total"], 9_356_665);
 }
 
@@ -695,8 +695,9 @@ fn import_shows_on_kept_page_readings(server: &Server) {
     );
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["page"]["total"], 1, "{}", answer.text());
-    // The reading is kept, and rolled forward over the hit's batch.
-    thread::sleep(Duration::from_millis(1500));
+    // The reading is kept, and rolled forward over the hit's batch, which
+    // a whole flush pass has sent.
+    server.wait_flushes(2);
     assert_eq!(server.counters("demo", Some("/kept"))["total"], 1);
 
     let imported = import(server, &["--page-total", "/kept=500"]);

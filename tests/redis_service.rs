@@ -381,8 +381,10 @@ fn redis_killed_under_load_and_restarted_loses_no_accepted_hit() {
             &format!("instance {name} after Redis restarted"),
         );
     }
-    // Settled means settled: a moment later, still exact.
-    thread::sleep(Duration::from_millis(600));
+    // Settled means settled: a whole flush pass of each instance later,
+    // still exact.
+    a.wait_flushes(2);
+    b.wait_flushes(2);
     assert_eq!(
         redis_int(&redis, &["GET", "luot:{demo}:h:t"]),
         Some(accepted as i64),
@@ -444,7 +446,8 @@ fn a_lost_script_reply_is_retried_and_refused_by_the_watermark() {
     // Exact: the applied batch whose reply was lost counted once.
     wait_redis_total(&redis, "demo", sent, SETTLE);
     assert_site_total(&server, "demo", sent, SETTLE, "at the end");
-    thread::sleep(Duration::from_millis(600));
+    // A whole flush pass later (a retry still queued would have landed).
+    server.wait_flushes(2);
     assert_eq!(
         redis_int(&redis, &["GET", "luot:{demo}:h:t"]),
         Some(sent as i64)
@@ -530,8 +533,9 @@ fn sigterm_while_redis_is_down_then_restart_gives_exact_totals() {
     // A second restart replays nothing more.
     let third = Server::start_in(dir.path(), &config, &env);
     assert_site_total(&third, "demo", 80, SETTLE, "after the second restart");
-    // Several flush intervals later, still exactly once.
-    thread::sleep(Duration::from_millis(1500));
+    // A whole flush pass later (a replay applied twice would show), still
+    // exactly once.
+    third.wait_flushes(2);
     let f = third.counters("demo", None);
     assert_eq!(int(&f, "total"), 80, "{f}");
     assert_eq!(redis_int(&redis, &["GET", "luot:{demo}:h:t"]), Some(80));
@@ -778,9 +782,9 @@ fn run_cluster_scenario() -> ClusterRun {
         last = shown(&server);
         (last_stored == want && last == want).then_some(())
     });
-    // Once more after a quiet moment: a settled figure must stay put.
+    // Once more after a whole flush pass: a settled figure must stay put.
     if last == want && last_stored == want {
-        thread::sleep(Duration::from_millis(1000));
+        server.wait_flushes(2);
         last_stored = stored();
         last = shown(&server);
     }

@@ -94,8 +94,9 @@ fn sighup_adds_changes_and_removes_sites_without_losing_a_hit() {
         (status == 404).then_some(())
     });
     assert!(gone.is_some(), "beta still declared:\n{}", server.log());
-    // Let the flusher send beta's last hits, then stop and declare it again.
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the flusher send beta's last hits (a whole pass after the last
+    // probe), then stop and declare it again.
+    server.wait_flushes(2);
     assert!(server.terminate().success());
     std::fs::write(
         &file,

@@ -18,6 +18,15 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 # The load script's smoke run (below) drives wrk from Python.
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The deploy/ validators (tests/validate-deploy.sh, which fails under
+# CI=true when one is missing): nginx -t, systemd-analyze verify, and a
+# venv for the Python ones (yamllint, check-jsonschema,
+# kubernetes-validate, installed there with pip). promtool it unpacks
+# from Debian's prometheus package itself, so no daemon is installed.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust (rustup) first" >&2
     exit 1

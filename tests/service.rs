@@ -556,8 +556,29 @@ fn metrics_on_the_admin_listener_report_hits_requests_flushes_and_build_info() {
         value(r#"luot_http_requests_total{route="hit_gif",status="200"}"#),
         1.0
     );
-    assert!(value("luot_flush_duration_seconds_count") >= 1.0, "{text}");
-    assert!(value("luot_flush_duration_seconds_sum") >= 0.0);
+    // Every applied batch is timed, and applying one takes some time, less
+    // than the largest bucket.
+    let batches = value("luot_flush_duration_seconds_count");
+    assert!(batches >= 1.0, "{text}");
+    assert_eq!(
+        value(r#"luot_flush_duration_seconds_bucket{le="+Inf"}"#),
+        batches
+    );
+    let seconds = value("luot_flush_duration_seconds_sum");
+    assert!(
+        seconds > 0.0 && seconds < batches * 10.0,
+        "{batches} batches took {seconds} s:\n{text}"
+    );
+    // The batches carried the eight pages, each once, with four increments
+    // each (day, week, month, total), and the site's four in every batch
+    // that carried hits (a batch of visitors only carries none).
+    assert_eq!(value("luot_flush_batch_keys_count"), batches);
+    let keys = value("luot_flush_batch_keys_sum");
+    assert!(
+        keys >= 36.0 && keys <= 32.0 + 4.0 * batches && (keys - 32.0) % 4.0 == 0.0,
+        "{keys} increments in {batches} batches:\n{text}"
+    );
+    assert!(value("luot_flush_passes_total") >= 1.0, "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("luot_build_info{") && l.ends_with(" 1")),

@@ -193,6 +193,24 @@ enum Route {
 }
 
 impl Route {
+    /// Every route (a new one joins this list), for the metrics that
+    /// exist from the start.
+    const ALL: [Route; 13] = [
+        Route::Hit,
+        Route::HitGif,
+        Route::Counters,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Snippet,
+        Route::Widget,
+        Route::Badge,
+        Route::Busuanzi,
+        Route::Series,
+        Route::Top,
+        Route::Dashboard,
+        Route::Unknown,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Route::Hit => "hit",
@@ -210,6 +228,16 @@ impl Route {
             Route::Unknown => "unknown",
         }
     }
+}
+
+/// The HTTP metrics with every route's series registered at 0, so that the
+/// alerts' and the dashboard's `rate()` see a route's first error.
+pub fn route_metrics() -> metrics::HttpMetrics {
+    let m = metrics::HttpMetrics::new();
+    for route in Route::ALL {
+        m.prime(route.label());
+    }
+    m
 }
 
 fn route_of(path: &str) -> (Route, Option<&str>) {

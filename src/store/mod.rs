@@ -466,6 +466,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_store_error_kind_is_a_label_the_metrics_register() {
+        for e in [
+            StoreError::Unavailable(String::new()),
+            StoreError::Timeout,
+            StoreError::Corrupt(String::new()),
+            StoreError::Refused(String::new()),
+        ] {
+            assert!(
+                crate::metrics::STORE_ERROR_KINDS.contains(&e.kind()),
+                "{} is not in metrics::STORE_ERROR_KINDS",
+                e.kind()
+            );
+        }
+    }
+
+    #[test]
     fn period_keys_have_stable_storage_names() {
         let d = Date::constant(2026, 11, 27);
         assert_eq!(PeriodKey::Day(d).to_string(), "d:2026-11-27");

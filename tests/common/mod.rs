@@ -390,6 +390,24 @@ impl Server {
         self.metric(series).unwrap_or(0.0)
     }
 
+    /// Waits until the flusher has completed `n` more passes than when
+    /// called (`luot_flush_passes_total`). With `n` = 2, at least one whole
+    /// pass began after the call: what a test did before is flushed, and
+    /// a change it guards against would have arrived. Panics after
+    /// [`FLUSH_WAIT`].
+    pub fn wait_flushes(&self, n: u32) {
+        let passes = || self.metric("luot_flush_passes_total");
+        let start = passes().expect("luot_flush_passes_total is exported");
+        let done = poll(FLUSH_WAIT, || {
+            (passes()? >= start + f64::from(n)).then_some(())
+        });
+        assert!(
+            done.is_some(),
+            "the flusher did not complete {n} passes within {FLUSH_WAIT:?}:\n{}",
+            self.metrics()
+        );
+    }
+
     /// Waits until the flusher reports nothing pending, then half a second
     /// so that the read cache was refreshed from the store. Panics after
     /// [`FLUSH_WAIT`].
