@@ -636,6 +636,54 @@ fn import_twice_is_import_once_on_redis() {
     on_redis(import_twice_is_import_once);
 }
 
+// ---- an imported count is at most 2^53 ----
+
+/// `POST /admin/v1/import` of `body` as `luot import` sends it.
+fn post_import(server: &Server, body: &Value) -> (u16, Value) {
+    let mut resp = common::agent()
+        .post(server.admin_url("/admin/v1/import"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .expect("the admin listener answers");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, json)
+}
+
+#[test]
+fn an_imported_count_above_2_pow_53_is_refused_with_a_400() {
+    let server = Server::start_with(NO_LIMITS, &[]);
+    let over = (1u64 << 53) + 1;
+    let yesterday = days_before(today(), 1).to_string();
+    let refused = [
+        json!({"site": "demo", "id": "00000000000000a1", "total": over}),
+        json!({"site": "demo", "id": "00000000000000a2", "total": u64::MAX}),
+        json!({"site": "demo", "id": "00000000000000a3",
+               "pages": [{"page": "/a", "total": over}]}),
+        json!({"site": "demo", "id": "00000000000000a4",
+               "history": [{"date": yesterday, "hits": over}]}),
+    ];
+    for body in &refused {
+        let (status, answer) = post_import(&server, body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"], "count_too_large", "{body}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap_or("").contains("2^53"),
+            "the message says the bound: {answer}"
+        );
+    }
+    // The bound itself is accepted, and it is all that was counted.
+    let at = json!({"site": "demo", "id": "00000000000000b1", "total": 1u64 << 53});
+    let (status, answer) = post_import(&server, &at);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"], true, "{answer}");
+    wait_figures(&server, "demo", "after the import at the bound", |f| {
+        f["total"] == 1u64 << 53
+    });
+    assert_eq!(server.counters("demo", Some("/a"))["total"], 0);
+}
+
 // ---- an import shows on pages whose readings are kept ----
 
 /// A page answered before an import keeps its store reading (on the
