@@ -684,6 +684,65 @@ fn an_imported_count_above_2_pow_53_is_refused_with_a_400() {
     assert_eq!(server.counters("demo", Some("/a"))["total"], 0);
 }
 
+// ---- a large import leaves the request threads alone ----
+
+/// Imports at once, each with this many days of 5,000,000 visitors (the
+/// most a day may hold): seconds of hashing each in a debug build.
+const HEAVY_IMPORTS: u64 = 2;
+const HEAVY_DAYS: i64 = 1;
+/// The slowest a beacon may answer while they are built.
+const BEACON_BOUND: Duration = Duration::from_millis(1500);
+
+#[test]
+fn beacons_are_answered_while_an_import_with_millions_of_visitors_is_built() {
+    let server = std::sync::Arc::new(Server::start_with(NO_LIMITS, &[]));
+    let imports: Vec<_> = (0..HEAVY_IMPORTS)
+        .map(|i| {
+            let server = server.clone();
+            thread::spawn(move || {
+                let history: Vec<Value> = (1..=HEAVY_DAYS)
+                    .map(|n| {
+                        json!({"date": days_before(today(), n).to_string(),
+                               "hits": 1, "visitors": 5_000_000})
+                    })
+                    .collect();
+                let body = json!({"site": "demo", "id": format!("{:016x}", 0xc0 + i),
+                                  "history": history});
+                let started = Instant::now();
+                let (status, answer) = post_import(&server, &body);
+                assert_eq!(status, 200, "import {i}: {answer}");
+                started.elapsed()
+            })
+        })
+        .collect();
+    // Beacons from the moment the imports are under way until they end
+    // (at most 2,000 of them, about every 20 ms).
+    thread::sleep(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    let mut sent = 0u64;
+    while imports.iter().any(|t| !t.is_finished()) && sent < 2_000 {
+        let started = Instant::now();
+        hit(&server, "demo", "/during", &format!("v{sent}"));
+        slowest = slowest.max(started.elapsed());
+        sent += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took: Vec<Duration> = imports
+        .into_iter()
+        .map(|t| t.join().expect("an import thread"))
+        .collect();
+    assert!(
+        sent >= 5,
+        "the imports ended before beacons could race them: {took:?}"
+    );
+    assert!(
+        slowest < BEACON_BOUND,
+        "a beacon waited {slowest:?} while imports were built ({took:?}, {sent} beacons)"
+    );
+    eprintln!("imports took {took:?}; slowest beacon {slowest:?} of {sent}");
+    assert_eq!(server.counters("demo", Some("/during"))["total"], sent);
+}
+
 // ---- an import shows on pages whose readings are kept ----
 
 /// A page answered before an import keeps its store reading (on the

@@ -41,6 +41,13 @@ const MAX_IMPORTED_VISITORS_PER_DAY: u64 = 5_000_000;
 /// that no sum of imports and hits wraps a 64-bit counter.
 pub const MAX_IMPORTED_COUNT: u64 = 1 << 53;
 
+/// Imports whose batch is being built: one at a time. Building one with
+/// visitors hashes up to [`MAX_IMPORTED_VISITORS_PER_DAY`] stand-ins per
+/// day (seconds of CPU for a large history), so it runs on tokio's
+/// blocking pool, never on a worker that answers requests, and a second
+/// import waits for the first rather than taking another core.
+static IMPORTS_BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// An import handed to the flusher, with where to send its outcome.
 pub struct ImportJob {
     pub batch: SiteBatch,
@@ -257,7 +264,15 @@ pub async fn import(state: &State, req: Request<Incoming>) -> Result<Response<Bo
         return Err(bad("bad_id", "`id` must be 16 to 64 hex digits"));
     }
     let site = lookup(state, &request.site)?;
-    let batch = import_batch(&site, &request, &state.retention)?;
+    let building = IMPORTS_BUILDING
+        .acquire()
+        .await
+        .map_err(|_| unavailable("imports are closed"))?;
+    let retention = state.retention.clone();
+    let batch = tokio::task::spawn_blocking(move || import_batch(&site, &request, &retention))
+        .await
+        .map_err(|_| unavailable("building the import failed"))??;
+    drop(building);
     let (reply, answer) = oneshot::channel();
     queue
         .send(ImportJob { batch, reply })
