@@ -18,9 +18,10 @@
 //!
 //! Invariant: [`pace`] yields only on the flusher's threads, so code that
 //! request threads also run may call it; it is never called under a lock
-//! that beacons take. The ledger's write lock may be held when it yields
-//! (answers wait for that lock whether the flusher yields or not, beacons
-//! never take it).
+//! that beacons take, and it never yields while the ledger's write lock is
+//! held: the write guard carries an [`Unpaced`], under which [`pace`] does
+//! nothing, so a reader never waits on a low-priority thread that gave
+//! its core away with the lock in hand.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -139,10 +140,29 @@ thread_local! {
 /// forward: 1.6 ms; thread CPU clock, quiet beacons under load) held every
 /// request on the core up to a tick, a few times a second.
 pub fn pace() {
-    pace_with(std::thread::yield_now);
+    pace_with(|| {
+        #[cfg(test)]
+        ON_YIELD.with_borrow(|hook| {
+            if let Some(hook) = hook {
+                hook();
+            }
+        });
+        std::thread::yield_now();
+    });
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Called at each yield of [`pace`] on this thread (tests look at
+    /// what is locked when the flusher would let the core go).
+    pub(crate) static ON_YIELD: std::cell::RefCell<Option<Box<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn pace_with(yield_now: impl FnOnce()) {
+    if UNPACED.get() > 0 {
+        return;
+    }
     let Some((since, steps)) = PACED.get() else {
         return;
     };
@@ -153,6 +173,39 @@ fn pace_with(yield_now: impl FnOnce()) {
     }
     yield_now();
     PACED.set(Some((Instant::now(), steps)));
+}
+
+thread_local! {
+    /// How many [`Unpaced`] guards this thread holds.
+    static UNPACED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While one lives, [`pace`] never yields on this thread. Held with every
+/// lock that readers wait for (the ledger's write guard): a thread at
+/// nice 10 that yielded with such a lock held might not run again for
+/// milliseconds while requests keep the core, and every reader of the
+/// site would wait that long. Work under it runs to its end instead, so
+/// it must be short.
+pub struct Unpaced(std::marker::PhantomData<*const ()>);
+
+impl Unpaced {
+    /// Suspends pacing on this thread until the guard drops.
+    pub fn new() -> Self {
+        UNPACED.set(UNPACED.get() + 1);
+        Unpaced(std::marker::PhantomData)
+    }
+}
+
+impl Default for Unpaced {
+    fn default() -> Self {
+        Unpaced::new()
+    }
+}
+
+impl Drop for Unpaced {
+    fn drop(&mut self) {
+        UNPACED.set(UNPACED.get().saturating_sub(1));
+    }
 }
 
 /// Steps between clock reads (a step is a few microseconds of work).

@@ -7,7 +7,8 @@
 //! into a frozen batch, then into the store, and each step that moves them
 //! runs under the ledger's write lock, which readers share; a batch leaves
 //! memory only once a store reading whose watermark covers it is installed.
-//! Nothing awaits while holding the lock, and the hot path never takes it.
+//! Nothing awaits or yields the core while holding the lock, and the hot
+//! path never takes it.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
@@ -358,9 +359,12 @@ pub struct LedgerRead<'l> {
     state: RwLockReadGuard<'l, State>,
 }
 
-/// What the flusher does with the ledger, under its write lock.
+/// What the flusher does with the ledger, under its write lock. Pacing
+/// is suspended while it lives ([`crate::background::Unpaced`]): readers
+/// wait for this lock, so it is never held across a yield.
 pub struct LedgerWrite<'l> {
     state: RwLockWriteGuard<'l, State>,
+    _unpaced: crate::background::Unpaced,
 }
 
 impl Ledger {
@@ -390,7 +394,15 @@ impl Ledger {
     pub fn write(&self) -> LedgerWrite<'_> {
         LedgerWrite {
             state: self.state.write(),
+            _unpaced: crate::background::Unpaced::new(),
         }
+    }
+
+    /// Queues a batch recovered from the write-ahead file, to be sent before
+    /// anything new. Its deltas are sorted before the write lock is taken.
+    pub fn adopt(&self, batch: SiteBatch) {
+        let deltas = adopted_deltas(&batch);
+        self.write().adopt_with(batch, deltas);
     }
 
     /// The batch to send: the frozen one if it is not acknowledged yet
@@ -413,6 +425,7 @@ impl Ledger {
     ) -> Option<ToSend> {
         let state = self.state.upgradable_read();
         if state.frozen.iter().any(|f| !f.acked) {
+            let _unpaced = crate::background::Unpaced::new();
             let mut state = RwLockUpgradableReadGuard::upgrade(state);
             let f = state.frozen.iter_mut().find(|f| !f.acked)?;
             let fresh = !f.logged;
@@ -430,6 +443,7 @@ impl Ledger {
         let batch = Arc::new(build(state.next_seq, &state.open.as_slice()[..n]));
         let mut write = LedgerWrite {
             state: RwLockUpgradableReadGuard::upgrade(state),
+            _unpaced: crate::background::Unpaced::new(),
         };
         write.freeze_built(n, Arc::clone(&batch));
         if let Some(f) = write.state.frozen.back_mut() {
@@ -573,6 +587,27 @@ fn free_paced<T>(items: Vec<T>) {
     }
 }
 
+/// The deltas of a batch recovered from the write-ahead file: its day
+/// increments (for reads), sorted and indexed (paced: no lock is held).
+fn adopted_deltas(batch: &SiteBatch) -> Deltas {
+    let mut deltas = Deltas::default();
+    for inc in &batch.increments {
+        if let PeriodKey::Day(day) = inc.period {
+            let page = match &inc.scope {
+                crate::store::Scope::Site => None,
+                crate::store::Scope::Page(p) => Some(Arc::clone(p)),
+            };
+            deltas.list.push(Delta {
+                page,
+                day: day_number(day),
+                hits: inc.hits,
+            });
+        }
+    }
+    deltas.settle(0);
+    deltas.freeze()
+}
+
 /// What the flusher should send next.
 pub struct ToSend {
     pub batch: Arc<SiteBatch>,
@@ -660,25 +695,9 @@ impl LedgerWrite<'_> {
         }
     }
 
-    /// Queues a batch recovered from the write-ahead file, to be sent before
-    /// anything new. Its day increments are its deltas (for reads).
-    pub fn adopt(&mut self, batch: SiteBatch) {
-        let mut deltas = Deltas::default();
-        for inc in &batch.increments {
-            if let PeriodKey::Day(day) = inc.period {
-                let page = match &inc.scope {
-                    crate::store::Scope::Site => None,
-                    crate::store::Scope::Page(p) => Some(Arc::clone(p)),
-                };
-                deltas.list.push(Delta {
-                    page,
-                    day: day_number(day),
-                    hits: inc.hits,
-                });
-            }
-        }
-        deltas.settle(0);
-        let deltas = deltas.freeze();
+    /// Queues `batch` (recovered from the write-ahead file) with its
+    /// `deltas` ([`adopted_deltas`]) behind the frozen batches.
+    fn adopt_with(&mut self, batch: SiteBatch, deltas: Deltas) {
         self.state.next_seq = self.state.next_seq.max(batch.id.seq + 1);
         self.state.frozen.push_back(Frozen {
             batch: Arc::new(batch),
@@ -1021,6 +1040,73 @@ mod tests {
                 month: 50
             }
         );
+    }
+
+    /// A batch builder that paces per delta, as `flush::build_batch` does.
+    fn build_paced(seq: u64, deltas: &[Delta]) -> SiteBatch {
+        for _ in deltas {
+            crate::background::pace();
+        }
+        build(seq, deltas)
+    }
+
+    #[test]
+    fn the_flusher_never_yields_while_holding_the_ledgers_write_lock() {
+        let today = Date::constant(2026, 11, 27);
+        let d = day_number(today);
+        let ledger = Arc::new(Ledger::new(1));
+        let tally = Arc::new(SiteTally::new(100_000));
+        let pages: Vec<String> = (0..5_000).map(|i| format!("/p{i}")).collect();
+        let count_all = |tally: &SiteTally| {
+            for p in &pages {
+                tally.count(p, d);
+            }
+        };
+        let (yields, held) = std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::background::background_priority();
+                let yields = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let (l, y, h) = (Arc::clone(&ledger), Arc::clone(&yields), Arc::clone(&held));
+                crate::background::ON_YIELD.set(Some(Box::new(move || {
+                    y.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A reader would wait here: the lock is held across
+                    // the yield.
+                    if l.state.try_read().is_none() {
+                        h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })));
+                // A whole pass: take, build and send, acknowledge, install.
+                count_all(&tally);
+                ledger.write().take_from(&tally);
+                let first = ledger.next_batch(false, usize::MAX, build_paced).unwrap();
+                // The store is away: new hits fold into an unsent tail.
+                count_all(&tally);
+                ledger.write().take_from(&tally);
+                ledger.write().fold_open(build_paced);
+                count_all(&tally);
+                ledger.write().take_from(&tally);
+                ledger.write().fold_open(build_paced);
+                ledger.write().acknowledge(first.batch.id.seq);
+                let released = ledger
+                    .write()
+                    .install(stored_total(today, 0, first.batch.id.seq));
+                released.free();
+                // Shutdown: what remains is frozen.
+                count_all(&tally);
+                ledger.write().take_from(&tally);
+                ledger.write().freeze(false, build_paced);
+                crate::background::ON_YIELD.set(None);
+                (
+                    yields.load(std::sync::atomic::Ordering::Relaxed),
+                    held.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(yields > 0, "the pass never yielded: the test shows nothing");
+        assert_eq!(held, 0, "{held} of {yields} yields held the write lock");
     }
 
     fn arb_deltas() -> impl proptest::strategy::Strategy<Value = Vec<Delta>> {

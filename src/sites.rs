@@ -331,10 +331,10 @@ impl Site {
     }
 
     /// Queues a batch recovered from the write-ahead file (see
-    /// [`LedgerWrite::adopt`](crate::ledger::LedgerWrite::adopt)).
+    /// [`Ledger::adopt`](crate::ledger::Ledger::adopt)).
     pub fn adopt(&self, batch: SiteBatch) {
         self.tally.note_adopted(batch.id.seq);
-        self.ledger.write().adopt(batch);
+        self.ledger.adopt(batch);
     }
 
     /// Forgets every kept page reading (after the store changed other than

@@ -416,8 +416,10 @@ impl SiteTally {
     /// at zero. Cost grows with the cells touched since the last take, not
     /// with hits.
     pub fn take(&self, out: &mut Vec<Delta>) {
-        let mut spare = self.spare.lock();
-        std::mem::swap(&mut *spare, &mut *self.dirty.lock());
+        // The spare list is taken out of its lock, not worked on under it:
+        // nothing here is held across a pace.
+        let mut spare = std::mem::take(&mut *self.spare.lock());
+        std::mem::swap(&mut spare, &mut *self.dirty.lock());
         for page in spare.drain(..) {
             let mut sink = |day, hits| {
                 out.push(Delta {
@@ -435,9 +437,11 @@ impl SiteTally {
                     }
                 }
             }
-            // Between pages, with no shard guard held.
+            // Between pages, with no shard guard held (the flusher takes
+            // under the ledger's write lock, where this does nothing).
             crate::background::pace();
         }
+        *self.spare.lock() = spare;
         out.append(&mut self.spill.lock());
     }
 

@@ -15,6 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::chromium::{Launch, text_of};
@@ -681,6 +682,113 @@ fn import_repeated_after_a_month_idle_is_refused_on_redis() {
     wait_figures(&server, "demo", "after the repeated import", |f| {
         f["total"] == 7001
     });
+}
+
+// ---- an imported count is at most 2^53 ----
+
+/// `POST /admin/v1/import` of `body` as `luot import` sends it.
+fn post_import(server: &Server, body: &Value) -> (u16, Value) {
+    let mut resp = common::agent()
+        .post(server.admin_url("/admin/v1/import"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .expect("the admin listener answers");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, json)
+}
+
+#[test]
+fn an_imported_count_above_2_pow_53_is_refused_with_a_400() {
+    let server = Server::start_with(NO_LIMITS, &[]);
+    let over = (1u64 << 53) + 1;
+    let yesterday = days_before(today(), 1).to_string();
+    let refused = [
+        json!({"site": "demo", "id": "00000000000000a1", "total": over}),
+        json!({"site": "demo", "id": "00000000000000a2", "total": u64::MAX}),
+        json!({"site": "demo", "id": "00000000000000a3",
+               "pages": [{"page": "/a", "total": over}]}),
+        json!({"site": "demo", "id": "00000000000000a4",
+               "history": [{"date": yesterday, "hits": over}]}),
+    ];
+    for body in &refused {
+        let (status, answer) = post_import(&server, body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"], "count_too_large", "{body}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap_or("").contains("2^53"),
+            "the message says the bound: {answer}"
+        );
+    }
+    // The bound itself is accepted, and it is all that was counted.
+    let at = json!({"site": "demo", "id": "00000000000000b1", "total": 1u64 << 53});
+    let (status, answer) = post_import(&server, &at);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"], true, "{answer}");
+    wait_figures(&server, "demo", "after the import at the bound", |f| {
+        f["total"] == 1u64 << 53
+    });
+    assert_eq!(server.counters("demo", Some("/a"))["total"], 0);
+}
+
+// ---- a large import leaves the request threads alone ----
+
+/// Imports at once, each with this many days of 5,000,000 visitors (the
+/// most a day may hold): seconds of hashing each in a debug build.
+const HEAVY_IMPORTS: u64 = 2;
+const HEAVY_DAYS: i64 = 1;
+/// The slowest a beacon may answer while they are built.
+const BEACON_BOUND: Duration = Duration::from_millis(1500);
+
+#[test]
+fn beacons_are_answered_while_an_import_with_millions_of_visitors_is_built() {
+    let server = std::sync::Arc::new(Server::start_with(NO_LIMITS, &[]));
+    let imports: Vec<_> = (0..HEAVY_IMPORTS)
+        .map(|i| {
+            let server = server.clone();
+            thread::spawn(move || {
+                let history: Vec<Value> = (1..=HEAVY_DAYS)
+                    .map(|n| {
+                        json!({"date": days_before(today(), n).to_string(),
+                               "hits": 1, "visitors": 5_000_000})
+                    })
+                    .collect();
+                let body = json!({"site": "demo", "id": format!("{:016x}", 0xc0 + i),
+                                  "history": history});
+                let started = Instant::now();
+                let (status, answer) = post_import(&server, &body);
+                assert_eq!(status, 200, "import {i}: {answer}");
+                started.elapsed()
+            })
+        })
+        .collect();
+    // Beacons from the moment the imports are under way until they end
+    // (at most 2,000 of them, about every 20 ms).
+    thread::sleep(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    let mut sent = 0u64;
+    while imports.iter().any(|t| !t.is_finished()) && sent < 2_000 {
+        let started = Instant::now();
+        hit(&server, "demo", "/during", &format!("v{sent}"));
+        slowest = slowest.max(started.elapsed());
+        sent += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took: Vec<Duration> = imports
+        .into_iter()
+        .map(|t| t.join().expect("an import thread"))
+        .collect();
+    assert!(
+        sent >= 5,
+        "the imports ended before beacons could race them: {took:?}"
+    );
+    assert!(
+        slowest < BEACON_BOUND,
+        "a beacon waited {slowest:?} while imports were built ({took:?}, {sent} beacons)"
+    );
+    eprintln!("imports took {took:?}; slowest beacon {slowest:?} of {sent}");
+    assert_eq!(server.counters("demo", Some("/during"))["total"], sent);
 }
 
 // ---- an import shows on pages whose readings are kept ----

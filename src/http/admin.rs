@@ -35,6 +35,18 @@ pub const MAX_IMPORT_BYTES: usize = 32 * 1024 * 1024;
 /// Most synthetic visitors recorded for one imported day (beyond it the
 /// HyperLogLog registers alone carry the count anyway).
 const MAX_IMPORTED_VISITORS_PER_DAY: u64 = 5_000_000;
+/// Largest count one import may carry (a total, a page's total, a day's
+/// hits): 2^53, the largest integer every JSON reader (a browser's
+/// `Number`) holds exactly. Far above any real counter, and low enough
+/// that no sum of imports and hits wraps a 64-bit counter.
+pub const MAX_IMPORTED_COUNT: u64 = 1 << 53;
+
+/// Imports whose batch is being built: one at a time. Building one with
+/// visitors hashes up to [`MAX_IMPORTED_VISITORS_PER_DAY`] stand-ins per
+/// day (seconds of CPU for a large history), so it runs on tokio's
+/// blocking pool, never on a worker that answers requests, and a second
+/// import waits for the first rather than taking another core.
+static IMPORTS_BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// An import handed to the flusher, with where to send its outcome.
 pub struct ImportJob {
@@ -101,10 +113,22 @@ pub fn content_id(bytes: &[u8]) -> String {
     format!("{a:016x}{:016x}", h.finish())
 }
 
+/// Refuses a count above [`MAX_IMPORTED_COUNT`]; `what` names it.
+fn bounded(count: u64, what: impl FnOnce() -> String) -> Result<u64, ApiError> {
+    if count > MAX_IMPORTED_COUNT {
+        return Err(bad(
+            "count_too_large",
+            format!("{} is {count}: at most 2^53 ({MAX_IMPORTED_COUNT})", what()),
+        ));
+    }
+    Ok(count)
+}
+
 /// Builds the batch of an import.
 ///
 /// # Errors
-/// 400 when a page or a number is unusable.
+/// 400 when a page or a number is unusable (a count above
+/// [`MAX_IMPORTED_COUNT`] included).
 pub fn import_batch(
     site: &Site,
     request: &ImportRequest,
@@ -113,6 +137,7 @@ pub fn import_batch(
     let calendar = site.calendar();
     let mut increments = Vec::new();
     if let Some(total) = request.total {
+        let total = bounded(total, || "`total`".into())?;
         increments.push(Increment {
             scope: Scope::Site,
             period: PeriodKey::Total,
@@ -123,10 +148,11 @@ pub fn import_batch(
     for p in &request.pages {
         let page = crate::page::normalize(&p.page, site.rules)
             .map_err(|e| bad("bad_page", format!("page {:?}: {e}", p.page)))?;
+        let total = bounded(p.total, || format!("the total of page {:?}", p.page))?;
         increments.push(Increment {
             scope: Scope::Page(page.into()),
             period: PeriodKey::Total,
-            hits: p.total,
+            hits: total,
             expires_at: None,
         });
     }
@@ -139,6 +165,7 @@ pub fn import_batch(
                 format!("{} appears twice in the history", day.date),
             ));
         }
+        let hits = bounded(day.hits, || format!("the hits of {}", day.date))?;
         let week = week_of(day.date, calendar.week_start());
         let day_end = calendar.day_bounds(day.date).1;
         for (period, expires_at) in [
@@ -155,7 +182,7 @@ pub fn import_batch(
             increments.push(Increment {
                 scope: Scope::Site,
                 period,
-                hits: day.hits,
+                hits,
                 expires_at,
             });
         }
@@ -237,9 +264,16 @@ pub async fn import(state: &State, req: Request<Incoming>) -> Result<Response<Bo
         return Err(bad("bad_id", "`id` must be 16 to 64 hex digits"));
     }
     let site = lookup(state, &request.site)?;
+    let building = IMPORTS_BUILDING
+        .acquire()
+        .await
+        .map_err(|_| unavailable("imports are closed"))?;
     // `[retention]` as last (re)loaded, like the flusher's.
     let retention = state.sites.load().retention.clone();
-    let batch = import_batch(&site, &request, &retention)?;
+    let batch = tokio::task::spawn_blocking(move || import_batch(&site, &request, &retention))
+        .await
+        .map_err(|_| unavailable("building the import failed"))??;
+    drop(building);
     let (reply, answer) = oneshot::channel();
     queue
         .send(ImportJob { batch, reply })

@@ -26,6 +26,9 @@ pub const MAX_SERIES_DAYS: i64 = 400;
 pub const MAX_SERIES_MONTHS: i64 = 120;
 /// Most pages one top list may hold.
 pub const MAX_TOP: usize = 100;
+/// Store readings a series takes at most before it gives up on one that
+/// covers this instance's pending days (each flush may need one more).
+const SERIES_READ_ATTEMPTS: u32 = 5;
 
 /// Refuses a non-public site's owner routes without its read token (as
 /// `Authorization: Bearer …` or `?token=`), compared in constant time.
@@ -145,36 +148,54 @@ pub async fn series_points(
         )
     };
     let producer = state.reader.producer();
-    let (reading, visitors) = match page {
-        None if !monthly => {
-            let groups: Vec<Vec<SketchKey>> = periods
-                .iter()
-                .map(|p| match p {
-                    PeriodKey::Day(d) => vec![SketchKey::Day(*d)],
-                    _ => Vec::new(),
-                })
-                .collect();
-            let (reading, counts) = state
-                .store
-                .read_site(&site.id, &periods, producer, &groups)
-                .await
-                .map_err(unavailable)?;
-            (reading, counts)
+    // As for figures (`Reader::page_figures`): the store's reading and this
+    // instance's pending days must cover the same batches. A flush that
+    // lets a batch go between the two (the reading taken before the batch
+    // was applied, the ledger looked at after the batch left memory)
+    // would drop the batch's hits from the series: read the store again.
+    let mut attempts = 0;
+    let (reading, visitors, pending) = loop {
+        let (reading, visitors) = match page {
+            None if !monthly => {
+                let groups: Vec<Vec<SketchKey>> = periods
+                    .iter()
+                    .map(|p| match p {
+                        PeriodKey::Day(d) => vec![SketchKey::Day(*d)],
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                let (reading, counts) = state
+                    .store
+                    .read_site(&site.id, &periods, producer, &groups)
+                    .await
+                    .map_err(unavailable)?;
+                (reading, counts)
+            }
+            _ => {
+                let reading = state
+                    .store
+                    .read(&site.id, &scope, &periods, producer)
+                    .await
+                    .map_err(unavailable)?;
+                let none = vec![None; periods.len()];
+                (reading, none)
+            }
+        };
+        let ledger = site.ledger.read();
+        if ledger.covers(reading.watermark) {
+            let pending = ledger.pending_days(page, reading.watermark, &site.tally);
+            break (reading, visitors, pending);
         }
-        _ => {
-            let reading = state
-                .store
-                .read(&site.id, &scope, &periods, producer)
-                .await
-                .map_err(unavailable)?;
-            let none = vec![None; periods.len()];
-            (reading, none)
+        drop(ledger);
+        attempts += 1;
+        if attempts == SERIES_READ_ATTEMPTS {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store kept moving past every reading: try again",
+            ));
         }
     };
-    let pending = site
-        .ledger
-        .read()
-        .pending_days(page, reading.watermark, &site.tally);
     let mut points = Vec::with_capacity(periods.len());
     for (i, period) in periods.iter().enumerate() {
         let stored = reading.values.get(i).copied().unwrap_or(0);

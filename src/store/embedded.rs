@@ -44,7 +44,8 @@ const SALT_KEEP_DAYS: i64 = 3;
 
 /// A 64-bit hash of a site id or a scope, for row keys. SipHash with a
 /// fixed key, so keys are stable across runs; with 100,000 pages the chance
-/// of any two colliding is about 3 in 10^10.
+/// of any two colliding is about 3 in 10^10, and two that do keep apart
+/// ([`find_row`]).
 fn key_hash(bytes: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = siphasher::sip::SipHasher13::new_with_keys(0x6c75_6f74, 0x726f_7773);
@@ -52,11 +53,49 @@ fn key_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn row_key(site_hash: u64, scope: &str) -> [u8; 16] {
+fn row_key(site_hash: u64, scope_hash: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&site_hash.to_be_bytes());
-    key[8..].copy_from_slice(&key_hash(scope.as_bytes()).to_be_bytes());
+    key[8..].copy_from_slice(&scope_hash.to_be_bytes());
     key
+}
+
+/// Most row keys tried for one scope. A scope's row is at its hash, or,
+/// when another scope's row holds that key (two hashes collide), at the
+/// next free key after it that holds no other scope (rows are never
+/// removed, so a run of keys is never broken). With a real hash a second
+/// probe is already a one-in-10^10 event; the bound only stops a corrupt
+/// file from making a read walk the table.
+const MAX_PROBES: u64 = 16;
+
+/// The key and the row of `scope` (of the site `site_hash`), or the key
+/// its row goes at and `None` when it has none: the first key from the
+/// scope's hash on that is free or holds this very scope (checked against
+/// the scope the row stores, so colliding pages never merge).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for an undecodable row or when
+/// [`MAX_PROBES`] keys all hold other scopes.
+fn find_row(
+    rows: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
+    site_hash: u64,
+    scope: &str,
+    scope_hash: u64,
+) -> Result<([u8; 16], Option<Row>), StoreError> {
+    for probe in 0..MAX_PROBES {
+        let key = row_key(site_hash, scope_hash.wrapping_add(probe));
+        let Some(v) = rows.get(&key).map_err(unavailable)? else {
+            return Ok((key, None));
+        };
+        let row = Row::decode(v.value())
+            .ok_or_else(|| StoreError::Corrupt(format!("counter row of {scope:?}")))?;
+        if row.scope == scope {
+            return Ok((key, Some(row)));
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "{MAX_PROBES} counter rows share the hash of {scope:?}"
+    )))
 }
 
 /// A period as a number: its kind in the top bits, its (first) day below.
@@ -166,6 +205,9 @@ pub const FILE_NAME: &str = "luot.redb";
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// The hash of a scope in its row key: [`key_hash`], or a degenerate
+    /// one in tests that make pages collide.
+    scope_hash: fn(&[u8]) -> u64,
 }
 
 impl EmbeddedStore {
@@ -198,7 +240,23 @@ impl EmbeddedStore {
             tx.open_table(SKETCHES).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            scope_hash: key_hash,
+        })
+    }
+
+    /// [`EmbeddedStore::open`] with `scope_hash` in place of [`key_hash`]
+    /// for scopes, so that a test can make two pages' row keys collide.
+    #[cfg(test)]
+    fn open_with_scope_hash(
+        data_dir: &Path,
+        scope_hash: fn(&[u8]) -> u64,
+    ) -> Result<Self, StoreError> {
+        Ok(EmbeddedStore {
+            scope_hash,
+            ..EmbeddedStore::open(data_dir)?
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -221,7 +279,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreError> {
+fn apply_blocking(
+    db: &Database,
+    batch: &SiteBatch,
+    scope_hash: fn(&[u8]) -> u64,
+) -> Result<Applied, StoreError> {
     let now = Timestamp::now();
     let tx = db.begin_write().map_err(unavailable)?;
     let late;
@@ -254,7 +316,10 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
         let mut runs: Vec<([u8; 16], &[Increment])> = batch
             .increments
             .chunk_by(|a, b| a.scope == b.scope)
-            .map(|run| (row_key(site_hash, run[0].scope.as_key()), run))
+            .map(|run| {
+                let hash = scope_hash(run[0].scope.as_key().as_bytes());
+                (row_key(site_hash, hash), run)
+            })
             .collect();
         runs.sort_unstable_by_key(|r| r.0);
         for (key, run) in runs {
@@ -262,11 +327,11 @@ fn apply_blocking(db: &Database, batch: &SiteBatch) -> Result<Applied, StoreErro
             // of work: let requests on the same core in every 100 µs.
             crate::background::pace();
             let scope = run[0].scope.as_key();
-            let mut row = match rows.get(&key).map_err(unavailable)? {
-                Some(v) => Row::decode(v.value())
-                    .ok_or_else(|| StoreError::Corrupt(format!("counter row of {scope:?}")))?,
-                None => Row::new(scope),
-            };
+            // `key` is where the scope's hash points; its row may be
+            // another scope's, when their hashes collide.
+            let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
+            let (key, row) = find_row(&rows, site_hash, scope, hash)?;
+            let mut row = row.unwrap_or_else(|| Row::new(scope));
             for inc in run {
                 if inc.expires_at.is_some_and(|at| at <= now) {
                     // The period's figure is already gone; recreating it
@@ -411,7 +476,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn apply_shared(&self, batch: Arc<SiteBatch>) -> Result<Applied, StoreError> {
-        self.blocking(move |db| apply_blocking(db, &batch)).await
+        let scope_hash = self.scope_hash;
+        self.blocking(move |db| apply_blocking(db, &batch, scope_hash))
+            .await
     }
 
     async fn read(
@@ -425,6 +492,7 @@ impl Store for EmbeddedStore {
         let scope = scope.as_key().to_string();
         let codes: Vec<u32> = periods.iter().map(period_code).collect();
         let producer = producer.to_string();
+        let scope_hash = self.scope_hash;
         // Read in place rather than on the blocking pool: a read
         // transaction of one row takes microseconds (pages come from the
         // cache), far less than a hand-off to another thread; reads
@@ -433,12 +501,9 @@ impl Store for EmbeddedStore {
             let tx = db.begin_read().map_err(unavailable)?;
             let rows = tx.open_table(ROWS).map_err(unavailable)?;
             let marks = tx.open_table(WATERMARKS).map_err(unavailable)?;
-            let key = row_key(key_hash(site.as_bytes()), &scope);
-            let row = match rows.get(&key).map_err(unavailable)? {
-                Some(v) => Row::decode(v.value())
-                    .ok_or_else(|| StoreError::Corrupt(format!("counter row of {scope:?}")))?,
-                None => Row::new(&scope),
-            };
+            let hash = scope_hash(scope.as_bytes());
+            let (_, row) = find_row(&rows, key_hash(site.as_bytes()), &scope, hash)?;
+            let row = row.unwrap_or_else(|| Row::new(&scope));
             let now = Timestamp::now().as_second();
             let values = codes.iter().map(|c| row.get(*c, now)).collect();
             let watermark = marks
@@ -541,5 +606,69 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BatchId;
+
+    fn page_totals(seq: u64, pages: &[(&str, u64)]) -> SiteBatch {
+        SiteBatch {
+            site: Arc::from("demo"),
+            id: BatchId {
+                producer: Arc::from("p"),
+                seq,
+            },
+            increments: pages
+                .iter()
+                .map(|&(page, hits)| Increment {
+                    scope: Scope::Page(Arc::from(page)),
+                    period: PeriodKey::Total,
+                    hits,
+                    expires_at: None,
+                })
+                .collect(),
+            visitors: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_whose_row_keys_collide_keep_their_own_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every scope, the site's included, hashes alike.
+        let store = EmbeddedStore::open_with_scope_hash(dir.path(), |_| 7).unwrap();
+        let pages = [("/a", 3), ("/b", 5), ("/c", 11)];
+        store.apply(&page_totals(1, &pages)).await.unwrap();
+        // A second batch adds to rows found again past the collisions.
+        store
+            .apply(&page_totals(2, &[("/b", 1), ("/d", 2)]))
+            .await
+            .unwrap();
+        let total = |page: &'static str| {
+            let store = store.clone();
+            async move {
+                let scope = Scope::Page(Arc::from(page));
+                let r = store.read("demo", &scope, &[PeriodKey::Total], "p").await;
+                r.unwrap().values[0]
+            }
+        };
+        assert_eq!(total("/a").await, 3);
+        assert_eq!(total("/b").await, 6);
+        assert_eq!(total("/c").await, 11);
+        assert_eq!(total("/d").await, 2);
+        assert_eq!(total("/never").await, 0, "a page never written reads 0");
+        let site = store
+            .read("demo", &Scope::Site, &[PeriodKey::Total], "p")
+            .await
+            .unwrap();
+        assert_eq!(site.values, vec![0], "no page's hits land on the site");
+        let top = store.top("demo", PeriodKey::Total, 10).await.unwrap();
+        let want: Vec<(String, u64)> = [("/c", 11), ("/b", 6), ("/a", 3), ("/d", 2)]
+            .iter()
+            .map(|&(p, n)| (p.to_string(), n))
+            .collect();
+        assert_eq!(top, want);
     }
 }
