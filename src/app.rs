@@ -568,6 +568,7 @@ pub async fn run_reloadable(
     };
 
     let grace = server.shutdown_grace;
+    let drain = connection_drain(grace);
     let public_task = {
         let state = Arc::clone(&state);
         tokio::spawn(http::server::serve(
@@ -575,7 +576,7 @@ pub async fn run_reloadable(
             config.limits.clone(),
             move |req, peer| http::handle_public(Arc::clone(&state), req, peer),
             stop_rx.clone(),
-            grace,
+            drain,
             true,
         ))
     };
@@ -586,7 +587,7 @@ pub async fn run_reloadable(
             config.limits.clone(),
             move |req, _peer| http::handle_admin(Arc::clone(&state), req),
             stop_rx.clone(),
-            grace,
+            drain,
             false,
         ))
     };
@@ -621,6 +622,8 @@ pub async fn run_reloadable(
     tracing::info!(grace = ?grace, "shutting down: not ready, draining connections");
     http::set_ready(&state, false);
     let _ = stop_tx.send(true);
+    // Both servers return once every connection is gone (those still open
+    // after `drain` are reset), so no hit is counted after the final take.
     let drained = public_task.await.unwrap_or(false);
     let _ = admin_task.await;
     let _ = flush_stop_tx.send(Some(deadline));
@@ -635,4 +638,12 @@ pub async fn run_reloadable(
         );
     }
     Ok(Stopped { drained, flushed })
+}
+
+/// How much of `shutdown_grace` open connections get to finish before
+/// they are reset: half. The rest is the final flush's, so a client that
+/// never reads its answers (or any slow request) cannot take the time the
+/// store needs to receive every pending hit.
+fn connection_drain(grace: Duration) -> Duration {
+    grace / 2
 }

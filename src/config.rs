@@ -30,6 +30,7 @@ pub const DEFAULT_MAX_HEADERS: usize = 64;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_ONLINE_WINDOW: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_PAGES: usize = 100_000;
@@ -165,6 +166,10 @@ pub struct Limits {
     /// Time an idle keep-alive connection is kept open.
     #[serde(with = "duration_str")]
     pub idle_timeout: Duration,
+    /// Time an answer may wait for room in the socket's send buffer (a
+    /// client that stops reading) before the connection is reset.
+    #[serde(with = "duration_str")]
+    pub write_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -177,6 +182,7 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -416,6 +422,7 @@ impl Config {
             ("limits.header_read_timeout", l.header_read_timeout),
             ("limits.request_timeout", l.request_timeout),
             ("limits.idle_timeout", l.idle_timeout),
+            ("limits.write_timeout", l.write_timeout),
         ] {
             if v.is_zero() {
                 return Err(ConfigError::invalid(key, "must be more than zero"));
@@ -819,6 +826,7 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, l.max_body_bytes);
         assert_eq!(c.limits.request_timeout, l.request_timeout);
         assert_eq!(c.limits.idle_timeout, l.idle_timeout);
+        assert_eq!(c.limits.write_timeout, l.write_timeout);
         assert_eq!(c.limits.max_connections, l.max_connections);
         assert_eq!(c.counting.online_window, DEFAULT_ONLINE_WINDOW);
         assert_eq!(c.counting.max_pages, DEFAULT_MAX_PAGES);

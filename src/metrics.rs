@@ -21,6 +21,17 @@ pub const HTTP_REQUESTS: &str = "luot_http_requests_total";
 pub const HTTP_DURATION: &str = "luot_http_request_duration_seconds";
 pub const CONNECTIONS: &str = "luot_http_connections";
 pub const CONNECTIONS_REFUSED: &str = "luot_http_connections_refused_total";
+/// Connections the server closed itself, by `reason` ([`CLOSE_REASONS`]).
+pub const CONNECTIONS_CLOSED: &str = "luot_http_connections_closed_total";
+/// Why the server closed a public connection: no complete head in
+/// `header_read_timeout`, idle past `idle_timeout`, an answer stuck past
+/// `write_timeout`, or still open when shutdown's drain ended.
+pub const CLOSE_REASONS: [&str; 4] = [
+    "header_timeout",
+    "idle_timeout",
+    "write_timeout",
+    "shutdown",
+];
 pub const FLUSH_DURATION: &str = "luot_flush_duration_seconds";
 pub const FLUSH_PASSES: &str = "luot_flush_passes_total";
 pub const FLUSH_BATCH_KEYS: &str = "luot_flush_batch_keys";
@@ -110,6 +121,10 @@ pub fn install() -> PrometheusHandle {
             // then this handle renders nothing, which is its own signal.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Known label sets exist from the start, so rate() has a series.
+            for reason in CLOSE_REASONS {
+                metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
+            }
             handle
         })
         .clone()
@@ -148,6 +163,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused because the connection cap was reached."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Public connections the server closed, by reason (a deadline, or shutdown)."
     );
     describe_histogram!(
         FLUSH_DURATION,

@@ -1,5 +1,6 @@
 //! The connection loop: accepting, the connection cap, per-connection
-//! deadlines (header read, idle keep-alive, request), and draining.
+//! deadlines (header read, idle keep-alive, request, write), the bound on
+//! answers waiting to be written, and draining.
 //!
 //! hyper's own header timer also runs while a keep-alive connection waits
 //! for its next request, which would make the idle timeout equal to the
@@ -7,6 +8,19 @@
 //! around the socket notes when a request's first bytes arrive and when an
 //! answer has been written, and a per-connection watchdog closes the
 //! connection when the phase it is in has lasted too long.
+//!
+//! A client that pipelines requests and never reads its answers is held
+//! two ways. hyper 1 handles one request at a time per connection, but
+//! it reads and answers the next pipelined request while earlier answers
+//! still sit in its write buffer; a body waits there until written, which
+//! stops it, but a bodiless answer (the quiet beacon's 204) does not, so
+//! its write buffer grows with every request read (`can_headers_buf` only
+//! looks at queued bodies; `max_buf_size` bounds reads, not this). So a
+//! request's handler does not start while more than [`MAX_UNWRITTEN`]
+//! answers wait for the socket: the client is held to the pace it reads.
+//! And an answer that gets no room in the socket's send buffer for
+//! `write_timeout` resets the connection (as nginx's `send_timeout`, it
+//! bounds the time between two writes, not a whole answer).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -33,14 +47,37 @@ use crate::config::Limits;
 /// How long a refused connection may take to receive its 503.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Answers a connection may have produced but not yet handed to the
+/// kernel before its next request waits. Pipelining clients rarely send
+/// more than 16 requests ahead (hyper's dispatcher loops 16 times per wake
+/// for the same reason); a client that sends more waits for its reads.
+const MAX_UNWRITTEN: u32 = 16;
+
+/// How long connections still open when the drain ends get to notice they
+/// were closed (they end at their next poll) before the server returns.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
 
-/// Which phase a connection is in, and since when ([`coarse_ms`]).
+/// Which phase a connection is in, and since when ([`coarse_ms`]); since
+/// when its writes are blocked; how many answers wait to be written.
 struct ConnClock {
     phase: AtomicU8,
     since_ms: AtomicU64,
+    /// When a write last found the send buffer full with no write making
+    /// progress since ([`coarse_ms`], at least 1); 0 while writes go through.
+    blocked_ms: AtomicU64,
+    /// Requests handed to the handler since the socket last took every
+    /// byte hyper had to write.
+    unwritten: AtomicU32,
+    /// The task of a request waiting for [`MAX_UNWRITTEN`] to clear.
+    parked: parking_lot::Mutex<Option<Waker>>,
+    /// Set when the connection is closed for a stuck write or at the end
+    /// of the drain: its socket is then reset rather than closed, so the
+    /// kernel drops the answers it holds instead of trying to send them.
+    reset: AtomicBool,
 }
 
 /// Milliseconds on the kernel's coarse monotonic clock: the time of the
@@ -71,6 +108,40 @@ impl ConnClock {
         ConnClock {
             phase: AtomicU8::new(HEAD),
             since_ms: AtomicU64::new(coarse_ms()),
+            blocked_ms: AtomicU64::new(0),
+            unwritten: AtomicU32::new(0),
+            parked: parking_lot::Mutex::new(None),
+            reset: AtomicBool::new(false),
+        }
+    }
+
+    /// Notes what a write did: blocked (the send buffer is full) starts the
+    /// write deadline unless it runs already; any progress stops it.
+    fn wrote(&self, res: &Poll<io::Result<usize>>) {
+        match res {
+            Poll::Pending => {
+                if self.blocked_ms.load(Ordering::Relaxed) == 0 {
+                    self.blocked_ms
+                        .store(self.now_ms().max(1), Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                if self.blocked_ms.load(Ordering::Relaxed) != 0 {
+                    self.blocked_ms.store(0, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+    }
+
+    /// hyper flushed its whole write buffer into the socket: every answer
+    /// so far is the kernel's; a parked request may go on.
+    fn flushed(&self) {
+        if self.unwritten.load(Ordering::Relaxed) != 0 {
+            self.unwritten.store(0, Ordering::Relaxed);
+            if let Some(waker) = self.parked.lock().take() {
+                waker.wake();
+            }
         }
     }
 
@@ -90,11 +161,21 @@ impl ConnClock {
     }
 }
 
-/// The socket, noting request starts (first bytes read while idle) and
-/// answer ends (writes while busy).
+/// The socket, noting request starts (first bytes read while idle),
+/// answer ends (flushes while busy) and writes that find no room.
 struct Watched {
     inner: TcpStream,
     clock: Arc<ConnClock>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if self.clock.reset.load(Ordering::Relaxed) {
+            // SO_LINGER 0: close sends a reset and frees the send buffer at
+            // once (no blocking: the socket is non-blocking and linger 0).
+            let _ = self.inner.set_zero_linger();
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -118,13 +199,17 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.clock.wrote(&res);
+        res
     }
 
+    /// hyper calls this once its own write buffer is empty.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let res = Pin::new(&mut self.inner).poll_flush(cx);
         if matches!(res, Poll::Ready(Ok(()))) {
             self.clock.enter_from(BUSY, IDLE);
+            self.clock.flushed();
         }
         res
     }
@@ -138,7 +223,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.clock.wrote(&res);
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -146,42 +233,74 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Resolves when the connection has been in its phase too long.
-async fn watchdog(clock: Arc<ConnClock>, limits: Limits) {
+/// Why the server closed a connection (the `reason` label of
+/// [`crate::metrics::CONNECTIONS_CLOSED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    HeaderTimeout,
+    IdleTimeout,
+    WriteTimeout,
+    /// Still open when the shutdown drain ended.
+    Shutdown,
+}
+
+impl Closed {
+    fn label(self) -> &'static str {
+        match self {
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::IdleTimeout => "idle_timeout",
+            Closed::WriteTimeout => "write_timeout",
+            Closed::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Resolves when the connection has been in its phase too long, or its
+/// writes have found the send buffer full for `write_timeout`.
+async fn watchdog(clock: Arc<ConnClock>, limits: Limits) -> Closed {
     loop {
         let phase = clock.phase.load(Ordering::Acquire);
         let since = clock.since_ms.load(Ordering::Acquire);
         let limit = match phase {
-            IDLE => Some(limits.idle_timeout),
-            HEAD => Some(limits.header_read_timeout),
-            // The request timeout bounds the handler; hyper then writes.
+            IDLE => Some((limits.idle_timeout, Closed::IdleTimeout)),
+            HEAD => Some((limits.header_read_timeout, Closed::HeaderTimeout)),
+            // The request timeout bounds the handler; hyper then writes,
+            // under the write deadline.
             _ => None,
         };
         let now = clock.now_ms();
-        let wait = match limit {
-            Some(limit) => {
-                let deadline = since + limit.as_millis() as u64;
-                if now >= deadline {
-                    return;
-                }
-                Duration::from_millis(deadline - now)
+        let blocked = clock.blocked_ms.load(Ordering::Relaxed);
+        let mut wait = limits.request_timeout;
+        if blocked != 0 {
+            let deadline = blocked + limits.write_timeout.as_millis() as u64;
+            if now >= deadline {
+                return Closed::WriteTimeout;
             }
-            None => limits.request_timeout,
-        };
+            wait = wait.min(Duration::from_millis(deadline - now));
+        }
+        if let Some((limit, why)) = limit {
+            let deadline = since + limit.as_millis() as u64;
+            if now >= deadline {
+                return why;
+            }
+            wait = wait.min(Duration::from_millis(deadline - now));
+        }
         tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
     }
 }
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown` turns
 /// true, then stops accepting, asks open connections to close after their
-/// current request, and waits for them until `grace` has passed. Returns
-/// whether every connection closed in time.
+/// current request, and waits for them until `drain` has passed; then it
+/// resets those still open (a client that does not read its answers, a
+/// slow request) and returns once they are gone, so that no handler runs
+/// after it returns. Returns whether every connection closed by itself.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     limits: Limits,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    drain: Duration,
     count_connections: bool,
 ) -> bool
 where
@@ -203,6 +322,7 @@ where
         .keep_alive(true);
     let connections = metrics::gauge!(crate::metrics::CONNECTIONS);
     let refused = metrics::counter!(crate::metrics::CONNECTIONS_REFUSED);
+    let (kill_tx, kill_rx) = watch::channel(false);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -235,11 +355,16 @@ where
             let timeout = limits.request_timeout;
             service_fn(move |req| {
                 clock.enter(BUSY);
-                Deadline::new(handler(req, peer), timeout)
+                clock.unwritten.fetch_add(1, Ordering::Relaxed);
+                Paced {
+                    fut: Deadline::new(handler(req, peer), timeout),
+                    clock: Arc::clone(&clock),
+                }
             })
         };
         let conn = builder.serve_connection(io, service);
         let mut stop = shutdown.clone();
+        let mut kill = kill_rx.clone();
         let watch_limits = limits.clone();
         let connections = connections.clone();
         if count_connections {
@@ -247,16 +372,17 @@ where
         }
         tokio::spawn(async move {
             tokio::pin!(conn);
-            let dog = watchdog(clock, watch_limits);
+            let dog = watchdog(Arc::clone(&clock), watch_limits);
             tokio::pin!(dog);
             // Serve until the connection ends, its watchdog fires or the
             // server stops; on a stop, let the current request finish
-            // (hyper closes after it), the watchdog still on guard.
+            // (hyper closes after it), the watchdog still on guard, until
+            // the drain ends.
             let event = {
                 let guard = async {
                     tokio::select! {
                         biased;
-                        _ = &mut dog => Guard::Expired,
+                        why = &mut dog => Guard::Expired(why),
                         _ = stopped(&mut stop) => Guard::Stopping,
                     }
                 };
@@ -264,11 +390,35 @@ where
                 let mut side = Side::new();
                 std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), guard.as_mut())).await
             };
-            if event == Some(Guard::Stopping) {
-                conn.as_mut().graceful_shutdown();
-                let mut side = Side::new();
-                std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), dog.as_mut())).await;
+            let closed = match event {
+                None => None,
+                Some(Guard::Expired(why)) => Some(why),
+                Some(Guard::Stopping) => {
+                    conn.as_mut().graceful_shutdown();
+                    let guard = async {
+                        tokio::select! {
+                            biased;
+                            why = &mut dog => why,
+                            _ = stopped(&mut kill) => Closed::Shutdown,
+                        }
+                    };
+                    tokio::pin!(guard);
+                    let mut side = Side::new();
+                    std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), guard.as_mut())).await
+                }
+            };
+            if let Some(why) = closed {
+                if matches!(why, Closed::WriteTimeout | Closed::Shutdown) {
+                    clock.reset.store(true, Ordering::Relaxed);
+                }
+                if count_connections {
+                    metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => why.label())
+                        .increment(1);
+                }
             }
+            // The connection is no longer polled, so its handler counts
+            // nothing more; the socket closes (or resets) when the task's
+            // pinned connection drops, just after.
             if count_connections {
                 connections.decrement(1.0);
             }
@@ -279,15 +429,54 @@ where
     // Every connection holds a permit; getting them all back means all
     // connections are closed.
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
-    match tokio::time::timeout(grace, permits.acquire_many(all)).await {
-        Ok(_) => true,
-        Err(_) => {
-            tracing::warn!(
-                open = cap - permits.available_permits(),
-                "connections still open when the grace period ended"
-            );
-            false
+    if tokio::time::timeout(drain, permits.acquire_many(all))
+        .await
+        .is_ok()
+    {
+        return true;
+    }
+    tracing::warn!(
+        open = cap - permits.available_permits(),
+        "connections still open when the drain ended; resetting them"
+    );
+    let _ = kill_tx.send(true);
+    if tokio::time::timeout(KILL_WAIT, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = cap - permits.available_permits(),
+            "connections still open after being reset"
+        );
+    }
+    false
+}
+
+pin_project_lite::pin_project! {
+    /// A request handler's future that does not start while more than
+    /// [`MAX_UNWRITTEN`] answers of its connection wait to be written: a
+    /// client that pipelines and does not read holds no more work than
+    /// that, whatever it sends (see the module's documentation).
+    struct Paced<F> {
+        #[pin]
+        fut: F,
+        clock: Arc<ConnClock>,
+    }
+}
+
+impl<F: Future> Future for Paced<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.clock.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN {
+            // Park, then look again: a flush between the two wakes us.
+            *this.clock.parked.lock() = Some(cx.waker().clone());
+            if this.clock.unwritten.load(Ordering::Relaxed) > MAX_UNWRITTEN {
+                return Poll::Pending;
+            }
         }
+        this.fut.poll(cx)
     }
 }
 
@@ -348,8 +537,9 @@ where
 /// What ended a connection's wait other than the connection itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Guard {
-    /// The watchdog: the connection stayed too long in its phase.
-    Expired,
+    /// The watchdog: the connection stayed too long in its phase, or its
+    /// answers found no room for too long.
+    Expired(Closed),
     /// The server is shutting down.
     Stopping,
 }
