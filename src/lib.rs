@@ -23,7 +23,7 @@
 pub mod app;
 pub mod background;
 pub mod bots;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod dedupe;
 pub mod flush;
