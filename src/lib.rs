@@ -16,6 +16,8 @@
 //! - [`store`]: the store trait and its backends;
 //! - [`config`], [`metrics`], [`background`]: at the bottom;
 //! - [`app`]: wiring, tasks, shutdown. Only `app` spawns long-lived tasks.
+//! - [`cli`]: what the `import`, `export` and `healthcheck` commands do,
+//!   over HTTP to a running luot.
 // One `unsafe` block, `background::short_slice` (a system call no crate
 // wraps), allowed where it stands with its measurement.
 #![deny(unsafe_code)]
@@ -23,7 +25,7 @@
 pub mod app;
 pub mod background;
 pub mod bots;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod dedupe;
 pub mod flush;

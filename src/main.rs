@@ -1,11 +1,15 @@
-//! The `luot` binary: command line, logging, exit codes — and nothing else.
-//! Everything it runs lives in the library.
+//! The `luot` binary: command line, logging, exit codes — and nothing else
+//! (besides glibc's malloc settings, which must precede every thread).
+//! Everything it runs lives in the library; the commands' work in
+//! `luot::cli`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use luot::cli::export::ExportCommand;
+use luot::cli::import::ImportCommand;
+use luot::cli::{self, AdminTarget, CliError};
 use luot::config::{Config, LogFormat, ProcessEnv};
 
 #[derive(Parser)]
@@ -93,16 +97,8 @@ struct AdminArgs {
 }
 
 impl AdminArgs {
-    /// The admin address and token, from the flags and the configuration.
-    fn resolve(&self) -> Result<(std::net::SocketAddr, Option<String>), String> {
-        let config = Config::load(self.config.as_deref(), &ProcessEnv)
-            .map_err(|e| format!("invalid configuration: {e}"))?;
-        let mut addr = self.admin.unwrap_or(config.server.admin_listen);
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let token = Some(config.server.metrics_token).filter(|t| !t.is_empty());
-        Ok((addr, token))
+    fn resolve(&self) -> Result<AdminTarget, CliError> {
+        AdminTarget::resolve(self.config.as_deref(), self.admin)
     }
 }
 
@@ -110,17 +106,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
-        Command::CheckConfig { config } => match Config::load(config.as_deref(), &ProcessEnv) {
-            Ok(c) => {
-                println!("{}", c.masked_json());
-                eprintln!("configuration is valid: {} site(s)", c.sites.len());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { config } => check_config(config),
         Command::Healthcheck { config } => healthcheck(config),
         Command::Import {
             admin,
@@ -129,14 +115,17 @@ fn main() -> ExitCode {
             page_totals,
             history,
             from_export,
-        } => report(import(
-            admin,
-            site,
-            total,
-            page_totals,
-            history,
-            from_export,
-        )),
+        } => {
+            let command = ImportCommand {
+                site,
+                total,
+                page_totals,
+                history,
+                from_export,
+            };
+            let answer = admin.resolve().and_then(|t| cli::import::run(&t, &command));
+            report(answer.map(|answer| println!("{answer}")))
+        }
         Command::Export {
             admin,
             site,
@@ -144,11 +133,21 @@ fn main() -> ExitCode {
             to,
             format,
             output,
-        } => report(export(admin, site, from, to, format, output)),
+        } => {
+            let command = ExportCommand {
+                site,
+                from,
+                to,
+                format,
+                output,
+            };
+            report(admin.resolve().and_then(|t| cli::export::run(&t, &command)))
+        }
     }
 }
 
-fn report(result: Result<(), String>) -> ExitCode {
+/// Exit 1 with the error on standard error, or 0.
+fn report(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -158,88 +157,36 @@ fn report(result: Result<(), String>) -> ExitCode {
     }
 }
 
-fn import(
-    admin: AdminArgs,
-    site: String,
-    total: Option<u64>,
-    page_totals: Vec<String>,
-    history: Option<PathBuf>,
-    from_export: Option<PathBuf>,
-) -> Result<(), String> {
-    use luot::http::admin::{ImportRequest, PageTotal};
-    let (addr, token) = admin.resolve()?;
-    let read =
-        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut request = match &from_export {
-        Some(path) => {
-            let export: luot::http::admin::Export = serde_json::from_str(&read(path)?)
-                .map_err(|e| format!("{}: not a luot export: {e}", path.display()))?;
-            let mut r = luot::client::import_from_export(&export);
-            r.site = site.clone();
-            r
-        }
-        None => ImportRequest {
-            site: site.clone(),
-            total,
-            ..ImportRequest::default()
-        },
-    };
-    for item in &page_totals {
-        let (page, n) = item
-            .rsplit_once('=')
-            .ok_or_else(|| format!("--page-total {item}: expected PAGE=N"))?;
-        let total = n
-            .parse()
-            .map_err(|_| format!("--page-total {item}: `{n}` is not a number"))?;
-        request.pages.push(PageTotal {
-            page: page.to_string(),
-            total,
-        });
-    }
-    if let Some(path) = &history {
-        let name = path.display().to_string();
-        request.history =
-            luot::client::parse_history(&name, &read(path)?).map_err(|e| e.to_string())?;
-    }
-    if request.total.is_none() && request.pages.is_empty() && request.history.is_empty() {
-        return Err(
-            "nothing to import: give --total, --page-total, --history or --from-export".into(),
-        );
-    }
-    let answer =
-        luot::client::import(addr, token.as_deref(), request).map_err(|e| e.to_string())?;
-    println!("{answer}");
-    Ok(())
+/// The configuration, or exit 2 with why not.
+fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    Config::load(path, &ProcessEnv).map_err(|e| {
+        eprintln!("invalid configuration: {e}");
+        ExitCode::from(2)
+    })
 }
 
-fn export(
-    admin: AdminArgs,
-    site: String,
-    from: Option<String>,
-    to: Option<String>,
-    format: String,
-    output: Option<PathBuf>,
-) -> Result<(), String> {
-    let (addr, token) = admin.resolve()?;
-    let export = luot::client::export(
-        addr,
-        token.as_deref(),
-        &site,
-        from.as_deref(),
-        to.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
-    let text = match format.as_str() {
-        "json" => serde_json::to_string_pretty(&export).map_err(|e| e.to_string())?,
-        "csv" => luot::client::export_csv(&export, false),
-        "pages-csv" => luot::client::export_csv(&export, true),
-        other => return Err(format!("--format {other}: expected json, csv or pages-csv")),
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    match load_config(path.as_deref()) {
+        Ok(c) => {
+            println!("{}", c.masked_json());
+            eprintln!("configuration is valid: {} site(s)", c.sites.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Exit 0 when ready, 1 when not (or unreachable), 2 for a bad configuration.
+fn healthcheck(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(path.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    match output {
-        Some(path) => std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display())),
-        None => {
-            println!("{text}");
-            Ok(())
+    match cli::healthcheck::check(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -298,12 +245,9 @@ fn limit_malloc_arenas() {}
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
     limit_malloc_arenas();
-    let config = match Config::load(config_path.as_deref(), &ProcessEnv) {
+    let config = match load_config(config_path.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     init_tracing(config.server.log_format);
     tracing::info!(config = %config.masked_json(), "effective configuration");
@@ -348,43 +292,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-}
-
-fn healthcheck(config: Option<PathBuf>) -> ExitCode {
-    use std::io::{Read, Write};
-    let config = match Config::load(config.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut addr = config.server.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let check = || -> std::io::Result<bool> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
-        Ok(answer.starts_with("HTTP/1.1 200"))
-    };
-    match check() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("{addr}: not ready");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{addr}: {e}");
-            ExitCode::FAILURE
-        }
     }
 }
