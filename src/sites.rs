@@ -56,8 +56,10 @@ pub struct Site {
     pub rules: PageRules,
     /// The counting rules in force (global, overridden by the site's).
     pub counting: SiteRules,
-    /// Per-client rate limit for this site.
+    /// Per-client rate limit of this site's beacons.
     pub limiter: Arc<ClientLimiter>,
+    /// Per-client rate limit of this site's reads (a bucket of its own).
+    pub read_limiter: Arc<ClientLimiter>,
     /// Repeat-view filter, when a dedupe window is set.
     pub dedupe: Option<Arc<DedupeFilter>>,
     // The counting state is shared (`Arc`) so that a configuration reload
@@ -117,6 +119,10 @@ impl Site {
             per_second: counting.rate_limit_per_second,
             burst: counting.rate_limit_burst,
         });
+        let read_limiter = ClientLimiter::new(RateLimit {
+            per_second: counting.read_rate_limit_per_second,
+            burst: counting.read_rate_limit_burst,
+        });
         let dedupe = (!counting.dedupe_window.is_zero())
             .then(|| Arc::new(DedupeFilter::new(counting.dedupe_window, DEDUPE_BITS)));
         Site {
@@ -130,6 +136,7 @@ impl Site {
             tally: Arc::new(SiteTally::new(counting.max_pages)),
             counting,
             limiter: Arc::new(limiter),
+            read_limiter: Arc::new(read_limiter),
             dedupe,
             online: Arc::new(OnlineRing::new(minutes)),
             ledger: Arc::new(Ledger::new(first_seq)),
@@ -210,6 +217,11 @@ impl Site {
             && fresh.counting.rate_limit_burst == self.counting.rate_limit_burst
         {
             fresh.limiter = Arc::clone(&self.limiter);
+        }
+        if fresh.counting.read_rate_limit_per_second == self.counting.read_rate_limit_per_second
+            && fresh.counting.read_rate_limit_burst == self.counting.read_rate_limit_burst
+        {
+            fresh.read_limiter = Arc::clone(&self.read_limiter);
         }
         if fresh.counting.dedupe_window == self.counting.dedupe_window {
             fresh.dedupe = self.dedupe.clone();

@@ -252,6 +252,9 @@ pub async fn series(
                 .map_err(|e| ApiError::from(crate::ingest::IngestError::BadPage(e)))?,
         ),
     };
+    state
+        .reader
+        .count_store_read(crate::metrics::ReadRoute::Series);
     let points = series_points(state, &site, page.as_deref(), from, to, monthly).await?;
     if param(query, "format").as_deref() == Some("csv") {
         let mut csv = String::from("date,hits,visitors\n");
@@ -337,6 +340,9 @@ pub async fn top(
             .filter(|n| (1..=MAX_TOP).contains(n))
             .ok_or_else(|| bad("bad_limit", format!("`limit` must be 1 to {MAX_TOP}")))?,
     };
+    state
+        .reader
+        .count_store_read(crate::metrics::ReadRoute::Top);
     let pages = state
         .store
         .top(&site.id, period, limit)
