@@ -25,7 +25,7 @@ pub const MAX_SERIES_DAYS: i64 = 400;
 /// Longest monthly series.
 pub const MAX_SERIES_MONTHS: i64 = 120;
 /// Most pages one top list may hold.
-pub const MAX_TOP: usize = 100;
+pub const MAX_TOP: usize = crate::store::TOP_KEPT;
 
 /// Refuses a non-public site's owner routes without its read token (as
 /// `Authorization: Bearer …` or `?token=`), compared in constant time.
