@@ -539,6 +539,7 @@ pub async fn run_reloadable(
                             }
                             if prune {
                                 site.limiter.prune();
+                                site.read_limiter.prune();
                             }
                             site.metrics.limiter_clients.set(site.limiter.len() as f64);
                         }

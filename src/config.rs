@@ -208,6 +208,14 @@ pub struct Counting {
     pub rate_limit_per_second: u32,
     /// Hits one client may send at once before the sustained rate applies.
     pub rate_limit_burst: u32,
+    /// Sustained reads per second (figures, series, top lists, badge,
+    /// widget, dashboard, busuanzi) allowed from one client address: a
+    /// bucket of its own, so readers and beacons never take from each
+    /// other's, and a flood of reads of random pages costs the store at
+    /// most this much per address.
+    pub read_rate_limit_per_second: u32,
+    /// Reads one client may make at once before the sustained rate applies.
+    pub read_rate_limit_burst: u32,
     /// The same visitor on the same page within this window counts once.
     /// `"0s"` (the default) counts every page load, as classic counters do.
     #[serde(with = "duration_str")]
@@ -225,6 +233,8 @@ impl Default for Counting {
             count_bots: false,
             rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
             rate_limit_burst: DEFAULT_RATE_BURST,
+            read_rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
+            read_rate_limit_burst: DEFAULT_RATE_BURST,
             dedupe_window: Duration::ZERO,
         }
     }
@@ -238,6 +248,8 @@ pub struct SiteRules {
     pub count_bots: bool,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    pub read_rate_limit_per_second: u32,
+    pub read_rate_limit_burst: u32,
     pub dedupe_window: Duration,
     pub max_pages: usize,
 }
@@ -317,6 +329,12 @@ pub struct SiteConfig {
     /// Overrides `counting.rate_limit_burst`.
     #[serde(default)]
     pub rate_limit_burst: Option<u32>,
+    /// Overrides `counting.read_rate_limit_per_second`.
+    #[serde(default)]
+    pub read_rate_limit_per_second: Option<u32>,
+    /// Overrides `counting.read_rate_limit_burst`.
+    #[serde(default)]
+    pub read_rate_limit_burst: Option<u32>,
     /// Overrides `counting.dedupe_window`.
     #[serde(default, with = "opt_duration_str")]
     pub dedupe_window: Option<Duration>,
@@ -442,15 +460,18 @@ impl Config {
                 "must be between 16 and 4096",
             ));
         }
-        if c.rate_limit_per_second == 0 || c.rate_limit_burst == 0 {
-            return Err(ConfigError::invalid(
-                if c.rate_limit_per_second == 0 {
-                    "counting.rate_limit_per_second"
-                } else {
-                    "counting.rate_limit_burst"
-                },
-                "must be more than zero",
-            ));
+        for (name, v) in [
+            ("counting.rate_limit_per_second", c.rate_limit_per_second),
+            ("counting.rate_limit_burst", c.rate_limit_burst),
+            (
+                "counting.read_rate_limit_per_second",
+                c.read_rate_limit_per_second,
+            ),
+            ("counting.read_rate_limit_burst", c.read_rate_limit_burst),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(name, "must be more than zero"));
+            }
         }
         if c.dedupe_window > MAX_DEDUPE_WINDOW {
             return Err(ConfigError::invalid(
@@ -556,6 +577,11 @@ impl SiteConfig {
         for (name, v) in [
             ("rate_limit_per_second", self.rate_limit_per_second),
             ("rate_limit_burst", self.rate_limit_burst),
+            (
+                "read_rate_limit_per_second",
+                self.read_rate_limit_per_second,
+            ),
+            ("read_rate_limit_burst", self.read_rate_limit_burst),
         ] {
             if v == Some(0) {
                 return Err(ConfigError::invalid(
@@ -588,6 +614,12 @@ impl SiteConfig {
                 .rate_limit_per_second
                 .unwrap_or(global.rate_limit_per_second),
             rate_limit_burst: self.rate_limit_burst.unwrap_or(global.rate_limit_burst),
+            read_rate_limit_per_second: self
+                .read_rate_limit_per_second
+                .unwrap_or(global.read_rate_limit_per_second),
+            read_rate_limit_burst: self
+                .read_rate_limit_burst
+                .unwrap_or(global.read_rate_limit_burst),
             dedupe_window: self.dedupe_window.unwrap_or(global.dedupe_window),
             max_pages: self.max_pages.unwrap_or(global.max_pages),
         }
@@ -1014,6 +1046,34 @@ mod tests {
             invalid_key(Config::from_toml_str(zero).unwrap_err()),
             "sites[0].rate_limit_burst"
         );
+    }
+
+    #[test]
+    fn read_rate_limit_defaults_to_the_beacon_limit_and_is_overridden_per_site() {
+        let text = "[counting]\nread_rate_limit_burst = 50\n[[sites]]\nid = \"a\"\ntimezone = \"UTC\"\norigins = []\ninitial_total = 0\nread_rate_limit_per_second = 7\n";
+        let c = Config::from_toml_str(text).unwrap();
+        let a = c.sites[0].rules(&c.counting);
+        assert_eq!(
+            (a.read_rate_limit_per_second, a.read_rate_limit_burst),
+            (7, 50)
+        );
+        let d = Counting::default();
+        assert_eq!(
+            (d.read_rate_limit_per_second, d.read_rate_limit_burst),
+            (d.rate_limit_per_second, d.rate_limit_burst)
+        );
+        for (text, key) in [
+            (
+                "[counting]\nread_rate_limit_per_second = 0\n",
+                "counting.read_rate_limit_per_second",
+            ),
+            (
+                "[[sites]]\nid = \"a\"\ntimezone = \"UTC\"\norigins = []\ninitial_total = 0\nread_rate_limit_burst = 0\n",
+                "sites[0].read_rate_limit_burst",
+            ),
+        ] {
+            assert_eq!(invalid_key(Config::from_toml_str(text).unwrap_err()), key);
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod ledger;
 pub mod limit;
 pub mod metrics;
 pub mod page;
+pub mod page_cache;
 pub mod period;
 pub mod read;
 pub mod sites;

@@ -45,6 +45,7 @@ pub const WAL_BYTES: &str = "luot_wal_bytes";
 pub const WAL_ERRORS: &str = "luot_wal_errors_total";
 pub const ANONYMOUS_HITS: &str = "luot_anonymous_hits_total";
 pub const PAGE_READS: &str = "luot_page_reads_total";
+pub const STORE_READS: &str = "luot_store_reads_total";
 pub const BUILD_INFO: &str = "luot_build_info";
 
 /// Why a hit was or was not counted: the `result` label of [`HITS`].
@@ -214,6 +215,10 @@ fn describe() {
     describe_counter!(
         PAGE_READS,
         "Page readings fetched from the store, by why: first (none kept for today), behind (the kept one missed a batch that left memory), refresh (past its time to live, read in the background)."
+    );
+    describe_counter!(
+        STORE_READS,
+        "Store calls made to answer reads, by the route that made them (refresh: kept page readings read again in the background, up to 256 pages a call)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version.");
 }
@@ -445,6 +450,78 @@ impl PageReadCounters {
 }
 
 impl Default for PageReadCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which route made a store call: the `route` label of [`STORE_READS`].
+/// `luot_page_reads_total{reason}` says why a page was read; this says
+/// who asked, for every kind of read (series, top lists too), so that
+/// what a route costs the store shows beside its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadRoute {
+    /// The answering beacon (`POST /hit?answer`), and busuanzi's is
+    /// [`ReadRoute::Busuanzi`].
+    Hit,
+    Counters,
+    Series,
+    Top,
+    Badge,
+    Widget,
+    Dashboard,
+    Busuanzi,
+    /// Kept page readings read again in the background.
+    Refresh,
+}
+
+impl ReadRoute {
+    pub const ALL: [ReadRoute; 9] = [
+        ReadRoute::Hit,
+        ReadRoute::Counters,
+        ReadRoute::Series,
+        ReadRoute::Top,
+        ReadRoute::Badge,
+        ReadRoute::Widget,
+        ReadRoute::Dashboard,
+        ReadRoute::Busuanzi,
+        ReadRoute::Refresh,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReadRoute::Hit => "hit",
+            ReadRoute::Counters => "counters",
+            ReadRoute::Series => "series",
+            ReadRoute::Top => "top",
+            ReadRoute::Badge => "badge",
+            ReadRoute::Widget => "widget",
+            ReadRoute::Dashboard => "dashboard",
+            ReadRoute::Busuanzi => "busuanzi",
+            ReadRoute::Refresh => "refresh",
+        }
+    }
+}
+
+/// Handles for [`STORE_READS`], every label registered (at 0) at once.
+pub struct StoreReadCounters {
+    by_route: [Counter; ReadRoute::ALL.len()],
+}
+
+impl StoreReadCounters {
+    pub fn new() -> Self {
+        StoreReadCounters {
+            by_route: ReadRoute::ALL.map(|r| metrics::counter!(STORE_READS, "route" => r.label())),
+        }
+    }
+
+    /// Counts one store call made for `route`.
+    pub fn record(&self, route: ReadRoute) {
+        self.by_route[route as usize].increment(1);
+    }
+}
+
+impl Default for StoreReadCounters {
     fn default() -> Self {
         Self::new()
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::ledger::{Counts, Figures, Stored};
-use crate::metrics::{PageRead, PageReadCounters};
+use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
 use crate::sites::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
 use crate::tally::Kept;
@@ -47,6 +47,7 @@ pub struct Reader {
     page_ttl: Duration,
     refreshes: Arc<Refreshes>,
     reads: Arc<PageReadCounters>,
+    store_reads: Arc<StoreReadCounters>,
 }
 
 /// Pages to read again in the background, gathered so that one store call
@@ -79,7 +80,14 @@ impl Reader {
             page_ttl,
             refreshes: Arc::default(),
             reads: Arc::default(),
+            store_reads: Arc::default(),
         }
+    }
+
+    /// Counts a store call made to answer `route`
+    /// (`luot_store_reads_total`); the reader counts its own.
+    pub fn count_store_read(&self, route: ReadRoute) {
+        self.store_reads.record(route);
     }
 
     /// How long a page reading is reused ([`PAGE_READING_TTL`] or
@@ -142,6 +150,7 @@ impl Reader {
         page: &Arc<str>,
         now: Timestamp,
         mut kept: Option<Option<Kept>>,
+        route: ReadRoute,
     ) -> Figures {
         let calendar = site.calendar();
         let local = site.clock.local_day_at(now.as_second());
@@ -165,7 +174,8 @@ impl Reader {
                 // request's future would otherwise carry its size (and be
                 // copied with it) for a read that only misses need.
                 None => {
-                    match Box::pin(self.read_page(site, page, keys, now_ms, fresh_only)).await {
+                    let read = self.read_page(site, page, keys, now_ms, fresh_only, route);
+                    match Box::pin(read).await {
                         Some(s) => (s, false),
                         None => (Arc::new(Stored::empty(today, calendar)), true),
                     }
@@ -238,6 +248,7 @@ impl Reader {
                     let (site, keys) = (&chunk[0].site, chunk[0].keys);
                     let pages: Vec<Arc<str>> = chunk.iter().map(|r| Arc::clone(&r.page)).collect();
                     self.reads.record(PageRead::Refresh, pages.len() as u64);
+                    self.store_reads.record(ReadRoute::Refresh);
                     let read = self
                         .store
                         .read_pages(&site.id, &pages, &keys, &self.producer);
@@ -266,6 +277,7 @@ impl Reader {
         keys: [PeriodKey; 5],
         now_ms: i64,
         behind: bool,
+        route: ReadRoute,
     ) -> Option<Arc<Stored>> {
         let reason = if behind {
             PageRead::Behind
@@ -273,6 +285,7 @@ impl Reader {
             PageRead::First
         };
         self.reads.record(reason, 1);
+        self.store_reads.record(route);
         let scope = Scope::Page(Arc::clone(page));
         let read = self.store.read(&site.id, &scope, &keys, &self.producer);
         let reading = tokio::time::timeout(PAGE_READ_TIMEOUT, read)

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
-use dashmap::DashMap;
 use jiff::civil::Date;
 
 use crate::config::{Config, Retention, SiteConfig, SiteRules};
@@ -20,6 +19,7 @@ use crate::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
+use crate::page_cache::PageCache;
 use crate::period::{DayClock, SiteCalendar};
 use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
 use crate::tally::{Kept, SiteTally};
@@ -45,7 +45,8 @@ const ONLINE_EAGER: u64 = 16;
 /// and cheap to unite.
 const ONLINE_EAGER_BELOW: u64 = crate::sketch::EXACT_LIMIT as u64;
 
-/// Most page readings kept per site; beyond it the cache starts over.
+/// Most readings of pages the tally does not keep, per site; beyond it
+/// the cache evicts one reading per new one ([`PageCache`]).
 const PAGE_CACHE_MAX: usize = 50_000;
 
 /// One declared site and everything this instance knows about it.
@@ -56,8 +57,10 @@ pub struct Site {
     pub rules: PageRules,
     /// The counting rules in force (global, overridden by the site's).
     pub counting: SiteRules,
-    /// Per-client rate limit for this site.
+    /// Per-client rate limit of this site's beacons.
     pub limiter: Arc<ClientLimiter>,
+    /// Per-client rate limit of this site's reads (a bucket of its own).
+    pub read_limiter: Arc<ClientLimiter>,
     /// Repeat-view filter, when a dedupe window is set.
     pub dedupe: Option<Arc<DedupeFilter>>,
     // The counting state is shared (`Arc`) so that a configuration reload
@@ -92,10 +95,12 @@ pub struct Site {
     /// than at every answer.
     as_of: ArcSwap<(i64, Arc<str>)>,
     /// Recent store readings of pages the tally does not keep (read with
-    /// `?page=` but not counted here, or past `max_pages`), each with when
-    /// it was taken (Unix milliseconds). A counted page's reading is kept
-    /// in its tally cell, found by the lookup that counts the hit.
-    page_cache: DashMap<Arc<str>, (Arc<Stored>, i64)>,
+    /// `?page=` but not counted here, or past `max_pages`; zeros for a page
+    /// never counted), bounded. A counted page's reading is kept in its
+    /// tally cell, found by the lookup that counts the hit. Shared with the
+    /// site's next snapshot, like the ledger: it notes which batches it was
+    /// rolled over.
+    page_cache: Arc<PageCache>,
     /// The period keys of a reading taken today (see [`read_keys`]),
     /// computed once per local day rather than at every answer.
     read_keys: ArcSwap<(Date, [PeriodKey; 5])>,
@@ -117,6 +122,10 @@ impl Site {
             per_second: counting.rate_limit_per_second,
             burst: counting.rate_limit_burst,
         });
+        let read_limiter = ClientLimiter::new(RateLimit {
+            per_second: counting.read_rate_limit_per_second,
+            burst: counting.read_rate_limit_burst,
+        });
         let dedupe = (!counting.dedupe_window.is_zero())
             .then(|| Arc::new(DedupeFilter::new(counting.dedupe_window, DEDUPE_BITS)));
         Site {
@@ -130,6 +139,7 @@ impl Site {
             tally: Arc::new(SiteTally::new(counting.max_pages)),
             counting,
             limiter: Arc::new(limiter),
+            read_limiter: Arc::new(read_limiter),
             dedupe,
             online: Arc::new(OnlineRing::new(minutes)),
             ledger: Arc::new(Ledger::new(first_seq)),
@@ -139,7 +149,7 @@ impl Site {
             local_online: parking_lot::Mutex::new((0, 0)),
             online_gen: AtomicU64::new(0),
             online_counted_ms: AtomicU64::new(0),
-            page_cache: DashMap::new(),
+            page_cache: Arc::new(PageCache::new(PAGE_CACHE_MAX)),
             read_keys: ArcSwap::from_pointee((Date::MIN, [PeriodKey::Total; 5])),
             as_of: ArcSwap::from_pointee((i64::MIN, Arc::from(""))),
             metrics: SiteMetrics::new(&config.id),
@@ -205,11 +215,17 @@ impl Site {
         fresh.tally = Arc::clone(&self.tally);
         fresh.tally.set_max_pages(fresh.counting.max_pages);
         fresh.ledger = Arc::clone(&self.ledger);
+        fresh.page_cache = Arc::clone(&self.page_cache);
         fresh.visitors = self.visitors.clone();
         if fresh.counting.rate_limit_per_second == self.counting.rate_limit_per_second
             && fresh.counting.rate_limit_burst == self.counting.rate_limit_burst
         {
             fresh.limiter = Arc::clone(&self.limiter);
+        }
+        if fresh.counting.read_rate_limit_per_second == self.counting.read_rate_limit_per_second
+            && fresh.counting.read_rate_limit_burst == self.counting.read_rate_limit_burst
+        {
+            fresh.read_limiter = Arc::clone(&self.read_limiter);
         }
         if fresh.counting.dedupe_window == self.counting.dedupe_window {
             fresh.dedupe = self.dedupe.clone();
@@ -271,14 +287,11 @@ impl Site {
         if let Some(kept) = self.tally.reading(page, now_ms, max_age) {
             return kept;
         }
-        let entry = self.page_cache.get(page)?;
-        let age = now_ms.saturating_sub(entry.1);
-        (0..max_age.as_millis() as i64)
-            .contains(&age)
-            .then(|| Kept {
-                stored: Arc::clone(&entry.0),
-                refresh: false,
-            })
+        let stored = self.page_cache.get(page, now_ms, max_age)?;
+        Some(Kept {
+            stored,
+            refresh: false,
+        })
     }
 
     /// Rolls the cached page readings forward over `batch`, which the store
@@ -294,6 +307,7 @@ impl Site {
     /// Costs a map lookup per page in the batch.
     pub fn roll_forward(&self, batch: &SiteBatch) {
         let seq = batch.id.seq;
+        self.page_cache.start_roll(seq);
         let uncounted = !self.page_cache.is_empty();
         // A batch's increments come grouped by scope (`build_batch`).
         for run in batch.increments.chunk_by(|a, b| a.scope == b.scope) {
@@ -303,18 +317,16 @@ impl Site {
             self.tally.roll_reading(page, seq, |stored, before| {
                 rolled(stored, seq, before, run).map(|s| s.map(Arc::new))
             });
-            if uncounted && let Some(mut entry) = self.page_cache.get_mut(&**page) {
-                match rolled(&entry.0, seq, None, run) {
-                    None => {}
-                    Some(Some(next)) => entry.0 = Arc::new(next),
-                    Some(None) => {
-                        drop(entry);
-                        self.page_cache.remove(&**page);
-                    }
-                }
+            if uncounted {
+                // Complete: see `PageCache` (taken in before any later
+                // batch started rolling, rolled over every one since).
+                self.page_cache.roll_page(page, |stored| {
+                    rolled(stored, seq, Some(stored.watermark), run)
+                });
             }
             crate::background::pace();
         }
+        self.page_cache.end_roll(seq);
     }
 
     /// Whether a kept reading of `page` with `watermark` holds every hit of
@@ -349,10 +361,7 @@ impl Site {
         if self.tally.remember(page, Arc::clone(&stored), now_ms) {
             return;
         }
-        if self.page_cache.len() >= PAGE_CACHE_MAX {
-            self.page_cache.clear();
-        }
-        self.page_cache.insert(Arc::clone(page), (stored, now_ms));
+        self.page_cache.insert(page, stored, now_ms);
     }
 }
 
@@ -746,6 +755,71 @@ mod tests {
             assert_eq!(t.rolled("/a", seq + 2), Some(seq));
         }
         assert_eq!(t.rolled("/b", base), None, "not kept");
+    }
+
+    /// A flood of reads of pages never counted fills the cache of other
+    /// pages' readings: it evicts a few at a time and keeps the ones in
+    /// use, rather than starting over.
+    #[test]
+    fn a_full_page_cache_keeps_the_readings_in_use() {
+        let site = site();
+        let today = Date::constant(2026, 11, 27);
+        let now_ms = 1_800_000_000_000;
+        let ttl = std::time::Duration::from_secs(60);
+        let popular: Arc<str> = Arc::from("/popular");
+        site.cache_page(&popular, reading(&site, today, [1, 2, 3, 4, 5], 1), now_ms);
+        for i in 0..PAGE_CACHE_MAX + 1_000 {
+            assert!(
+                site.cached_page("/popular", now_ms, ttl).is_some(),
+                "at {i}"
+            );
+            let page: Arc<str> = Arc::from(format!("/random/{i}"));
+            site.cache_page(&page, reading(&site, today, [0; 5], 1), now_ms);
+        }
+        assert!(site.cached_page("/popular", now_ms, ttl).is_some());
+        assert!(
+            site.cached_page(&format!("/random/{PAGE_CACHE_MAX}"), now_ms, ttl)
+                .is_some()
+        );
+        assert_eq!(site.page_cache.len(), PAGE_CACHE_MAX);
+    }
+
+    /// A page never counted answers zeros from the cache for the reading's
+    /// time to live, over batches of other pages that leave memory
+    /// meanwhile (its watermark follows them), and a batch that counts
+    /// it rolls the zeros forward.
+    #[test]
+    fn a_never_counted_pages_zeros_stay_usable_over_other_pages_batches() {
+        let site = site();
+        let today = Date::constant(2026, 11, 27);
+        let keys = site.read_keys(today);
+        let now_ms = 1_800_000_000_000;
+        let ttl = std::time::Duration::from_secs(3);
+        site.cache_page(
+            &Arc::from("/never"),
+            reading(&site, today, [0; 5], 5),
+            now_ms,
+        );
+        for seq in 6..=8 {
+            site.roll_forward(&batch(seq, vec![inc("/other", keys[1], 1)]));
+        }
+        let kept = site.cached_page("/never", now_ms + 1, ttl).unwrap();
+        assert_eq!(
+            (kept.stored.values, kept.stored.watermark),
+            ([0; 5], 8),
+            "holds batches 6 to 8, which did not carry it"
+        );
+        site.roll_forward(&batch(9, vec![inc("/never", keys[1], 2)]));
+        let kept = site.cached_page("/never", now_ms + 2, ttl).unwrap();
+        assert_eq!(
+            (kept.stored.values[1], kept.stored.watermark),
+            (2, 9),
+            "rolled forward over the batch that counted it"
+        );
+        assert!(
+            site.cached_page("/never", now_ms + 3_000, ttl).is_none(),
+            "lives no longer than a page reading"
+        );
     }
 
     #[test]

@@ -1272,6 +1272,140 @@ fn wait_flushes_with_token(server: &Server, n: u32) {
     assert!(done.is_some(), "the flusher did not complete {n} passes");
 }
 
+/// Issue 22, part 3: reads of random pages cost the store what the
+/// client chose. 20,000 reads of distinct pages never counted, from 10
+/// addresses at full speed, meet the read limit (429s), so the store calls
+/// they make stay within what the limit allows; beacons sent meanwhile from
+/// other addresses are all answered and counted.
+#[test]
+fn a_flood_of_random_page_reads_is_limited_and_leaves_beacons_counted() {
+    let _serial = serial();
+    let server = Server::start_with(
+        r#"
+[[sites]]
+id = "demo"
+timezone = "Asia/Ho_Chi_Minh"
+origins = ["*"]
+hosts = ["localhost", "127.0.0.1"]
+initial_total = 0
+"#,
+        &[("LUOT_TRUSTED_PROXIES", "127.0.0.1")],
+    );
+    const READERS: usize = 10;
+    const READS_EACH: usize = 2_000;
+    const BEACONS_EACH: u64 = 300;
+    let deadline = Duration::from_secs(120);
+    let store_reads_before = server.metric_or_zero(r#"luot_store_reads_total{route="counters"}"#);
+    let started = Instant::now();
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let base = server.url("/api/v1/sites/demo/counters?page=/flood/");
+            thread::spawn(move || {
+                let agent = agent();
+                let ip = format!("10.22.3.{}", r + 1);
+                let (mut ok, mut limited, mut other) = (0u64, 0u64, 0u64);
+                for i in 0..READS_EACH {
+                    if started.elapsed() > deadline {
+                        break;
+                    }
+                    let res = agent
+                        .get(format!("{base}{r}-{i}-{}", i * 7919 % 104_729))
+                        .header("X-Forwarded-For", &ip)
+                        .call();
+                    match res {
+                        Ok(resp) if resp.status().as_u16() == 200 => ok += 1,
+                        Err(ureq::Error::StatusCode(429)) => limited += 1,
+                        Ok(resp) if resp.status().as_u16() == 429 => limited += 1,
+                        _ => other += 1,
+                    }
+                }
+                (ok, limited, other)
+            })
+        })
+        .collect();
+    let beacons: Vec<_> = (0..2u64)
+        .map(|b| {
+            let url = server.url("/hit?quiet=1");
+            thread::spawn(move || {
+                let agent = agent();
+                let ip = format!("198.51.100.{}", b + 1);
+                let (mut ok, mut other) = (0u64, 0u64);
+                for i in 0..BEACONS_EACH {
+                    if started.elapsed() > deadline {
+                        break;
+                    }
+                    let res = agent
+                        .post(&url)
+                        .header("User-Agent", BROWSER)
+                        .header("Content-Type", "text/plain")
+                        .header("X-Forwarded-For", &ip)
+                        .send(format!(
+                            r#"{{"site":"demo","page":"/b{}","vid":"{ip}-{i}"}}"#,
+                            i % 20
+                        ));
+                    match res.map(|r| r.status().as_u16()) {
+                        Ok(200 | 204) => ok += 1,
+                        _ => other += 1,
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    let (mut ok, mut limited, mut other) = (0, 0, 0);
+    for r in readers {
+        let (o, l, x) = r.join().unwrap();
+        ok += o;
+        limited += l;
+        other += x;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (mut b_ok, mut b_other) = (0, 0);
+    for b in beacons {
+        let (o, x) = b.join().unwrap();
+        b_ok += o;
+        b_other += x;
+    }
+    let store_reads =
+        server.metric_or_zero(r#"luot_store_reads_total{route="counters"}"#) - store_reads_before;
+    eprintln!(
+        "read flood: {} reads in {secs:.1} s: {ok} answered, {limited} 429, {other} other; \
+         {store_reads} store reads; beacons {b_ok} answered, {b_other} not",
+        ok + limited + other
+    );
+    assert_eq!(
+        ok + limited + other,
+        (READERS * READS_EACH) as u64,
+        "the flood did not finish within {deadline:?}"
+    );
+    assert_eq!(other, 0, "reads answered other than 200 or 429");
+    assert!(limited > 0, "no read was refused: {ok} answered");
+    // GCRA per address: the burst, then 100/s (slack for timing).
+    let allowed = READERS as f64 * (1_000.0 + 100.0 * secs);
+    assert!(
+        (ok as f64) <= allowed * 1.1 + 50.0,
+        "{ok} reads answered, more than the limit allows ({allowed:.0})"
+    );
+    // A page never counted is read at most once per answer (and a retry
+    // when a batch left memory meanwhile); refused reads read nothing.
+    assert!(
+        store_reads <= ok as f64 * 1.05 + 50.0 && store_reads <= allowed * 1.1 + 50.0,
+        "{store_reads} store reads for {ok} answered reads"
+    );
+    assert_eq!(
+        (b_ok, b_other),
+        (2 * BEACONS_EACH, 0),
+        "every beacon answered"
+    );
+    server.wait_flushed();
+    assert_eq!(
+        server.total("demo", None),
+        2 * BEACONS_EACH,
+        "every beacon counted"
+    );
+}
+
 #[test]
 fn trace_logs_hold_no_ip_user_agent_or_secret() {
     let config = format!(

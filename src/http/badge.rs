@@ -137,7 +137,10 @@ pub async fn serve(
             let page: std::sync::Arc<str> = crate::page::normalize(&raw, site.rules)
                 .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
                 .into();
-            state.reader.page_figures(&site, &page, now, None).await
+            state
+                .reader
+                .page_figures(&site, &page, now, None, crate::metrics::ReadRoute::Badge)
+                .await
         }
     };
     let value = match period {

@@ -109,22 +109,33 @@ pub async fn serve(
     let Some(host) = host_of(referer, &mut host) else {
         return Ok(script(&callback, Answer::default(), Some("no_referer")));
     };
-    let Some(id) = state.sites.load().by_host(host).map(|s| Arc::clone(&s.id)) else {
+    let Some(site) = state.sites.load().by_host(host).cloned() else {
         return Ok(script(&callback, Answer::default(), Some("unknown_host")));
     };
+    let sender = sender(state, headers, peer);
+    // The answer reads figures: the read limit applies before the hit.
+    if !site.read_limiter.allow(sender.ip) {
+        return Err(ApiError::read_limited());
+    }
+    let id = Arc::clone(&site.id);
     let beacon = Beacon {
         site: Some(Cow::Borrowed(&id)),
         page: Some(Cow::Borrowed(referer)),
         referrer: None,
         vid: None,
     };
-    let sender = sender(state, headers, peer);
     let now = Timestamp::now();
     let (site, page) = count_beacon(state, &beacon, &sender, now, false)?;
     let site_figures = state.reader.site_figures(&site, now);
     let page_pv = match page {
         Some(page) => {
-            let figures = state.reader.page_figures(&site, &page.name, now, page.kept);
+            let figures = state.reader.page_figures(
+                &site,
+                &page.name,
+                now,
+                page.kept,
+                crate::metrics::ReadRoute::Busuanzi,
+            );
             figures.await.total
         }
         None => 0,

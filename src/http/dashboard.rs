@@ -207,6 +207,12 @@ pub async fn serve(
     let today = site.calendar().day_of(now);
     let figures = state.reader.site_figures(&site, now);
     let mut degraded = false;
+    // Two series and two top lists: one store call each.
+    for _ in 0..4 {
+        state
+            .reader
+            .count_store_read(crate::metrics::ReadRoute::Dashboard);
+    }
     let days_from = today
         .checked_sub(jiff::Span::new().days(CHART_DAYS - 1))
         .unwrap_or(today);

@@ -25,7 +25,7 @@ pub const MAX_SERIES_DAYS: i64 = 400;
 /// Longest monthly series.
 pub const MAX_SERIES_MONTHS: i64 = 120;
 /// Most pages one top list may hold.
-pub const MAX_TOP: usize = 100;
+pub const MAX_TOP: usize = crate::store::TOP_KEPT;
 /// Store readings a series takes at most before it gives up on one that
 /// covers this instance's pending days (each flush may need one more).
 const SERIES_READ_ATTEMPTS: u32 = 5;
@@ -273,6 +273,9 @@ pub async fn series(
                 .map_err(|e| ApiError::from(crate::ingest::IngestError::BadPage(e)))?,
         ),
     };
+    state
+        .reader
+        .count_store_read(crate::metrics::ReadRoute::Series);
     let points = series_points(state, &site, page.as_deref(), from, to, monthly).await?;
     if param(query, "format").as_deref() == Some("csv") {
         let mut csv = String::from("date,hits,visitors\n");
@@ -358,6 +361,9 @@ pub async fn top(
             .filter(|n| (1..=MAX_TOP).contains(n))
             .ok_or_else(|| bad("bad_limit", format!("`limit` must be 1 to {MAX_TOP}")))?,
     };
+    state
+        .reader
+        .count_store_read(crate::metrics::ReadRoute::Top);
     let pages = state
         .store
         .top(&site.id, period, limit)

@@ -133,6 +133,15 @@ impl ApiError {
         )
     }
 
+    /// A client over its read limit: the beacon limit's status and code.
+    pub(crate) fn read_limited() -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many reads from this address; slow down",
+        )
+    }
+
     fn body_too_large(limit: usize) -> Self {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -307,6 +316,18 @@ pub async fn handle_public(
         (Route::Hit, &Method::POST) => post_hit(&state, req, peer).await,
         (Route::Hit | Route::Counters, &Method::OPTIONS) => preflight(&state, &req, site_param),
         (Route::HitGif, &Method::GET | &Method::HEAD) => Ok(hit_gif(&state, &req, peer)),
+        // Busuanzi's read is limited where its site is known (its Referer).
+        (
+            Route::Counters
+            | Route::Widget
+            | Route::Badge
+            | Route::Series
+            | Route::Top
+            | Route::Dashboard,
+            &Method::GET | &Method::HEAD,
+        ) if !read_allowed(&state, site_param.as_deref(), req.headers(), peer) => {
+            Err(ApiError::read_limited())
+        }
         (Route::Counters, &Method::GET | &Method::HEAD) => {
             counters(&state, &req, site_param.as_deref().unwrap_or_default()).await
         }
@@ -580,6 +601,17 @@ fn allow_origin(resp: &mut Response<Body>, site: &Site, origin: Option<&str>) {
     }
 }
 
+/// Whether a read of site `id` from this client is within the site's read
+/// limit ([`Site::read_limiter`]; the client address as beacons find it).
+/// An unknown site is left to the route, which answers 404 and reads
+/// nothing.
+fn read_allowed(state: &State, id: Option<&str>, headers: &HeaderMap, peer: SocketAddr) -> bool {
+    match id.and_then(|id| state.sites.load().get(id).cloned()) {
+        Some(site) => site.read_limiter.allow(sender(state, headers, peer).ip),
+        None => true,
+    }
+}
+
 fn lookup(state: &State, id: &str) -> Result<Arc<Site>, ApiError> {
     state
         .sites
@@ -639,7 +671,10 @@ async fn answer_beacon(
         }
         // `json_bytes` marks it `no-store`.
         Some(CountedPage { name, kept }) => {
-            let page_figures = state.reader.page_figures(&site, &name, now, kept).await;
+            let page_figures = state
+                .reader
+                .page_figures(&site, &name, now, kept, metrics::ReadRoute::Hit)
+                .await;
             let site_figures = state.reader.site_figures(&site, now);
             json_bytes(
                 StatusCode::OK,
@@ -780,7 +815,10 @@ async fn counters(
             let page: Arc<str> = crate::page::normalize(&raw, site.rules)
                 .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
                 .into();
-            state.reader.page_figures(&site, &page, now, None).await
+            state
+                .reader
+                .page_figures(&site, &page, now, None, metrics::ReadRoute::Counters)
+                .await
         }
     };
     let mut resp = json_bytes(StatusCode::OK, figures::to_vec(&figures));

@@ -13,7 +13,8 @@ use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
-    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
+    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store,
+    StoreError, TOP_KEPT,
 };
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
@@ -31,6 +32,13 @@ const EXPIRY: TableDefinition<(i64, &str, &str, &str), ()> = TableDefinition::ne
 /// Watermarks: (site, producer) → (last applied sequence, Unix seconds of
 /// that batch).
 const WATERMARKS: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("watermarks");
+/// Each site's most-read pages per period, kept at every flush so that
+/// `top` reads one value instead of every row of the site: (site hash,
+/// period code) → a [`Ranking`] of at most [`TOP_KEPT`] pages.
+const RANKINGS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("rankings");
+/// When rankings expire: (expiry in Unix seconds, site hash, period code)
+/// → (), pruned like the sketches' index.
+const RANKING_EXPIRY: TableDefinition<(i64, u64, u32), ()> = TableDefinition::new("ranking_expiry");
 /// Shared secrets (salts): name → 32 bytes.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Visitor sketches: (site, sketch name) → an encoded `SketchUnion`. Only
@@ -187,6 +195,181 @@ impl Row {
     }
 }
 
+/// The most-read pages of one site and period, most read first (ties by
+/// page), at most [`TOP_KEPT`], with the period's expiry (0: never).
+///
+/// Kept exactly at each flush: counters only grow (until their period
+/// expires, and the ranking with it), so a page can only enter when the
+/// flush that adds to it offers its new value ([`Ranking::offer`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ranking {
+    expires: i64,
+    pages: Vec<(u64, String)>,
+}
+
+impl Ranking {
+    /// Takes in `page` at `hits` if it ranks among the first
+    /// [`TOP_KEPT`]. O(1) for a page that does not; else O(`TOP_KEPT`).
+    fn offer(&mut self, page: &str, hits: u64) {
+        let worse = |(h, p): (u64, &str), (lh, lp): (u64, &str)| h < lh || (h == lh && p > lp);
+        if self.pages.len() >= TOP_KEPT
+            && let Some((lh, lp)) = self.pages.last()
+            && worse((hits, page), (*lh, lp))
+        {
+            // A kept page is at least as good as the last, and its value
+            // never drops: this one is not kept.
+            return;
+        }
+        match self.pages.iter_mut().find(|(_, p)| p == page) {
+            Some(entry) => entry.0 = hits,
+            None => self.pages.push((hits, page.to_string())),
+        }
+        self.pages
+            .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        self.pages.truncate(TOP_KEPT);
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.pages.len() * 24);
+        out.extend_from_slice(&self.expires.to_le_bytes());
+        for (hits, page) in &self.pages {
+            out.extend_from_slice(&hits.to_le_bytes());
+            out.extend_from_slice(&(page.len() as u32).to_le_bytes());
+            out.extend_from_slice(page.as_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Ranking> {
+        let expires = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let mut rest = &bytes[8..];
+        let mut pages = Vec::new();
+        while !rest.is_empty() {
+            let hits = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+            let len = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
+            let page = std::str::from_utf8(rest.get(12..12 + len)?).ok()?;
+            pages.push((hits, page.to_string()));
+            rest = &rest[12 + len..];
+        }
+        Some(Ranking { expires, pages })
+    }
+}
+
+/// Offers the new values of a page's counters (`row`, just updated for
+/// the periods `codes`) to the site's rankings, loaded once per batch.
+fn rank(
+    rankings: &mut std::collections::HashMap<u32, Ranking>,
+    table: &redb::Table<(u64, u32), &[u8]>,
+    site_hash: u64,
+    row: &Row,
+    codes: impl Iterator<Item = u32>,
+    now: i64,
+) -> Result<(), StoreError> {
+    for code in codes {
+        let Some(&(_, hits, expires)) = row
+            .entries
+            .iter()
+            .find(|e| e.0 == code && (e.2 == 0 || e.2 > now))
+        else {
+            continue;
+        };
+        let ranking = match rankings.entry(code) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let kept = match table.get((site_hash, code)).map_err(unavailable)? {
+                    Some(bytes) => Ranking::decode(bytes.value())
+                        .ok_or_else(|| StoreError::Corrupt("ranking".into()))?,
+                    None => Ranking::default(),
+                };
+                v.insert(kept)
+            }
+        };
+        ranking.expires = if expires == 0 || ranking.expires == 0 && ranking.pages.is_empty() {
+            expires
+        } else {
+            ranking.expires.max(expires)
+        };
+        ranking.offer(&row.scope, hits);
+    }
+    Ok(())
+}
+
+/// Writes the rankings a batch changed, indexing the expiry of each.
+fn store_rankings(
+    rankings: std::collections::HashMap<u32, Ranking>,
+    table: &mut redb::Table<(u64, u32), &[u8]>,
+    expiry: &mut redb::Table<(i64, u64, u32), ()>,
+    site_hash: u64,
+) -> Result<(), StoreError> {
+    for (code, ranking) in rankings {
+        let old = table
+            .insert((site_hash, code), ranking.encode().as_slice())
+            .map_err(unavailable)?
+            .and_then(|v| Ranking::decode(v.value()).map(|r| r.expires));
+        if old != Some(ranking.expires) {
+            if let Some(at) = old.filter(|at| *at != 0) {
+                expiry.remove((at, site_hash, code)).map_err(unavailable)?;
+            }
+            if ranking.expires != 0 {
+                expiry
+                    .insert((ranking.expires, site_hash, code), ())
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes rankings whose period has expired, at most
+/// [`PRUNE_PER_BATCH`] per call.
+fn prune_rankings(
+    table: &mut redb::Table<(u64, u32), &[u8]>,
+    expiry: &mut redb::Table<(i64, u64, u32), ()>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut due = Vec::new();
+    for entry in expiry.iter().map_err(unavailable)?.take(PRUNE_PER_BATCH) {
+        let (key, _) = entry.map_err(unavailable)?;
+        let (at, site, code) = key.value();
+        if at > now {
+            break;
+        }
+        due.push((at, site, code));
+    }
+    for (at, site, code) in due {
+        table.remove((site, code)).map_err(unavailable)?;
+        expiry.remove((at, site, code)).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Builds every ranking from the rows (once, when a file written before
+/// rankings were kept is opened).
+fn build_rankings(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let rows = tx.open_table(ROWS).map_err(unavailable)?;
+    let mut table = tx.open_table(RANKINGS).map_err(unavailable)?;
+    let mut expiry = tx.open_table(RANKING_EXPIRY).map_err(unavailable)?;
+    let now = Timestamp::now().as_second();
+    let mut by_site: std::collections::HashMap<u64, std::collections::HashMap<u32, Ranking>> =
+        std::collections::HashMap::new();
+    for entry in rows.iter().map_err(unavailable)? {
+        let (k, v) = entry.map_err(unavailable)?;
+        let site_hash = u64::from_be_bytes(k.value()[..8].try_into().expect("8 bytes"));
+        let row =
+            Row::decode(v.value()).ok_or_else(|| StoreError::Corrupt("counter row".into()))?;
+        if row.scope.is_empty() {
+            continue;
+        }
+        let codes: Vec<u32> = row.entries.iter().map(|e| e.0).collect();
+        let rankings = by_site.entry(site_hash).or_default();
+        rank(rankings, &table, site_hash, &row, codes.into_iter(), now)?;
+    }
+    for (site_hash, rankings) in by_site {
+        store_rankings(rankings, &mut table, &mut expiry, site_hash)?;
+    }
+    Ok(())
+}
+
 /// How many expired counters one flush transaction deletes at most, so a
 /// backlog of expiries never makes one flush slow.
 const PRUNE_PER_BATCH: usize = 1_000;
@@ -231,8 +414,19 @@ impl EmbeddedStore {
                 }
                 other => StoreError::Unavailable(format!("{}: {other}", path.display())),
             })?;
+        let ranked = {
+            let tx = db.begin_read().map_err(unavailable)?;
+            match tx.open_table(RANKINGS) {
+                Ok(_) => true,
+                Err(redb::TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(unavailable(e)),
+            }
+        };
         let tx = db.begin_write().map_err(unavailable)?;
         {
+            if !ranked {
+                build_rankings(&tx)?;
+            }
             tx.open_table(ROWS).map_err(unavailable)?;
             tx.open_table(EXPIRY).map_err(unavailable)?;
             tx.open_table(WATERMARKS).map_err(unavailable)?;
@@ -308,6 +502,9 @@ fn apply_blocking(
         let mut skipped = 0u64;
         let site_hash = key_hash(batch.site.as_bytes());
         let mut encoded = Vec::new();
+        let mut ranking_table = tx.open_table(RANKINGS).map_err(unavailable)?;
+        let mut ranking_expiry = tx.open_table(RANKING_EXPIRY).map_err(unavailable)?;
+        let mut rankings = std::collections::HashMap::new();
         // Increments come sorted by scope (build_batch), so each scope's
         // increments are one run: one read and one write per scope. Rows
         // are visited in key order, so each B-tree leaf is read and copied
@@ -342,10 +539,23 @@ fn apply_blocking(
                 row.add(period_code(&inc.period), inc.hits, inc.expires_at);
             }
             row.forget_expired(now.as_second());
+            if !scope.is_empty() {
+                let codes = run.iter().map(|inc| period_code(&inc.period));
+                rank(
+                    &mut rankings,
+                    &ranking_table,
+                    site_hash,
+                    &row,
+                    codes,
+                    now.as_second(),
+                )?;
+            }
             encoded.clear();
             row.encode(&mut encoded);
             rows.insert(&key, encoded.as_slice()).map_err(unavailable)?;
         }
+        store_rankings(rankings, &mut ranking_table, &mut ranking_expiry, site_hash)?;
+        prune_rankings(&mut ranking_table, &mut ranking_expiry, now.as_second())?;
         late = skipped;
         let mut sketches = tx.open_table(SKETCHES).map_err(unavailable)?;
         for delta in &batch.visitors {
@@ -560,45 +770,26 @@ impl Store for EmbeddedStore {
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let site_hash = key_hash(site.as_bytes());
         let code = period_code(&period);
+        // One value, kept at each flush: no scan of the site's rows.
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(unavailable)?;
-            let rows = tx.open_table(ROWS).map_err(unavailable)?;
-            let mut start = [0u8; 16];
-            start[..8].copy_from_slice(&site_hash.to_be_bytes());
-            let mut end = [0xffu8; 16];
-            end[..8].copy_from_slice(&site_hash.to_be_bytes());
+            let table = tx.open_table(RANKINGS).map_err(unavailable)?;
+            let Some(bytes) = table.get((site_hash, code)).map_err(unavailable)? else {
+                return Ok(Vec::new());
+            };
+            let ranking = Ranking::decode(bytes.value())
+                .ok_or_else(|| StoreError::Corrupt("ranking".into()))?;
             let now = Timestamp::now().as_second();
-            // A min-heap of the best `limit` so far: memory stays bounded
-            // by `limit`, not by the site's pages.
-            let mut best: std::collections::BinaryHeap<
-                std::cmp::Reverse<(u64, std::cmp::Reverse<String>)>,
-            > = std::collections::BinaryHeap::new();
-            for entry in rows
-                .range::<&[u8; 16]>(&start..=&end)
-                .map_err(unavailable)?
-            {
-                let (_, v) = entry.map_err(unavailable)?;
-                let Some(row) = Row::decode(v.value()) else {
-                    return Err(StoreError::Corrupt("counter row".into()));
-                };
-                if row.scope.is_empty() {
-                    continue;
-                }
-                let hits = row.get(code, now);
-                if hits == 0 || limit == 0 {
-                    continue;
-                }
-                best.push(std::cmp::Reverse((hits, std::cmp::Reverse(row.scope))));
-                if best.len() > limit {
-                    best.pop();
-                }
+            if ranking.expires != 0 && ranking.expires <= now {
+                return Ok(Vec::new());
             }
-            let mut out: Vec<(String, u64)> = best
+            Ok(ranking
+                .pages
                 .into_iter()
-                .map(|std::cmp::Reverse((hits, std::cmp::Reverse(page)))| (page, hits))
-                .collect();
-            out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            Ok(out)
+                .filter(|(hits, _)| *hits > 0)
+                .take(limit)
+                .map(|(hits, page)| (page, hits))
+                .collect())
         })
         .await
     }
@@ -614,23 +805,32 @@ mod tests {
     use super::*;
     use crate::store::BatchId;
 
-    fn page_totals(seq: u64, pages: &[(&str, u64)]) -> SiteBatch {
+    fn batch(seq: u64, pages: impl Iterator<Item = (String, u64)>) -> SiteBatch {
+        let mut increments: Vec<Increment> = pages
+            .map(|(page, hits)| Increment {
+                scope: Scope::Page(Arc::from(page)),
+                period: PeriodKey::Total,
+                hits,
+                expires_at: None,
+            })
+            .collect();
+        increments.sort_by(|a, b| a.scope.cmp(&b.scope));
         SiteBatch {
-            site: Arc::from("demo"),
+            site: Arc::from("s"),
             id: BatchId {
                 producer: Arc::from("p"),
                 seq,
             },
-            increments: pages
-                .iter()
-                .map(|&(page, hits)| Increment {
-                    scope: Scope::Page(Arc::from(page)),
-                    period: PeriodKey::Total,
-                    hits,
-                    expires_at: None,
-                })
-                .collect(),
+            increments,
             visitors: Vec::new(),
+        }
+    }
+
+    /// Site `demo`'s batch `seq` of page totals.
+    fn page_totals(seq: u64, pages: &[(&str, u64)]) -> SiteBatch {
+        SiteBatch {
+            site: Arc::from("demo"),
+            ..batch(seq, pages.iter().map(|&(p, hits)| (p.to_string(), hits)))
         }
     }
 
@@ -670,5 +870,61 @@ mod tests {
             .map(|&(p, n)| (p.to_string(), n))
             .collect();
         assert_eq!(top, want);
+    }
+
+    /// `top` reads the ranking kept at each flush, not the site's rows:
+    /// with every row of the site gone, it still answers, and exactly.
+    #[tokio::test]
+    async fn top_reads_a_kept_ranking_and_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let pages = (0..3_000u64).map(|i| (format!("/p{i:04}"), i % 500 + 1));
+        store.apply(&batch(1, pages)).await.unwrap();
+        // A second batch lifts one page into the lead and ties another.
+        let more = [("/p0001".to_string(), 1_000), ("/p0002".to_string(), 497)];
+        store.apply(&batch(2, more.into_iter())).await.unwrap();
+        let expected = vec![
+            ("/p0001".to_string(), 1_002),
+            ("/p0002".to_string(), 500),
+            ("/p0499".to_string(), 500),
+            ("/p0999".to_string(), 500),
+        ];
+        assert_eq!(store.top("s", PeriodKey::Total, 4).await.unwrap(), expected);
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut rows = tx.open_table(ROWS).unwrap();
+            rows.retain(|_, _| false).unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(
+            store.top("s", PeriodKey::Total, 4).await.unwrap(),
+            expected,
+            "answered without the rows"
+        );
+        let top = store.top("s", PeriodKey::Total, 1_000).await.unwrap();
+        assert_eq!(top.len(), TOP_KEPT);
+    }
+
+    #[test]
+    fn a_ranking_keeps_the_best_pages_exactly() {
+        let mut r = Ranking::default();
+        for i in 0..(TOP_KEPT as u64 + 50) {
+            r.offer(&format!("/{i:03}"), i);
+        }
+        assert_eq!(r.pages.len(), TOP_KEPT);
+        assert_eq!(
+            r.pages[0],
+            (TOP_KEPT as u64 + 49, format!("/{:03}", TOP_KEPT + 49))
+        );
+        // A kept page grows; an unkept one tied with the last enters only
+        // if its name sorts first.
+        r.offer("/100", 1_000);
+        assert_eq!(r.pages[0], (1_000, "/100".to_string()));
+        let last = r.pages.last().unwrap().clone();
+        r.offer("/zzz", last.0);
+        assert!(!r.pages.iter().any(|(_, p)| p == "/zzz"));
+        r.offer("/", last.0);
+        assert!(r.pages.iter().any(|(_, p)| p == "/"));
+        assert_eq!(Ranking::decode(&r.encode()), Some(r));
     }
 }

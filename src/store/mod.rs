@@ -220,6 +220,9 @@ impl StoreError {
     }
 }
 
+/// Most pages [`Store::top`] lists (the top route's largest `limit`).
+pub const TOP_KEPT: usize = 100;
+
 /// The store interface every backend implements.
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch atomically and at most once (see [`BatchId`]).
@@ -310,8 +313,9 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The `limit` most-read pages of a site in `period`, most read first
-    /// (ties by page). Pages whose counter for the period has expired are
-    /// not listed.
+    /// (ties by page), at most [`TOP_KEPT`]. Pages whose counter for the
+    /// period has expired are not listed. Costs O(`limit` · log pages) or
+    /// less, never a scan of the site's pages.
     ///
     /// # Errors
     /// A [`StoreError`] when the store cannot answer.
