@@ -2,17 +2,18 @@
 //!
 //! Two coloured halves whose widths follow the text (an approximation of
 //! Verdana 11 px, with `textLength` so the text always fits its half).
-//! The label and colour come from the query and are checked or escaped
-//! before they reach the SVG; the answer also forbids scripts outright, in
-//! case someone opens the badge as a document. This module reads figures;
-//! it never counts.
+//! The label and colour come from the query and are checked, or escaped by
+//! `escape_xml`, before they reach the SVG; the answer also forbids
+//! scripts outright, in case someone opens the badge as a document. This
+//! module reads figures; it never counts.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
 
-use super::text::{escape_markup, group, query_param};
+use super::text::{group, query_param};
 use super::{ApiError, Body, State, lookup};
 use crate::ingest::IngestError;
 
@@ -155,6 +156,39 @@ pub async fn serve(
     Ok(super::document(svg, "image/svg+xml", CACHE_CONTROL, CSP))
 }
 
+/// Escapes `text` for XML text and quoted attribute values (`&`, `<`, `>`,
+/// `"`, `'`). Control characters other than tab and line breaks are
+/// dropped: XML 1.0 cannot carry them at all, and one would turn the badge
+/// into an XML error.
+///
+/// The badge is the one face not written with maud, whose escaper is for
+/// HTML: it leaves control characters in (HTML carries them; XML does
+/// not), and it cannot write the self-closing elements an SVG served as
+/// `image/svg+xml` needs (`<stop/>`; its void elements end in `>`).
+fn escape_xml(text: &str) -> Cow<'_, str> {
+    let needs = |c: char| matches!(c, '&' | '<' | '>' | '"' | '\'') || is_forbidden(c);
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if is_forbidden(c) => {}
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn is_forbidden(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
 /// The advance width of `c` in Verdana at 11 px, roughly: close enough
 /// that `textLength` never squeezes or stretches text visibly.
 fn char_width(c: char) -> f64 {
@@ -189,11 +223,7 @@ fn render(label: &str, value: &str, color: &str) -> String {
     let right = (value_text + PADDING).round();
     let width = left + right;
     let title = format!("{label}: {value}");
-    let (label, value, title) = (
-        escape_markup(label),
-        escape_markup(value),
-        escape_markup(&title),
-    );
+    let (label, value, title) = (escape_xml(label), escape_xml(value), escape_xml(&title));
     let label_x = left / 2.0;
     let value_x = left + right / 2.0;
     let mut svg = String::with_capacity(1200);
@@ -219,6 +249,18 @@ fn render(label: &str, value: &str, color: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes_and_drops_controls() {
+        assert_eq!(escape_xml("plain"), "plain");
+        assert!(matches!(escape_xml("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_xml(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(escape_xml("a\u{0}b\u{1b}c\td"), "abc\td");
+        assert_eq!(escape_xml("Lượt Truy Cập"), "Lượt Truy Cập");
+    }
 
     #[test]
     fn colours_are_hex_or_known_names_else_the_default() {

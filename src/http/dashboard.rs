@@ -4,7 +4,8 @@
 //!
 //! One self-contained HTML page: its CSS (`assets/dashboard.css`) and
 //! script (`assets/dashboard.js`) are inline and it loads nothing else. The
-//! figures are rendered here; the series and top lists travel in the page
+//! figures are rendered here by maud templates, which escape every value
+//! they splice; the series and top lists travel in the page
 //! as JSON (`<script type="application/json">`, with `<`, `>` and `&`
 //! escaped) and the script draws the charts as inline SVG and the lists
 //! with `textContent`, so a hostile page path stays text. Every 30 s the
@@ -13,19 +14,19 @@
 //! token. A site with `public = false` needs that token for the page
 //! itself too ([`history::authorize`]). This module reads; it never counts.
 
-use std::fmt::Write as _;
-
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
+use maud::{Markup, PreEscaped, html};
 use serde::Serialize;
 
 use super::history::{self, Point, period_named, series_points};
-use super::text::{escape_markup, group, query_param};
+use super::text::{group, query_param};
 use super::{ApiError, Body, State, lookup};
 use crate::config::Language;
 use crate::ledger::Figures;
 use crate::period::month_of;
+use crate::sites::Site;
 use crate::store::Store;
 
 /// How often the page reads fresh figures (online now among them).
@@ -127,9 +128,9 @@ const EN: Labels = Labels {
 #[derive(Serialize)]
 struct Data<'a> {
     labels: ScriptLabels<'a>,
-    days: Vec<Point>,
-    months: Vec<Point>,
-    top: Tops,
+    days: &'a [Point],
+    months: &'a [Point],
+    top: Tops<'a>,
     refresh_ms: u32,
     reload_every: u32,
     limit: usize,
@@ -145,14 +146,14 @@ struct ScriptLabels<'a> {
 }
 
 #[derive(Serialize)]
-struct Tops {
-    today: Vec<TopPage>,
-    week: Vec<TopPage>,
+struct Tops<'a> {
+    today: Vec<TopPage<'a>>,
+    week: Vec<TopPage<'a>>,
 }
 
 #[derive(Serialize)]
-struct TopPage {
-    page: String,
+struct TopPage<'a> {
+    page: &'a str,
     hits: u64,
 }
 
@@ -203,43 +204,7 @@ pub async fn serve(
         history::param(query, "token")
     };
 
-    let now = Timestamp::now();
-    let today = site.calendar().day_of(now);
-    let figures = state.reader.site_figures(&site, now);
-    let mut degraded = false;
-    // Two series and two top lists: one store call each.
-    for _ in 0..4 {
-        state
-            .reader
-            .count_store_read(crate::metrics::ReadRoute::Dashboard);
-    }
-    let days_from = today
-        .checked_sub(jiff::Span::new().days(CHART_DAYS - 1))
-        .unwrap_or(today);
-    let days = series_points(state, &site, None, days_from, today, false)
-        .await
-        .inspect_err(|_| degraded = true)
-        .unwrap_or_default();
-    let months_from = today
-        .checked_sub(jiff::Span::new().months(CHART_MONTHS - 1))
-        .map(month_of)
-        .unwrap_or(today);
-    let months = series_points(state, &site, None, months_from, today, true)
-        .await
-        .inspect_err(|_| degraded = true)
-        .unwrap_or_default();
-    let top_today = top_pages(state, &site, today, "today").await;
-    let top_week = top_pages(state, &site, today, "week").await;
-    degraded |= top_today.is_none() || top_week.is_none() || figures.stale;
-    let view = View {
-        figures,
-        days,
-        months,
-        top_today: top_today.unwrap_or_default(),
-        top_week: top_week.unwrap_or_default(),
-        degraded,
-        timezone: site.config.timezone.clone(),
-    };
+    let view = read_view(state, &site).await;
     let html = render(&view, labels, token.as_deref());
 
     let cache = if site.config.public {
@@ -273,6 +238,48 @@ fn script_json<T: Serialize>(value: &T) -> String {
     out
 }
 
+/// Reads everything the page shows. A store read that fails leaves its
+/// part empty and marks the view degraded; the page is still served.
+async fn read_view(state: &State, site: &Site) -> View {
+    let now = Timestamp::now();
+    let today = site.calendar().day_of(now);
+    let figures = state.reader.site_figures(site, now);
+    let mut degraded = false;
+    // Two series and two top lists: one store call each.
+    for _ in 0..4 {
+        state
+            .reader
+            .count_store_read(crate::metrics::ReadRoute::Dashboard);
+    }
+    let days_from = today
+        .checked_sub(jiff::Span::new().days(CHART_DAYS - 1))
+        .unwrap_or(today);
+    let days = series_points(state, site, None, days_from, today, false)
+        .await
+        .inspect_err(|_| degraded = true)
+        .unwrap_or_default();
+    let months_from = today
+        .checked_sub(jiff::Span::new().months(CHART_MONTHS - 1))
+        .map(month_of)
+        .unwrap_or(today);
+    let months = series_points(state, site, None, months_from, today, true)
+        .await
+        .inspect_err(|_| degraded = true)
+        .unwrap_or_default();
+    let top_today = top_pages(state, site, today, "today").await;
+    let top_week = top_pages(state, site, today, "week").await;
+    degraded |= top_today.is_none() || top_week.is_none() || figures.stale;
+    View {
+        figures,
+        days,
+        months,
+        top_today: top_today.unwrap_or_default(),
+        top_week: top_week.unwrap_or_default(),
+        degraded,
+        timezone: site.config.timezone.clone(),
+    }
+}
+
 /// `?lang=…` (and the token, when the page was opened with one).
 fn lang_href(code: &str, token: Option<&str>) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
@@ -283,18 +290,148 @@ fn lang_href(code: &str, token: Option<&str>) -> String {
     format!("?{}", query.finish())
 }
 
-/// The page for `view`.
+/// The page for `view`: a maud template, which escapes every value spliced
+/// into it; the style, the script and the embedded JSON (escaped for a
+/// `<script>` element by [`script_json`]) go in as they are.
 fn render(view: &View, labels: &Labels, token: Option<&str>) -> String {
-    let f = &view.figures;
-    let n = |v: u64| group(v, labels.separator);
-    let v = |pick: fn(&crate::ledger::Visitors) -> u64| {
-        f.visitors
-            .as_ref()
-            .map_or_else(|| "–".to_string(), |x| n(pick(x)))
+    let site = &*view.figures.site;
+    let page = html! {
+        (PreEscaped("<!doctype html>\n"))
+        html lang=(labels.code) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                meta name="robots" content="noindex";
+                meta name="referrer" content="no-referrer";
+                title { (labels.title) " · " (site) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                "\n"
+                main id="dash" data-site=(site) data-token=[token] {
+                    "\n"
+                    (page_header(view, labels, token))
+                    (figure_cards(&view.figures, labels))
+                    (charts(labels))
+                    (top_lists(labels))
+                    footer { "luot" }
+                    "\n"
+                }
+                "\n"
+                script type="application/json" id="luot-data" {
+                    (PreEscaped(script_json(&script_data(view, labels))))
+                }
+                "\n"
+                script { (PreEscaped(SCRIPT)) }
+                "\n"
+            }
+        }
+        "\n"
     };
-    let site = escape_markup(&f.site);
-    let unit = escape_markup(labels.visitors_unit);
-    let data = Data {
+    page.into_string()
+}
+
+/// The title with the site, the language switch (carrying the token), and
+/// when the figures were read, in which zone, and whether some are missing.
+fn page_header(view: &View, labels: &Labels, token: Option<&str>) -> Markup {
+    let current = |code: &str| (labels.code == code).then_some("page");
+    html! {
+        header {
+            h1 { (labels.title) " " span class="site" { (view.figures.site) } }
+            nav {
+                a href=(lang_href("vi", token)) hreflang="vi" aria-current=[current("vi")] { "VI" }
+                " "
+                a href=(lang_href("en", token)) hreflang="en" aria-current=[current("en")] { "EN" }
+            }
+        }
+        "\n"
+        p class="asof" {
+            (labels.updated) " " time id="as-of" { (view.figures.as_of) } " · " (view.timezone)
+            @if view.degraded {
+                " · " span class="stale" { (labels.stale) }
+            }
+        }
+        "\n"
+    }
+}
+
+/// The six figures, each hit count with its visitors below it (a dash
+/// where the store keeps no visitor figure), and online now.
+fn figure_cards(figures: &Figures, labels: &Labels) -> Markup {
+    let v = figures.visitors.as_ref();
+    let (unit, all) = (labels.visitors_unit, labels.visitors_all);
+    // One card a row: key, label, hits, visitors, the visitors' unit.
+    #[rustfmt::skip]
+    let cards = [
+        ("total", labels.total, figures.total, v.map(|x| x.total), all),
+        ("today", labels.today, figures.today, v.map(|x| x.today), unit),
+        ("yesterday", labels.yesterday, figures.yesterday, v.map(|x| x.yesterday), unit),
+        ("week", labels.week, figures.week, v.map(|x| x.week), unit),
+        ("month", labels.month, figures.month, v.map(|x| x.month), unit),
+    ];
+    let n = |v: u64| group(v, labels.separator);
+    let shown = |v: Option<u64>| v.map_or_else(|| "–".to_string(), n);
+    html! {
+        section class="figures" {
+            "\n"
+            @for (key, label, value, visitors, unit) in cards {
+                div class={ "fig " (key) } {
+                    h2 { (label) }
+                    b data-k=(key) id={ "fig-" (key) } { (n(value)) }
+                    small { span data-v=(key) id={ "vis-" (key) } { (shown(visitors)) } " " (unit) }
+                }
+                "\n"
+            }
+            div class="fig online" {
+                h2 class="on" { (labels.online) }
+                b data-k="online" id="fig-online" { (n(figures.online.unwrap_or(0))) }
+                small { (labels.online_note) }
+            }
+            "\n"
+        }
+        "\n"
+    }
+}
+
+/// The two charts' frames and legends; the script draws into them.
+fn charts(labels: &Labels) -> Markup {
+    html! {
+        section class="card" {
+            div class="head" {
+                h2 { (labels.days) }
+                span class="legend" { i class="h" {} (labels.hits) i class="v" {} (labels.visitors) }
+            }
+            div class="chart" id="chart-days" { noscript { (labels.no_script) } }
+        }
+        "\n"
+        section class="card" {
+            div class="head" {
+                h2 { (labels.months) }
+                span class="legend" { i class="h" {} (labels.hits) }
+            }
+            div class="chart" id="chart-months" {}
+        }
+        "\n"
+    }
+}
+
+/// The two most-read lists' frames; the script fills them with
+/// `textContent`, so a page path never becomes markup.
+fn top_lists(labels: &Labels) -> Markup {
+    html! {
+        section class="tops" {
+            div class="card" { h2 { (labels.most_read) " · " (labels.today) } ol id="top-today" {} }
+            div class="card" { h2 { (labels.most_read) " · " (labels.week) } ol id="top-week" {} }
+        }
+        "\n"
+    }
+}
+
+/// What the script draws from: the series, the top lists, its labels and
+/// timings.
+fn script_data<'a>(view: &'a View, labels: &'a Labels) -> Data<'a> {
+    Data {
         labels: ScriptLabels {
             hits: labels.hits,
             visitors: labels.visitors,
@@ -302,24 +439,8 @@ fn render(view: &View, labels: &Labels, token: Option<&str>) -> String {
             days: labels.days,
             months: labels.months,
         },
-        days: view
-            .days
-            .iter()
-            .map(|p| Point {
-                date: p.date.clone(),
-                hits: p.hits,
-                visitors: p.visitors,
-            })
-            .collect(),
-        months: view
-            .months
-            .iter()
-            .map(|p| Point {
-                date: p.date.clone(),
-                hits: p.hits,
-                visitors: p.visitors,
-            })
-            .collect(),
+        days: &view.days,
+        months: &view.months,
         top: Tops {
             today: pages(&view.top_today),
             week: pages(&view.top_week),
@@ -327,141 +448,13 @@ fn render(view: &View, labels: &Labels, token: Option<&str>) -> String {
         refresh_ms: REFRESH_MS,
         reload_every: RELOAD_EVERY,
         limit: TOP_PAGES,
-    };
-    let card = |class: &str, key: &str, label: &str, value: u64, below: String| {
-        format!(
-            "<div class=\"fig {class}\"><h2>{label}</h2><b data-k=\"{key}\" id=\"fig-{key}\">{value}</b><small>{below}</small></div>",
-            label = escape_markup(label),
-            value = n(value),
-        )
-    };
-    let visitors_line = |key: &str, pick: fn(&crate::ledger::Visitors) -> u64, unit: &str| {
-        format!(
-            "<span data-v=\"{key}\" id=\"vis-{key}\">{}</span> {unit}",
-            v(pick)
-        )
-    };
-    let mut html = String::with_capacity(16 * 1024);
-    let _ = write!(
-        html,
-        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"color-scheme\" content=\"light dark\"><meta name=\"robots\" content=\"noindex\">\
-<meta name=\"referrer\" content=\"no-referrer\">\
-<title>{title} · {site}</title><style>{STYLE}</style></head><body>\n\
-<main id=\"dash\" data-site=\"{site}\"{token_attr}>\n\
-<header><h1>{title} <span class=\"site\">{site}</span></h1>\
-<nav><a href=\"{vi_href}\" hreflang=\"vi\"{vi_current}>VI</a> <a href=\"{en_href}\" hreflang=\"en\"{en_current}>EN</a></nav></header>\n\
-<p class=\"asof\">{updated} <time id=\"as-of\">{as_of}</time> · {tz}{stale}</p>\n\
-<section class=\"figures\">\n",
-        lang = labels.code,
-        title = escape_markup(labels.title),
-        token_attr = token
-            .map(|t| format!(" data-token=\"{}\"", escape_markup(t)))
-            .unwrap_or_default(),
-        vi_href = escape_markup(&lang_href("vi", token)),
-        en_href = escape_markup(&lang_href("en", token)),
-        vi_current = if labels.code == "vi" {
-            " aria-current=\"page\""
-        } else {
-            ""
-        },
-        en_current = if labels.code == "en" {
-            " aria-current=\"page\""
-        } else {
-            ""
-        },
-        updated = escape_markup(labels.updated),
-        as_of = escape_markup(&f.as_of),
-        tz = escape_markup(&view.timezone),
-        stale = if view.degraded {
-            format!(
-                " · <span class=\"stale\">{}</span>",
-                escape_markup(labels.stale)
-            )
-        } else {
-            String::new()
-        },
-    );
-    let all_unit = escape_markup(labels.visitors_all);
-    for line in [
-        card(
-            "total",
-            "total",
-            labels.total,
-            f.total,
-            visitors_line("total", |x| x.total, &all_unit),
-        ),
-        card(
-            "today",
-            "today",
-            labels.today,
-            f.today,
-            visitors_line("today", |x| x.today, &unit),
-        ),
-        card(
-            "yesterday",
-            "yesterday",
-            labels.yesterday,
-            f.yesterday,
-            visitors_line("yesterday", |x| x.yesterday, &unit),
-        ),
-        card(
-            "week",
-            "week",
-            labels.week,
-            f.week,
-            visitors_line("week", |x| x.week, &unit),
-        ),
-        card(
-            "month",
-            "month",
-            labels.month,
-            f.month,
-            visitors_line("month", |x| x.month, &unit),
-        ),
-    ] {
-        html.push_str(&line);
-        html.push('\n');
     }
-    let _ = write!(
-        html,
-        "<div class=\"fig online\"><h2 class=\"on\">{online}</h2><b data-k=\"online\" id=\"fig-online\">{online_n}</b><small>{note}</small></div>\n\
-</section>\n\
-<section class=\"card\"><div class=\"head\"><h2>{days}</h2>\
-<span class=\"legend\"><i class=\"h\"></i>{hits}<i class=\"v\"></i>{visitors}</span></div>\
-<div class=\"chart\" id=\"chart-days\"><noscript>{no_script}</noscript></div></section>\n\
-<section class=\"card\"><div class=\"head\"><h2>{months}</h2>\
-<span class=\"legend\"><i class=\"h\"></i>{hits}</span></div>\
-<div class=\"chart\" id=\"chart-months\"></div></section>\n\
-<section class=\"tops\">\
-<div class=\"card\"><h2>{most_read} · {today}</h2><ol id=\"top-today\"></ol></div>\
-<div class=\"card\"><h2>{most_read} · {week}</h2><ol id=\"top-week\"></ol></div>\
-</section>\n\
-<footer>luot</footer>\n\
-</main>\n\
-<script type=\"application/json\" id=\"luot-data\">{data}</script>\n\
-<script>{SCRIPT}</script>\n</body></html>\n",
-        online = escape_markup(labels.online),
-        online_n = n(f.online.unwrap_or(0)),
-        note = escape_markup(labels.online_note),
-        days = escape_markup(labels.days),
-        months = escape_markup(labels.months),
-        hits = escape_markup(labels.hits),
-        visitors = escape_markup(labels.visitors),
-        no_script = escape_markup(labels.no_script),
-        most_read = escape_markup(labels.most_read),
-        today = escape_markup(labels.today),
-        week = escape_markup(labels.week),
-        data = script_json(&data),
-    );
-    html
 }
 
 /// The most-read pages of a named period, `None` when the store fails.
 async fn top_pages(
     state: &State,
-    site: &crate::sites::Site,
+    site: &Site,
     today: jiff::civil::Date,
     name: &str,
 ) -> Option<Vec<(String, u64)>> {
@@ -469,12 +462,9 @@ async fn top_pages(
     state.store.top(&site.id, period, TOP_PAGES).await.ok()
 }
 
-fn pages(list: &[(String, u64)]) -> Vec<TopPage> {
+fn pages(list: &[(String, u64)]) -> Vec<TopPage<'_>> {
     list.iter()
-        .map(|(page, hits)| TopPage {
-            page: page.clone(),
-            hits: *hits,
-        })
+        .map(|(page, hits)| TopPage { page, hits: *hits })
         .collect()
 }
 
@@ -625,5 +615,18 @@ mod tests {
         let html = render(&v, &EN, None);
         assert!(html.contains("class=\"stale\""));
         assert!(html.contains("id=\"vis-today\">–<"));
+    }
+
+    #[test]
+    fn a_hostile_site_name_comes_out_escaped() {
+        let mut v = view();
+        v.figures.site = Arc::from("<script>alert(1)</script>\"&");
+        let html = render(&v, &EN, None);
+        let shown = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;";
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains(&format!("<title>Visitor statistics · {shown}</title>")));
+        assert!(html.contains(&format!("data-site=\"{shown}\"")));
+        assert!(html.contains(&format!("<span class=\"site\">{shown}</span>")));
+        assert_eq!(html.matches("</script>").count(), 2);
     }
 }

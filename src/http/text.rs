@@ -1,39 +1,13 @@
-//! Text helpers shared by the faces readers see (widget, badge, busuanzi):
-//! escaping for HTML and XML, digit grouping and zero-padding, and reading
-//! one query parameter.
+//! Text helpers shared by the faces readers see (widget, dashboard, badge,
+//! busuanzi): digit grouping and zero-padding, and reading one query
+//! parameter.
 //!
-//! Everything that puts request-controlled or configured text into markup
-//! goes through [`escape_markup`]; nothing here knows about sites or HTTP.
+//! Nothing here escapes markup: the HTML pages are maud templates, which
+//! escape what they splice, and the badge's SVG has its own XML escaper.
+//! Nothing here knows about sites or HTTP.
 
 use std::borrow::Cow;
 use std::fmt::Write;
-
-/// Escapes `text` for HTML or XML text and quoted attribute values
-/// (`&`, `<`, `>`, `"`, `'`). Control characters other than tab and line
-/// breaks are dropped: XML 1.0 cannot carry them at all.
-pub fn escape_markup(text: &str) -> Cow<'_, str> {
-    let needs = |c: char| matches!(c, '&' | '<' | '>' | '"' | '\'') || is_forbidden(c);
-    if !text.chars().any(needs) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if is_forbidden(c) => {}
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
-fn is_forbidden(c: char) -> bool {
-    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
-}
 
 /// `n` with its digits grouped by threes with `separator`: `9,356,665`
 /// (English) or `9.356.665` (Vietnamese), as `toLocaleString` writes them.
@@ -67,18 +41,6 @@ pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_covers_markup_and_quotes_and_drops_controls() {
-        assert_eq!(escape_markup("plain"), "plain");
-        assert!(matches!(escape_markup("plain"), Cow::Borrowed(_)));
-        assert_eq!(
-            escape_markup(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-        assert_eq!(escape_markup("a\u{0}b\u{1b}c\td"), "abc\td");
-        assert_eq!(escape_markup("Lượt Truy Cập"), "Lượt Truy Cập");
-    }
 
     #[test]
     fn grouping_matches_to_locale_string() {

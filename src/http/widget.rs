@@ -4,16 +4,15 @@
 //! The page carries its CSS and a few lines of script inline and loads
 //! nothing else; its figures are rendered here, and the script refreshes
 //! them every 30 seconds from `/api/v1/sites/{site}/counters` (a relative
-//! URL, so the page works behind a path prefix). Every piece of text that
-//! enters the markup goes through [`escape_markup`]. This module reads
-//! figures; it never counts.
-
-use std::fmt::Write;
+//! URL, so the page works behind a path prefix). The markup is a maud
+//! template, which escapes every piece of text spliced into it. This module
+//! reads figures; it never counts.
 
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
+use maud::{PreEscaped, html};
 
-use super::text::{escape_markup, group, pad, query_param};
+use super::text::{group, pad, query_param};
 use super::{ApiError, Body, State, lookup};
 use crate::config::Language;
 use crate::ledger::Figures;
@@ -164,51 +163,66 @@ function tick(){if(!window.fetch)return;fetch(src,{cache:\"no-store\",credential
 .then(function(r){return r.ok?r.json():null}).then(function(f){f&&put(f)}).catch(function(){})}\
 setInterval(tick,";
 
-/// The page for `figures`.
+/// The tail of the inline script: the refresh period closes its
+/// `setInterval` call.
+const SCRIPT_END: &str = ")})();";
+
+/// The page for `figures`. maud escapes every spliced value (`&`, `<`,
+/// `>`, `"`); the style and script are this module's constants, spliced
+/// as they are.
 fn render(figures: &Figures, labels: &Labels, theme: Theme, width: usize) -> String {
     let class = match theme {
         Theme::Auto => "auto",
         Theme::Light => "light",
         Theme::Dark => "dark",
     };
-    let site = escape_markup(&figures.site);
+    let site = &*figures.site;
     let total = pad(figures.total, width);
-    let mut odometer = String::with_capacity(total.len() * 14);
-    for digit in total.chars() {
-        let _ = write!(odometer, "<span>{digit}</span>");
-    }
     let n = |v: u64| group(v, labels.separator);
-    let online = figures.online.unwrap_or(0);
-    let mut html = String::with_capacity(4096);
-    let _ = write!(
-        html,
-        "<!doctype html>\n<html lang=\"{lang}\" class=\"{class}\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<meta name=\"color-scheme\" content=\"light dark\">\
-<title>{visits} · {site}</title><style>{STYLE}</style></head><body>\n\
-<div class=\"luot\" id=\"luot\" data-src=\"../api/v1/sites/{site}/counters\" data-pad=\"{width}\">\
-<div class=\"head\"><b>{visits}</b><span class=\"odo\" data-k=\"total\" role=\"img\" aria-label=\"{total}\">{odometer}</span></div>\n\
-<table>\
-<tr><th>{l_today}:</th><td data-k=\"today\">{today}</td></tr>\
-<tr><th>{l_yesterday}:</th><td data-k=\"yesterday\">{yesterday}</td></tr>\
-<tr><th>{l_week}:</th><td data-k=\"week\">{week}</td></tr>\
-<tr><th>{l_month}:</th><td data-k=\"month\">{month}</td></tr>\
-<tr><th class=\"on\">{l_online}:</th><td data-k=\"online\">{online}</td></tr>\
-</table></div>\n<script>{SCRIPT}{REFRESH_MS})}})();</script>\n</body></html>\n",
-        lang = labels.code,
-        visits = escape_markup(labels.visits),
-        l_today = escape_markup(labels.today),
-        l_yesterday = escape_markup(labels.yesterday),
-        l_week = escape_markup(labels.week),
-        l_month = escape_markup(labels.month),
-        l_online = escape_markup(labels.online),
-        today = n(figures.today),
-        yesterday = n(figures.yesterday),
-        week = n(figures.week),
-        month = n(figures.month),
-        online = n(online),
-    );
-    html
+    let rows = [
+        (labels.today, "today", figures.today),
+        (labels.yesterday, "yesterday", figures.yesterday),
+        (labels.week, "week", figures.week),
+        (labels.month, "month", figures.month),
+        (labels.online, "online", figures.online.unwrap_or(0)),
+    ];
+    let page = html! {
+        (PreEscaped("<!doctype html>\n"))
+        html lang=(labels.code) class=(class) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (labels.visits) " · " (site) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                "\n"
+                div class="luot" id="luot" data-src={ "../api/v1/sites/" (site) "/counters" } data-pad=(width) {
+                    div class="head" {
+                        b { (labels.visits) }
+                        span class="odo" data-k="total" role="img" aria-label=(total) {
+                            @for digit in total.chars() { span { (digit) } }
+                        }
+                    }
+                    "\n"
+                    table {
+                        @for (label, key, value) in rows {
+                            tr {
+                                th class=[(key == "online").then_some("on")] { (label) ":" }
+                                td data-k=(key) { (n(value)) }
+                            }
+                        }
+                    }
+                }
+                "\n"
+                script { (PreEscaped(SCRIPT)) (REFRESH_MS) (PreEscaped(SCRIPT_END)) }
+                "\n"
+            }
+        }
+        "\n"
+    };
+    page.into_string()
 }
 
 #[cfg(test)]
@@ -295,5 +309,22 @@ mod tests {
         assert!(!html.contains("http://") && !html.contains("https://"));
         assert!(!html.contains(" src="));
         assert!(html.contains("setInterval(tick,30000)"));
+    }
+
+    #[test]
+    fn a_hostile_site_name_comes_out_escaped() {
+        let mut f = figures();
+        f.site = Arc::from("<script>alert(1)</script>\"&");
+        let html = render(&f, &EN, Theme::Auto, 8);
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(
+            html.contains(
+                "<title>Visits · &lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;</title>"
+            )
+        );
+        assert!(html.contains(
+            "data-src=\"../api/v1/sites/&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;/counters\""
+        ));
+        assert_eq!(html.matches("<script>").count(), 1);
     }
 }
