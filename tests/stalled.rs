@@ -354,3 +354,80 @@ fn sigterm_with_stalled_clients_flushes_every_counted_hit_to_redis() {
     let dir = tempfile::TempDir::new().unwrap();
     sigterm_with_stalled_clients(dir.path(), &[("LUOT_REDIS_URL", url.as_str())]);
 }
+
+/// How many quiet beacons the read-ahead test pipelines.
+const QUIET_BEACONS: usize = 300_000;
+
+/// A client that pipelines quiet beacons (64-byte answers: no body for
+/// hyper to queue, only its headers buffer) and never reads is held to
+/// what the sockets' buffers carry plus [`MAX_UNWRITTEN`] answers: the
+/// server stops taking its requests, so it cannot make the server hold its
+/// answers in memory. Without the bound, hyper handled every request and
+/// kept each unwritten answer.
+#[test]
+fn a_client_that_never_reads_is_held_to_the_answers_its_sockets_hold() {
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    let server = Server::start_with(&config("", "write_timeout = \"120s\""), &[]);
+    let rss_before = rss_kib(server.pid());
+    let mut out = Vec::with_capacity(QUIET_BEACONS * 240);
+    for i in 0..QUIET_BEACONS {
+        let body = format!(r#"{{"site":"demo","page":"/q/{}"}}"#, i % 50);
+        write!(
+            out,
+            "POST /hit?quiet=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {BROWSER_UA}\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    }
+    let stream = TcpStream::connect_timeout(&server.public, Duration::from_secs(5)).unwrap();
+    // A small receive window, so the kernel holds few answers on this side
+    // (autotuning would take up to 32 MiB here).
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket, a c_int option value and its size.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::from_ref(&size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF");
+    let mut w = stream.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < out.len() && started.elapsed() < Duration::from_secs(120) {
+        match w.write(&out[sent..(sent + 64 * 1024).min(out.len())]) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let counted = poll(Duration::from_secs(20), || {
+        let a = server.metric_or_zero(COUNTED);
+        thread::sleep(Duration::from_secs(1));
+        (server.metric_or_zero(COUNTED) == a).then_some(a)
+    })
+    .expect("the counting never settled");
+    let grown = rss_kib(server.pid()).saturating_sub(rss_before);
+    eprintln!(
+        "read-ahead: sent {sent} of {} bytes in {:?}; {counted} beacons handled; RSS +{grown} KiB",
+        out.len(),
+        started.elapsed()
+    );
+    assert!(
+        sent < out.len(),
+        "the server took every request of a client that reads nothing"
+    );
+    // The server's send buffer (at most 4 MiB) and this socket's 64 KiB
+    // hold ~65,000 answers of 64 bytes; the requests handled stay near it.
+    assert!(
+        counted < (QUIET_BEACONS / 2) as f64,
+        "{counted} of {QUIET_BEACONS} beacons handled for a client that reads nothing"
+    );
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    drop(stream);
+}
