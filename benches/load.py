@@ -185,6 +185,9 @@ def wrk(port, mode, duration, connections, site="demo", pages=10000, cutoff=0, d
         busy = cores1.get(c, (0, 1))[0] - cores0.get(c, (0, 0))[0]
         total = cores1.get(c, (0, 1))[1] - cores0.get(c, (0, 0))[1]
         r[f"busy{c}"] = busy / max(total, 1)
+    # Busy time of both cores that neither the server nor this wrk used:
+    # Redis, a second wrk, or other work on a shared machine (in cores).
+    r["other"] = max(0.0, r["busy0"] + r["busy1"] - r["wrk_share"] - srv / wall)
     if server:
         r["srv_cpu"] = srv
         r["srv_share"] = srv / wall
@@ -198,7 +201,7 @@ def describe(r):
     bound = "  CLIENT-BOUND" if r.get("client_bound") else ""
     return (f"{r['rps']:>8.0f} req/s {r.get('cpu_us', 0):>6.2f} us/req  p99 {r['p99_us']:>6} us  "
             f"server {r.get('srv_share', 0):>4.0%} wrk {r['wrk_share']:>4.0%} of a core, "
-            f"cores busy {r['busy0']:>4.0%} {r['busy1']:>4.0%}  "
+            f"cores busy {r['busy0']:>4.0%} {r['busy1']:>4.0%} (other work {r['other']:.2f} cores)  "
             f"non2xx {r['non2xx']} errors {r['errors']}{bound}")
 
 
@@ -442,12 +445,14 @@ def print_results(args, store, results, redis):
     print("CPU ratio = baseline's server CPU per request / luot's (1.00: luot costs what a "
           "bare server does; higher is better); req/s ratio and p99 ratio = luot / baseline; "
           "wrk = wrk's CPU share of its core; client-bound = runs where wrk was above "
-          f"{CLIENT_BOUND:.0%} of its core and the server below.\n")
+          f"{CLIENT_BOUND:.0%} of its core and the server below; other = busy time of the two "
+          "cores that neither the server nor wrk used (Redis, other work on a shared machine), "
+          "in cores: well above 0, the figures are not a quiet machine's.\n")
     redis_col = " Redis µs/req |" if redis else ""
     print(f"| route | baseline µs/req | luot µs/req | **CPU ratio** |{redis_col} baseline req/s "
           f"| luot req/s | req/s ratio | p99 base / luot | p99 ratio | wrk base / luot "
-          f"| client-bound base / luot |")
-    print("|---|---:|---:|---:|" + ("---:|" if redis else "") + "---:|---:|---:|---:|---:|---:|---:|")
+          f"| client-bound base / luot | other |")
+    print("|---|---:|---:|---:|" + ("---:|" if redis else "") + "---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, label in ROUTES:
         b, l = results[mode]["base"], results[mode]["luot"]
         b_cpu, l_cpu = med(b, "cpu_us"), med(l, "cpu_us")
@@ -459,7 +464,7 @@ def print_results(args, store, results, redis):
               f"{b_p99 / 1000:.2f} / {l_p99 / 1000:.2f} ms | {l_p99 / max(b_p99, 1):.2f} | "
               f"{med(b, 'wrk_share'):.0%} / {med(l, 'wrk_share'):.0%} | "
               f"{sum(r['client_bound'] for r in b)} / {sum(r['client_bound'] for r in l)} "
-              f"of {len(b)} |")
+              f"of {len(b)} | {med(b + l, 'other'):.2f} |")
     print()
 
 
