@@ -1,18 +1,35 @@
 #!/usr/bin/env python3
-"""Load test: luot against a bare hyper baseline, side by side.
+"""Load test: luot against a bare hyper server, side by side, by CPU per request.
 
-    python3 benches/load.py                 # embedded and Redis stores, 5 rounds
+    python3 benches/load.py                 # embedded and Redis stores, 5 rounds, flood, memory
     python3 benches/load.py --stores embedded --rounds 3 --duration 5
     python3 benches/load.py --rounds 3 --skip-memory --paced-ms 1   # and below saturation
     python3 benches/load.py --stores redis --redis-nice 0     # Redis at luot's priority
 
-Builds release binaries, starts the baseline (benches/baseline.rs) and luot
-(with trusted_proxies = loopback, rate limiting on, bots excluded), pins the
-servers to core 0 and wrk to core 1, and alternates baseline/luot for each
-route and round. Prints medians and the ratio luot/baseline for requests/s
-and p99 latency, luot's RSS, Redis commands/s during the run, and checks
-that luot counted exactly the 2xx answers wrk saw. A memory phase measures
-RSS per distinct page key at 10k and 100k pages.
+Builds release binaries, starts the baseline (benches/baseline.rs: hyper's
+defaults, reads the body, answers 204) and luot (trusted_proxies =
+loopback, rate limiting on, bots excluded), pins the servers to core 0 and
+wrk to core 1, and alternates baseline/luot for each route and round
+(baseline first in even rounds, luot first in odd ones). wrk sends
+requests built once by benches/wrk/luot.lua, so that it is not the
+bottleneck.
+
+Headline: the server's CPU per request (user + system of its process,
+/proc/PID/stat, over each wrk run only), and the ratio baseline µs ÷ luot
+µs of the medians. It does not depend on which side of the closed loop is
+the slower. Beside it: requests/s and p99 (luot/baseline), wrk's own CPU
+share of its run (wait4's rusage) and the server's, the busy share of both
+cores from /proc/stat (other work on a shared machine shows there), and a
+run is flagged client-bound when wrk was above 90 % of its core while the
+server was not.
+
+Then, per store: a read-flood run (quiet beacons while a second wrk asks
+the figures of a new page each request, from 10 client addresses, paced
+by --flood-delay-ms; 429 answers are expected), with the CPU per beacon,
+the flood's cost included, against the baseline under the same flood;
+luot's RSS, Redis commands/s and CPU; and exactness runs, plain and under
+the flood: luot must have counted exactly the 2xx beacons wrk saw. A
+memory phase measures RSS per distinct page key at 10k and 100k pages.
 
 Only loopback is targeted; every wrk run is bounded by --duration.
 """
@@ -27,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -42,6 +60,9 @@ ROUTES = [
     ("counters", "GET /api/v1/sites/{site}/counters"),
 ]
 INGEST = {"quiet", "gif", "answer"}
+# A run is client-bound when wrk used more than this share of its core
+# while the server used less.
+CLIENT_BOUND = 0.90
 
 
 def free_port():
@@ -98,14 +119,56 @@ def get_json(url):
         return json.loads(r.read())
 
 
-def wrk(port, mode, duration, connections, site="demo", pages=10000, cutoff=0, delay_ms=0):
+def core_times():
+    """(busy, total) jiffies of each CPU so far, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name = line.split(" ", 1)[0]
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in line.split()[1:]]
+                total = sum(v[:8])  # guest time is already in user
+                out[int(name[3:])] = (total - v[3] - v[4], total)
+    return out
+
+
+def run_client(argv, env, timeout):
+    """Runs a load generator to its end: (stdout, its CPU seconds). The CPU
+    is the child's own rusage (user + system) from wait4, so it is exact
+    whatever else runs on its core."""
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+    out = []
+    reader = threading.Thread(target=lambda: out.append(p.stdout.read()))
+    reader.start()
+    killer = threading.Timer(timeout, lambda: os.kill(p.pid, signal.SIGKILL))
+    killer.start()
+    try:
+        _, status, usage = os.wait4(p.pid, 0)
+    finally:
+        killer.cancel()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
+    return out[0], usage.ru_utime + usage.ru_stime
+
+
+def wrk(port, mode, duration, connections, site="demo", pages=10000, cutoff=0, delay_ms=0,
+        server=None, core=1, extra_env=None):
+    """One wrk run. With `server` (a pid), also the server's CPU over the
+    run: cpu_us (per request), srv_share and wrk_share (of a core),
+    client_bound, and each core's busy share (busy0, busy1)."""
     env = dict(os.environ, LUOT_BENCH_MODE=mode, LUOT_BENCH_SITE=site,
                LUOT_BENCH_PAGES=str(pages), LUOT_BENCH_CUTOFF=str(cutoff),
-               LUOT_BENCH_DELAY_MS=str(delay_ms))
-    argv = pin(1, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-                   "-s", LUA, f"http://127.0.0.1:{port}"])
-    out = subprocess.run(argv, env=env, capture_output=True, text=True,
-                         timeout=duration + 60).stdout
+               LUOT_BENCH_DELAY_MS=str(delay_ms), **(extra_env or {}))
+    argv = pin(core, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+                      "-s", LUA, f"http://127.0.0.1:{port}"])
+    srv0 = cpu_s(server) if server else 0.0
+    cores0 = core_times()
+    t0 = time.monotonic()
+    out, wrk_cpu = run_client(argv, env, duration + 60)
+    wall = time.monotonic() - t0
+    srv = cpu_s(server) - srv0 if server else 0.0
+    cores1 = core_times()
     line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no RESULT line:\n{out}")
@@ -115,7 +178,31 @@ def wrk(port, mode, duration, connections, site="demo", pages=10000, cutoff=0, d
     r["ok"] = r["requests"] - r["non2xx"] - errors
     r["errors"] = errors
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["wall"] = wall
+    r["wrk_cpu"] = wrk_cpu
+    r["wrk_share"] = wrk_cpu / wall
+    for c in (0, 1):
+        busy = cores1.get(c, (0, 1))[0] - cores0.get(c, (0, 0))[0]
+        total = cores1.get(c, (0, 1))[1] - cores0.get(c, (0, 0))[1]
+        r[f"busy{c}"] = busy / max(total, 1)
+    # Busy time of both cores that neither the server nor this wrk used:
+    # Redis, a second wrk, or other work on a shared machine (in cores).
+    r["other"] = max(0.0, r["busy0"] + r["busy1"] - r["wrk_share"] - srv / wall)
+    if server:
+        r["srv_cpu"] = srv
+        r["srv_share"] = srv / wall
+        r["cpu_us"] = 1e6 * srv / max(r["requests"], 1)
+        r["client_bound"] = r["wrk_share"] > CLIENT_BOUND and r["srv_share"] < CLIENT_BOUND
     return r
+
+
+def describe(r):
+    """A run's figures for its progress line."""
+    bound = "  CLIENT-BOUND" if r.get("client_bound") else ""
+    return (f"{r['rps']:>8.0f} req/s {r.get('cpu_us', 0):>6.2f} us/req  p99 {r['p99_us']:>6} us  "
+            f"server {r.get('srv_share', 0):>4.0%} wrk {r['wrk_share']:>4.0%} of a core, "
+            f"cores busy {r['busy0']:>4.0%} {r['busy1']:>4.0%} (other work {r['other']:.2f} cores)  "
+            f"non2xx {r['non2xx']} errors {r['errors']}{bound}")
 
 
 class Proc:
@@ -192,20 +279,74 @@ def settle(port, want, timeout=30):
     return last
 
 
-def alternating(args, baseline_port, port):
-    """(round, route, "base" | "luot", port) for every wrk run of a phase:
-    each round runs each route on both servers, the baseline first in even
-    rounds and luot first in odd ones."""
+def alternating(args, base, luot):
+    """(round, route, "base" | "luot", server) for every wrk run of a phase,
+    a server being (port, pid): each round runs each route on both servers,
+    the baseline first in even rounds and luot first in odd ones."""
     for rnd in range(args.rounds):
         for mode, _ in ROUTES:
-            order = [("base", baseline_port), ("luot", port)]
+            order = [("base", base), ("luot", luot)]
             if rnd % 2:
                 order.reverse()
-            for who, p in order:
-                yield rnd, mode, who, p
+            for who, server in order:
+                yield rnd, mode, who, server
 
 
-def run_store(args, tmp, store, baseline_port):
+def med(rs, key):
+    return statistics.median(r[key] for r in rs)
+
+
+def store_reads(luot):
+    """luot_store_reads_total summed over its labels, or None when this
+    build has no such metric."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{luot.admin}/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    found = [float(l.rsplit(" ", 1)[1]) for l in lines if l.startswith("luot_store_reads_total")]
+    return sum(found) if found else None
+
+
+def flood_run(args, port, duration, server, cutoff=0):
+    """Quiet beacons (the `wrk` of `server`, measured) while a second wrk
+    floods the figures of pages never seen, on the same core. Returns the
+    beacons' run (its CPU covers both loads) and the flood's."""
+    flood = {}
+
+    def flooder():
+        flood.update(wrk(port, "flood", duration, args.flood_connections,
+                         delay_ms=args.flood_delay_ms,
+                         extra_env={"LUOT_BENCH_FLOOD_CLIENTS": str(args.flood_clients)}))
+
+    t = threading.Thread(target=flooder)
+    t.start()
+    try:
+        r = wrk(port, "quiet", duration, args.connections, cutoff=cutoff, server=server)
+    finally:
+        t.join()
+    r["cpu_beacon_us"] = 1e6 * r["srv_cpu"] / max(r["requests"], 1)
+    r["cpu_all_us"] = 1e6 * r["srv_cpu"] / max(r["requests"] + flood["requests"], 1)
+    return r, flood
+
+
+def flood_rounds(args, store, base, luot_srv, luot):
+    """The read-flood phase: --rounds alternating rounds of flood_run."""
+    results = {"base": [], "luot": []}
+    reads0 = store_reads(luot)
+    for rnd in range(args.rounds):
+        order = [("base", base), ("luot", luot_srv)]
+        if rnd % 2:
+            order.reverse()
+        for who, (p, pid) in order:
+            r, f = flood_run(args, p, args.duration, pid)
+            r["flood"] = f
+            results[who].append(r)
+            print(f"  [{store}] flood round {rnd + 1} {who:4} {describe(r)}; flood "
+                  f"{f['rps']:.0f} req/s, non2xx {f['non2xx']}", flush=True)
+    reads1 = store_reads(luot)
+    results["store_reads"] = None if reads0 is None else reads1 - reads0
+    return results
+
+
+def run_store(args, tmp, store, base):
     redis = None
     redis_port = None
     if store == "redis":
@@ -222,10 +363,10 @@ def run_store(args, tmp, store, baseline_port):
                              "--dir", rdir]))
         wait_port(redis_port)
     luot, port = start_luot(tmp, store, redis_port)
+    luot_srv = (port, luot.p.pid)
     results = {mode: {"base": [], "luot": []} for mode, _ in ROUTES}
-    ok_ingest = 0
     # Warm both servers (connections, caches, the 10,000 pages) unmeasured.
-    for p in (baseline_port, port):
+    for p, _ in (base, luot_srv):
         wrk(p, "quiet", 2, args.connections)
     warm = settle(port, None)
     calls_before = redis_calls(redis_port) if redis else (0, 0)
@@ -233,21 +374,21 @@ def run_store(args, tmp, store, baseline_port):
     batches_before = flush_batches(luot)
     t0 = time.time()
     try:
-        for rnd, mode, who, p in alternating(args, baseline_port, port):
-            r = wrk(p, mode, args.duration, args.connections)
+        for rnd, mode, who, (p, pid) in alternating(args, base, luot_srv):
+            r0 = cpu_s(redis.p.pid) if redis and who == "luot" else 0.0
+            r = wrk(p, mode, args.duration, args.connections, server=pid)
+            if redis and who == "luot":
+                r["redis_us"] = 1e6 * (cpu_s(redis.p.pid) - r0) / max(r["requests"], 1)
             results[mode][who].append(r)
-            if who == "luot" and mode in INGEST:
-                ok_ingest += r["ok"]
-            print(f"  [{store}] round {rnd + 1} {mode:8} {who:4} "
-                  f"{r['rps']:>10.0f} req/s  p99 {r['p99_us']:>6} us  "
-                  f"non2xx {r['non2xx']} errors {r['errors']}", flush=True)
+            print(f"  [{store}] round {rnd + 1} {mode:8} {who:4} {describe(r)}", flush=True)
         elapsed = time.time() - t0
         after = redis_calls(redis_port) if redis else (0, 0)
         calls = (after[0] - calls_before[0], after[1] - calls_before[1])
         redis_cpu = cpu_s(redis.p.pid) - redis_cpu_before if redis else 0.0
         rss = rss_kib(luot.p.pid)
         batches = flush_batches(luot) - batches_before
-        paced = paced_rounds(args, port, baseline_port, store) if args.paced_ms else None
+        paced = paced_rounds(args, base, luot_srv, store) if args.paced_ms else None
+        flood = None if args.skip_flood else flood_rounds(args, store, base, luot_srv, luot)
         # Exactness: a separate run whose beacons all finish before wrk
         # stops (only /healthz is sent in its last second), every 2xx
         # beacon seen must be counted once.
@@ -256,26 +397,21 @@ def run_store(args, tmp, store, baseline_port):
         answered = check["beacons"] - check["non2xx"] - check["errors"]
         total = settle(port, before + answered)
         counted = total - before
+        # The same under the read flood (the flood's reads count nothing).
+        if flood is not None:
+            check, _ = flood_run(args, port, 4, luot.p.pid, cutoff=3)
+            f_answered = check["beacons"] - check["non2xx"] - check["errors"]
+            f_total = settle(port, total + f_answered)
+            f_counted = f_total - total
     finally:
         luot.stop()
         if redis:
             redis.stop()
-    print(f"\n== {store} store: medians of {args.rounds} rounds, wrk -t1 -c{args.connections} "
-          f"-d{args.duration}s, servers on core 0, wrk on core 1"
-          + (f", redis-server at nice {args.redis_nice}" if redis else ""))
-    print(f"{'route':38} {'baseline/s':>11} {'luot/s':>11} {'ratio':>6} "
-          f"{'p99 base':>9} {'p99 luot':>9} {'ratio':>6}")
-    for mode, label in ROUTES:
-        b = results[mode]["base"]
-        l = results[mode]["luot"]
-        b_rps = statistics.median(r["rps"] for r in b)
-        l_rps = statistics.median(r["rps"] for r in l)
-        b_p99 = statistics.median(r["p99_us"] for r in b)
-        l_p99 = statistics.median(r["p99_us"] for r in l)
-        print(f"{label:38} {b_rps:>11.0f} {l_rps:>11.0f} {l_rps / b_rps:>6.2f} "
-              f"{b_p99:>7.0f}us {l_p99:>7.0f}us {l_p99 / max(b_p99, 1):>6.2f}")
+    print_results(args, store, results, bool(redis))
     if paced:
         print_paced(args, paced)
+    if flood:
+        print_flood(args, store, results, flood)
     print(f"luot RSS after the run: {rss / 1024:.1f} MiB")
     # The flusher must keep up while requests keep the core busy: about
     # one batch per flush interval (1 s) over the beacon routes.
@@ -292,36 +428,106 @@ def run_store(args, tmp, store, baseline_port):
     verdict = "OK" if counted == answered else "MISMATCH"
     print(f"exactness run: {answered} beacons answered 2xx, {counted} counted: {verdict} "
           f"(over the whole run luot counted {total - warm} beacons)")
-    return counted == answered
+    ok = counted == answered
+    if flood is not None:
+        verdict = "OK" if f_counted == f_answered else "MISMATCH"
+        print(f"exactness run under the read flood: {f_answered} beacons answered 2xx, "
+              f"{f_counted} counted: {verdict}")
+        ok &= f_counted == f_answered
+    return ok
 
 
-def paced_rounds(args, port, baseline_port, store):
+def print_results(args, store, results, redis):
+    """The headline table, Markdown, ready to paste into BENCHMARKS.md."""
+    print(f"\n== {store} store: medians of {args.rounds} alternating rounds, wrk -t1 "
+          f"-c{args.connections} -d{args.duration}s, servers on core 0, wrk on core 1"
+          + (f", redis-server at nice {args.redis_nice} on core 0" if redis else ""))
+    print("CPU ratio = baseline's server CPU per request / luot's (1.00: luot costs what a "
+          "bare server does; higher is better); req/s ratio and p99 ratio = luot / baseline; "
+          "wrk = wrk's CPU share of its core; client-bound = runs where wrk was above "
+          f"{CLIENT_BOUND:.0%} of its core and the server below; other = busy time of the two "
+          "cores that neither the server nor wrk used (Redis, other work on a shared machine), "
+          "in cores: well above 0, the figures are not a quiet machine's.\n")
+    redis_col = " Redis µs/req |" if redis else ""
+    print(f"| route | baseline µs/req | luot µs/req | **CPU ratio** |{redis_col} baseline req/s "
+          f"| luot req/s | req/s ratio | p99 base / luot | p99 ratio | wrk base / luot "
+          f"| client-bound base / luot | other |")
+    print("|---|---:|---:|---:|" + ("---:|" if redis else "") + "---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, label in ROUTES:
+        b, l = results[mode]["base"], results[mode]["luot"]
+        b_cpu, l_cpu = med(b, "cpu_us"), med(l, "cpu_us")
+        b_rps, l_rps = med(b, "rps"), med(l, "rps")
+        b_p99, l_p99 = med(b, "p99_us"), med(l, "p99_us")
+        rcol = f" {med(l, 'redis_us'):.2f} |" if redis else ""
+        print(f"| `{label}` | {b_cpu:.2f} | {l_cpu:.2f} | **{b_cpu / l_cpu:.2f}** |{rcol} "
+              f"{b_rps:,.0f} | {l_rps:,.0f} | {l_rps / b_rps:.2f} | "
+              f"{b_p99 / 1000:.2f} / {l_p99 / 1000:.2f} ms | {l_p99 / max(b_p99, 1):.2f} | "
+              f"{med(b, 'wrk_share'):.0%} / {med(l, 'wrk_share'):.0%} | "
+              f"{sum(r['client_bound'] for r in b)} / {sum(r['client_bound'] for r in l)} "
+              f"of {len(b)} | {med(b + l, 'other'):.2f} |")
+    print()
+
+
+def paced_rounds(args, base, luot_srv, store):
     """Each route again with every connection waiting --paced-ms before each
     request: an offered load below what either server takes, so latency is
     the servers' own, not a queue's. Counted beacons stay out of the
     exactness check (it runs after)."""
     results = {mode: {"base": [], "luot": []} for mode, _ in ROUTES}
-    for rnd, mode, who, p in alternating(args, baseline_port, port):
-        r = wrk(p, mode, args.duration, args.connections, delay_ms=args.paced_ms)
+    for rnd, mode, who, (p, pid) in alternating(args, base, luot_srv):
+        r = wrk(p, mode, args.duration, args.connections, delay_ms=args.paced_ms, server=pid)
         results[mode][who].append(r)
-        print(f"  [{store}] paced round {rnd + 1} {mode:8} {who:4} "
-              f"{r['rps']:>10.0f} req/s  p50 {r['p50_us']:>6} us  p99 {r['p99_us']:>6} us",
-              flush=True)
+        print(f"  [{store}] paced round {rnd + 1} {mode:8} {who:4} {describe(r)}", flush=True)
     return results
 
 
 def print_paced(args, results):
     print(f"paced: each connection waits {args.paced_ms} ms before each request "
-          f"(medians of {args.rounds} rounds)")
-    print(f"{'route':38} {'base/s':>8} {'luot/s':>8} {'p50 base':>9} {'p50 luot':>9} "
-          f"{'p99 base':>9} {'p99 luot':>9} {'ratio':>6}")
+          f"(medians of {args.rounds} rounds); p99 ratio = luot / baseline\n")
+    print("| route | base req/s | luot req/s | baseline µs/req | luot µs/req | CPU ratio "
+          "| p50 base / luot | p99 base / luot | **p99 ratio** |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, label in ROUTES:
         b, l = results[mode]["base"], results[mode]["luot"]
-        med = lambda rs, k: statistics.median(r[k] for r in rs)
-        print(f"{label:38} {med(b, 'rps'):>8.0f} {med(l, 'rps'):>8.0f} "
-              f"{med(b, 'p50_us'):>7.0f}us {med(l, 'p50_us'):>7.0f}us "
-              f"{med(b, 'p99_us'):>7.0f}us {med(l, 'p99_us'):>7.0f}us "
-              f"{med(l, 'p99_us') / max(med(b, 'p99_us'), 1):>6.2f}")
+        print(f"| `{label}` | {med(b, 'rps'):,.0f} | {med(l, 'rps'):,.0f} | "
+              f"{med(b, 'cpu_us'):.2f} | {med(l, 'cpu_us'):.2f} | "
+              f"{med(b, 'cpu_us') / med(l, 'cpu_us'):.2f} | "
+              f"{med(b, 'p50_us'):.0f} / {med(l, 'p50_us'):.0f} µs | "
+              f"{med(b, 'p99_us'):.0f} / {med(l, 'p99_us'):.0f} µs | "
+              f"**{med(l, 'p99_us') / max(med(b, 'p99_us'), 1):.2f}** |")
+    print()
+
+
+def print_flood(args, store, results, flood):
+    """The read-flood run beside the plain quiet route."""
+    print(f"read flood: quiet beacons (wrk -c{args.connections}) while a second wrk "
+          f"(-c{args.flood_connections}, {args.flood_delay_ms} ms between requests on each "
+          f"connection, both on core 1) asks /api/v1/sites/demo/counters?page=<a new page each "
+          f"request> from {args.flood_clients} addresses; medians of {args.rounds} alternating "
+          f"rounds. µs/beacon = the server's CPU over the run / beacons, the flood's cost "
+          f"included; ratio = baseline / luot.\n")
+    print("| run | baseline µs/beacon | luot µs/beacon | **CPU ratio** | beacons/s base / luot "
+          "| flood reads/s base / luot | luot's flood non-2xx | µs/request (all) base / luot |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    b, l = results["quiet"]["base"], results["quiet"]["luot"]
+    print(f"| plain (`POST /hit?quiet=1`) | {med(b, 'cpu_us'):.2f} | {med(l, 'cpu_us'):.2f} | "
+          f"**{med(b, 'cpu_us') / med(l, 'cpu_us'):.2f}** | "
+          f"{med(b, 'rps'):,.0f} / {med(l, 'rps'):,.0f} | – | – | – |")
+    b, l = flood["base"], flood["luot"]
+    fb = [r["flood"] for r in b]
+    fl = [r["flood"] for r in l]
+    non2xx = sum(f["non2xx"] for f in fl)
+    asked = sum(f["requests"] for f in fl)
+    print(f"| read flood | {med(b, 'cpu_beacon_us'):.2f} | {med(l, 'cpu_beacon_us'):.2f} | "
+          f"**{med(b, 'cpu_beacon_us') / med(l, 'cpu_beacon_us'):.2f}** | "
+          f"{med(b, 'rps'):,.0f} / {med(l, 'rps'):,.0f} | "
+          f"{med(fb, 'rps'):,.0f} / {med(fl, 'rps'):,.0f} | "
+          f"{non2xx / max(asked, 1):.0%} of {asked:,} | "
+          f"{med(b, 'cpu_all_us'):.2f} / {med(l, 'cpu_all_us'):.2f} |")
+    reads = flood["store_reads"]
+    print("\nluot's store reads during its flood rounds (luot_store_reads_total): "
+          + ("not in this build" if reads is None else f"{reads:,.0f}"))
+    print()
 
 
 def memory_phase(args, tmp):
@@ -358,6 +564,14 @@ def main():
     ap.add_argument("--stores", default="embedded,redis")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-flood", action="store_true", help="no read-flood run")
+    ap.add_argument("--flood-connections", type=int, default=8,
+                    help="connections of the read-flood wrk")
+    ap.add_argument("--flood-delay-ms", type=int, default=1,
+                    help="ms each flood connection waits before each request (bounds the "
+                         "flood's rate alike for both servers; 0 = full speed)")
+    ap.add_argument("--flood-clients", type=int, default=10,
+                    help="client addresses the flood comes from")
     ap.add_argument("--paced-ms", type=int, default=0,
                     help="also run each route with every connection waiting this many ms "
                          "before each request (latency below saturation); 0 = off")
@@ -385,7 +599,7 @@ def main():
     ok = True
     try:
         for store in stores:
-            ok &= run_store(args, tmp, store, baseline_port)
+            ok &= run_store(args, tmp, store, (baseline_port, baseline.p.pid))
         if not args.skip_memory:
             memory_phase(args, tmp)
     finally:

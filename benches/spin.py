@@ -76,12 +76,9 @@ def main():
             order = list(servers) if rnd % 2 == 0 else list(reversed(servers))
             for name in order:
                 proc, port = servers[name]
-                cpu0 = load.cpu_s(proc.p.pid)
-                r = load.wrk(port, "quiet", args.duration, 64)
-                r["cpu_us"] = 1e6 * (load.cpu_s(proc.p.pid) - cpu0) / max(r["requests"], 1)
+                r = load.wrk(port, "quiet", args.duration, 64, server=proc.p.pid)
                 results[name].append(r)
-                print(f"round {rnd + 1} {name:32} {r['rps']:9.0f}/s p99 {r['p99_us']} µs",
-                      flush=True)
+                print(f"round {rnd + 1} {name:32} {load.describe(r)}", flush=True)
         base_p99 = statistics.median(r["p99_us"] for r in results["baseline"])
         print()
         print("| server | requests/s | p50 | p99 | p99 / baseline's | CPU per request |")
