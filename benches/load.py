@@ -355,8 +355,8 @@ def run_store(args, tmp, store, base):
         # Redis stands in for a store on a machine of its own, but shares
         # the servers' core here: at luot's priority the kernel lets a
         # flush's script hold that core a whole timer tick while requests
-        # wait. Run it as the README's production checklist has a Redis
-        # that shares luot's machine run.
+        # wait. Run it as the production checklist has a Redis
+        # that shares luot's machine run (deploy/README.md).
         nice = ["nice", "-n", str(args.redis_nice)] if args.redis_nice else []
         redis = Proc(pin(0, nice + ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
@@ -576,7 +576,7 @@ def main():
                     help="also run each route with every connection waiting this many ms "
                          "before each request (latency below saturation); 0 = off")
     ap.add_argument("--redis-nice", type=int, default=10,
-                    help="nice value of redis-server on the servers' core, as the README "
+                    help="nice value of redis-server on the servers' core, as deploy/README.md "
                          "has a Redis sharing luot's machine run (0 = luot's priority)")
     args = ap.parse_args()
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{BROWSER_UA, Server};
 use serde_json::{Value, json};
 
-const NO_LIMITS: &str = "[counting]\nrate_limit_per_second = 100000\nrate_limit_burst = 100000\n";
+const NO_LIMITS: &str = "[counting]\nrate_limit_per_second = 100000\nrate_limit_burst = 100000\nread_rate_limit_per_second = 100000\nread_rate_limit_burst = 100000\n";
 /// How long the beacons and the reads go on.
 const RUN: Duration = Duration::from_secs(8);
 /// Most beacons sent (the run stops at whichever bound comes first).
