@@ -121,9 +121,12 @@ id = "live"
 timezone = "Asia/Ho_Chi_Minh"
 origins = ["*"]
 initial_total = {INITIAL}
-# One loopback client sends as fast as it can here: not what the limit is for.
+# One loopback client sends and reads as fast as it can here: not what the
+# limits are for.
 rate_limit_per_second = 1000000
 rate_limit_burst = 1000000
+read_rate_limit_per_second = 1000000
+read_rate_limit_burst = 1000000
 "#
     );
     let server = Arc::new(Server::start_with(&config, &[]));
