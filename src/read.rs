@@ -25,7 +25,7 @@ use crate::tally::Kept;
 /// page may take to show.
 pub const PAGE_READING_TTL: Duration = Duration::from_secs(3);
 /// How long a page reading is reused when this instance is the store's only
-/// writer ([`AnyStore::sole_writer`]): nothing but its own batches changes
+/// writer ([`Store::sole_writer`]): nothing but its own batches changes
 /// the store then, and an import forgets the site's readings. The limit
 /// only bounds how long a reading wrong by a bug could stay wrong.
 pub const SOLE_WRITER_READING_TTL: Duration = Duration::from_secs(60);

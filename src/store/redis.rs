@@ -669,6 +669,11 @@ impl Store for RedisStore {
         .map_err(map_err)?;
         Ok(())
     }
+
+    /// Other instances may share the server.
+    fn sole_writer(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
