@@ -29,7 +29,7 @@ use crate::period::{DayNumber, date_of_number, day_number};
 use crate::read::Reader;
 use crate::sites::{SiteTable, Sites};
 use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
-use crate::visitor::{Identity, VID_KEY_NAME, salt_name};
+use crate::count::visitor::{Identity, VID_KEY_NAME, salt_name};
 use crate::wal::{Wal, WalError};
 
 /// How often idle clients are dropped from the rate limiters.

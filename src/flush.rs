@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Retention;
-use crate::ledger::{Stored, Visitors, read_keys};
+use crate::count::ledger::{Stored, Visitors, read_keys};
 use crate::metrics::FlushMetrics;
 use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
 use crate::sites::{Site, Sites};
@@ -27,7 +27,7 @@ use crate::store::{
     Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
     StoreError, VisitorDelta,
 };
-use crate::tally::Delta;
+use crate::count::tally::Delta;
 use crate::wal::Wal;
 
 /// Shortest pause after a store error.

@@ -18,8 +18,8 @@ use crate::bots::BotDetector;
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
 use crate::sites::Site;
-use crate::tally::{Counted, PageEntry};
-use crate::visitor::{Anonymous, Identity, VisitorParts};
+use crate::count::tally::{Counted, PageEntry};
+use crate::count::visitor::{Anonymous, Identity, VisitorParts};
 
 /// A beacon as sent: `{"site","page","ref","vid"}` in a JSON (or
 /// `text/plain`, as `sendBeacon` sends it) body, or the same names as query

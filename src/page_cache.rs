@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ledger::Stored;
+use crate::count::ledger::Stored;
 
 /// Readings of pages the tally does not keep, per site.
 pub struct PageCache {

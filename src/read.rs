@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::ledger::{Counts, Figures, Stored};
+use crate::count::ledger::{Counts, Figures, Stored};
 use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
 use crate::sites::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
-use crate::tally::Kept;
+use crate::count::tally::Kept;
 
 /// How long a page reading is reused when other instances share the store.
 /// This instance's own hits are always added on top, and the flusher rolls

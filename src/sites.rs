@@ -14,16 +14,16 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use jiff::civil::Date;
 
 use crate::config::{Config, Retention, SiteConfig, SiteRules};
-use crate::dedupe::DedupeFilter;
-use crate::ledger::{Ledger, Stored, Visitors, read_keys};
-use crate::limit::{ClientLimiter, RateLimit};
+use crate::count::dedupe::DedupeFilter;
+use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
+use crate::count::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::page_cache::PageCache;
 use crate::period::{DayClock, SiteCalendar};
 use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
-use crate::tally::{Kept, SiteTally};
-use crate::visitor::{OnlineRing, VisitorBatcher};
+use crate::count::tally::{Kept, SiteTally};
+use crate::count::visitor::{OnlineRing, VisitorBatcher};
 
 /// Bits of each of the two dedupe filters (1 MiB of memory per site with a
 /// dedupe window): about 210,000 distinct (visitor, page) pairs per window at
@@ -343,7 +343,7 @@ impl Site {
     }
 
     /// Queues a batch recovered from the write-ahead file (see
-    /// [`Ledger::adopt`](crate::ledger::Ledger::adopt)).
+    /// [`Ledger::adopt`](crate::count::ledger::Ledger::adopt)).
     pub fn adopt(&self, batch: SiteBatch) {
         self.tally.note_adopted(batch.id.seq);
         self.ledger.adopt(batch);
@@ -711,7 +711,7 @@ mod tests {
 
     #[test]
     fn a_cells_batch_name_widens_to_the_latest_sequence_with_it() {
-        use crate::tally::SiteTally;
+        use crate::count::tally::SiteTally;
         let t = SiteTally::new(4);
         t.count("/a", 1);
         let base = 1_764_000_000_000_000u64; // sequences start at the clock in µs

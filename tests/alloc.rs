@@ -37,7 +37,7 @@ use luot::period::day_number;
 use luot::read::Reader;
 use luot::sites::{SiteTable, Sites};
 use luot::store::{AnyStore, EmbeddedStore};
-use luot::visitor::Identity;
+use luot::count::visitor::Identity;
 
 /// Counts allocations made by the thread that switched counting on.
 struct Counting;

@@ -44,8 +44,8 @@ use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
 use crate::sites::{Site, Sites};
 use crate::store::{AnyStore, Store};
-use crate::tally::Kept;
-use crate::visitor::Identity;
+use crate::count::tally::Kept;
+use crate::count::visitor::Identity;
 
 /// The response body type of every route.
 pub type Body = Full<Bytes>;

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::period::{DayNumber, LocalDay, SiteCalendar, day_number, month_of, week_of};
 use crate::store::{PeriodKey, Reading, SiteBatch};
-use crate::tally::{Delta, SiteTally};
+use crate::count::tally::{Delta, SiteTally};
 
 /// The figures of a site or a page, as the API and the widgets show them.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
