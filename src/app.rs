@@ -27,7 +27,7 @@ use crate::http::{self, State};
 use crate::metrics::{self as m, HitCounters};
 use crate::period::{DayNumber, date_of_number, day_number};
 use crate::read::Reader;
-use crate::sites::{SiteTable, Sites};
+use crate::site::{SiteTable, Sites};
 use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
 use crate::count::visitor::{Identity, VID_KEY_NAME, salt_name};
 use crate::wal::{Wal, WalError};

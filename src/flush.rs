@@ -21,7 +21,7 @@ use crate::config::Retention;
 use crate::count::ledger::{Stored, Visitors, read_keys};
 use crate::metrics::FlushMetrics;
 use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
-use crate::sites::{Site, Sites};
+use crate::site::{Site, Sites};
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 use crate::store::{
     Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
@@ -843,7 +843,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config =
             crate::config::Config::from_toml_str("[counting]\nmax_pages = 50000\n").unwrap();
-        let sites = Arc::new(Sites::new(crate::sites::SiteTable::new(&config, |_| 1)));
+        let sites = Arc::new(Sites::new(crate::site::SiteTable::new(&config, |_| 1)));
         let store = crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
         let mut flusher = Flusher::new(store.clone(), Arc::clone(&sites), Arc::from("p"), None);
         let site = Arc::clone(sites.load().get("demo").unwrap());

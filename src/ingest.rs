@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::bots::BotDetector;
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
-use crate::sites::Site;
+use crate::site::Site;
 use crate::count::tally::{Counted, PageEntry};
 use crate::count::visitor::{Anonymous, Identity, VisitorParts};
 

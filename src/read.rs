@@ -14,7 +14,7 @@ use jiff::Timestamp;
 
 use crate::count::ledger::{Counts, Figures, Stored};
 use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
-use crate::sites::Site;
+use crate::site::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
 use crate::count::tally::Kept;
 

@@ -35,7 +35,7 @@ use luot::http::{self, State};
 use luot::metrics::{HitCounters, HttpMetrics};
 use luot::period::day_number;
 use luot::read::Reader;
-use luot::sites::{SiteTable, Sites};
+use luot::site::{SiteTable, Sites};
 use luot::store::{AnyStore, EmbeddedStore};
 use luot::count::visitor::Identity;
 

@@ -22,7 +22,7 @@ use super::{ApiError, Body, State, json, lookup};
 use crate::config::Retention;
 use crate::flush::{plus, week_end};
 use crate::period::{month_of, week_of};
-use crate::sites::Site;
+use crate::site::Site;
 use crate::sketch::{Sketch, SketchUnion};
 use crate::store::{
     Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,

@@ -26,7 +26,7 @@ use super::{ApiError, Body, State, lookup};
 use crate::config::Language;
 use crate::count::ledger::Figures;
 use crate::period::month_of;
-use crate::sites::Site;
+use crate::site::Site;
 use crate::store::Store;
 
 /// How often the page reads fresh figures (online now among them).

@@ -42,7 +42,7 @@ use crate::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
-use crate::sites::{Site, Sites};
+use crate::site::{Site, Sites};
 use crate::store::{AnyStore, Store};
 use crate::count::tally::Kept;
 use crate::count::visitor::Identity;

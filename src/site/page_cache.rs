@@ -11,7 +11,7 @@
 //! or paces while holding it.
 //!
 //! What it must not do: read the store, or know the tally or the ledger.
-//! [`crate::sites::Site`] decides what goes in and rolls it forward.
+//! [`crate::site::Site`] decides what goes in and rolls it forward.
 //!
 //! # Completeness over batches
 //!

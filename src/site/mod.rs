@@ -4,6 +4,13 @@
 //! Invariant: only declared sites have state. An attacker-chosen id finds
 //! nothing here and creates nothing (no key, no memory). Lookups on the hot
 //! path borrow the request's text; they never allocate.
+//!
+//! Owns `Site`, `SiteTable`, `Sites` and [`page_cache`] (readings of pages
+//! the tally does not keep). May use `count` (the state a site holds),
+//! `store` (key and batch types; it never calls a store) and the bottom.
+//! Used by `ingest`, `read` and `flush`, which act on sites.
+
+pub mod page_cache;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +26,7 @@ use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::count::limit::{ClientLimiter, RateLimit};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
-use crate::page_cache::PageCache;
+use crate::site::page_cache::PageCache;
 use crate::period::{DayClock, SiteCalendar};
 use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
 use crate::count::tally::{Kept, SiteTally};
