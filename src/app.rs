@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::bots::BotDetector;
+use crate::ingest::bots::BotDetector;
 use crate::config::Config;
 use crate::flush::Flusher;
 use crate::http::{self, State};
@@ -58,7 +58,7 @@ pub enum AppError {
     #[error("write-ahead file: {0}")]
     Wal(#[from] WalError),
     #[error("bot list: {0}")]
-    Bots(#[from] crate::bots::BotsError),
+    Bots(#[from] crate::ingest::bots::BotsError),
 }
 
 /// The addresses the service listens on (useful when configured with port 0).

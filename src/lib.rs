@@ -24,7 +24,6 @@
 
 pub mod app;
 pub mod background;
-pub mod bots;
 pub mod cli;
 pub mod config;
 pub mod count;

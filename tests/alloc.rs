@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use hyper::{Method, StatusCode, Uri};
-use luot::bots::BotDetector;
+use luot::ingest::bots::BotDetector;
 use luot::config::Config;
 use luot::http::{self, State};
 use luot::metrics::{HitCounters, HttpMetrics};

@@ -38,7 +38,7 @@ use jiff::Timestamp;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::bots::BotDetector;
+use crate::ingest::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
