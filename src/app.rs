@@ -20,17 +20,17 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::ingest::bots::BotDetector;
 use crate::config::Config;
+use crate::count::visitor::{Identity, VID_KEY_NAME, salt_name};
 use crate::flush::Flusher;
+use crate::flush::wal::{Wal, WalError};
 use crate::http::{self, State};
+use crate::ingest::bots::BotDetector;
 use crate::metrics::{self as m, HitCounters};
 use crate::period::{DayNumber, date_of_number, day_number};
 use crate::read::Reader;
 use crate::site::{SiteTable, Sites};
 use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
-use crate::count::visitor::{Identity, VID_KEY_NAME, salt_name};
-use crate::wal::{Wal, WalError};
 
 /// How often idle clients are dropped from the rate limiters.
 const LIMITER_PRUNE: Duration = Duration::from_secs(5);

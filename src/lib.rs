@@ -38,4 +38,3 @@ pub mod read;
 pub mod site;
 pub mod sketch;
 pub mod store;
-pub mod wal;

@@ -38,14 +38,14 @@ use jiff::Timestamp;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::count::tally::Kept;
+use crate::count::visitor::Identity;
 use crate::ingest::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
 use crate::site::{Site, Sites};
 use crate::store::{AnyStore, Store};
-use crate::count::tally::Kept;
-use crate::count::visitor::Identity;
 
 /// The response body type of every route.
 pub type Body = Full<Bytes>;
@@ -92,7 +92,7 @@ pub struct State {
     pub max_headers: usize,
     pub metrics_token: Option<String>,
     /// Where imports go (the flusher); `None` where none are taken.
-    pub imports: Option<admin::ImportQueue>,
+    pub imports: Option<crate::flush::import::ImportQueue>,
     pub prometheus: PrometheusHandle,
     /// False until start-up is complete, and again once draining begins.
     pub ready: AtomicBool,

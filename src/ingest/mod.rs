@@ -21,12 +21,12 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::Deserialize;
 
+use crate::count::tally::{Counted, PageEntry};
+use crate::count::visitor::{Anonymous, Identity, VisitorParts};
 use crate::ingest::bots::BotDetector;
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
 use crate::site::Site;
-use crate::count::tally::{Counted, PageEntry};
-use crate::count::visitor::{Anonymous, Identity, VisitorParts};
 
 /// A beacon as sent: `{"site","page","ref","vid"}` in a JSON (or
 /// `text/plain`, as `sendBeacon` sends it) body, or the same names as query

@@ -24,13 +24,13 @@ use crate::config::{Config, Retention, SiteConfig, SiteRules};
 use crate::count::dedupe::DedupeFilter;
 use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::count::limit::{ClientLimiter, RateLimit};
-use crate::metrics::SiteMetrics;
-use crate::page::PageRules;
-use crate::site::page_cache::PageCache;
-use crate::period::{DayClock, SiteCalendar};
-use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
 use crate::count::tally::{Kept, SiteTally};
 use crate::count::visitor::{OnlineRing, VisitorBatcher};
+use crate::metrics::SiteMetrics;
+use crate::page::PageRules;
+use crate::period::{DayClock, SiteCalendar};
+use crate::site::page_cache::PageCache;
+use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
 
 /// Bits of each of the two dedupe filters (1 MiB of memory per site with a
 /// dedupe window): about 210,000 distinct (visitor, page) pairs per window at

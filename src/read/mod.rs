@@ -5,6 +5,10 @@
 //! are fetched on demand, kept (a counted page's in its tally cell), rolled
 //! forward by the flusher, and read again in the background once past
 //! their time to live. Reads never write figures.
+//!
+//! Owns `Reader` and its constants. May use `site`, `count`, `store` (the
+//! trait, through the store the app hands it; never a concrete backend)
+//! and the bottom.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +17,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::count::ledger::{Counts, Figures, Stored};
+use crate::count::tally::Kept;
 use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
 use crate::site::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
-use crate::count::tally::Kept;
 
 /// How long a page reading is reused when other instances share the store.
 /// This instance's own hits are always added on top, and the flusher rolls
