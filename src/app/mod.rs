@@ -5,6 +5,10 @@
 //!
 //! Only this module spawns long-lived tasks. [`run`] takes the shutdown
 //! signal as a future so tests (and `main`) decide when it stops.
+//!
+//! The top of the stack: may use every module, and with `store` is the only
+//! one that names a concrete store (it opens the configured one and hands
+//! the rest a `store::AnyStore`, which they use through the `Store` trait).
 
 use std::collections::BTreeSet;
 use std::fs::File;
