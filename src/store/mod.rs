@@ -6,6 +6,15 @@
 //! handed batches whose period keys and expiry instants were decided by the
 //! flusher, applies each atomically and at most once, and answers reads of
 //! named period keys together with the producer's watermark.
+//!
+//! What differs between backends is a method of the trait (for example
+//! [`Store::sole_writer`], which sets how long readers keep a page
+//! reading). [`AnyStore`] dispatches to the configured backend; only this
+//! module and `app` construct it or match on its variants, and nothing else
+//! names a backend. Redis's Lua scripts are files under `store/lua/`,
+//! compiled in with `include_str!`.
+//!
+//! May use only the bottom: `period`, `sketch`, `metrics`, `background`.
 
 pub mod conformance;
 pub mod embedded;
