@@ -41,7 +41,7 @@ AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 ]
 CONN_TASK = "luot::http::server::serve::{{closure}}::{{closure}}"
-ONLINE = "luot::sites::Site::online_now"
+ONLINE = "luot::site::Site::online_now"
 
 
 def free_port():

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use luot::config::Retention;
+use luot::count::ledger::{Ledger, Stored};
+use luot::count::tally::{Delta, SiteTally};
 use luot::flush::build_batch;
-use luot::ledger::{Ledger, Stored};
 use luot::page::{PageRules, normalize_into};
 use luot::period::{LocalDay, SiteCalendar, WeekStart, day_number};
-use luot::tally::{Delta, SiteTally};
 
 #[path = "../tests/common/redis.rs"]
 #[allow(dead_code)]

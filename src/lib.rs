@@ -2,46 +2,46 @@
 //!
 //! # Layout
 //!
-//! One hit travels through the modules in this order; dependencies point the
-//! same way (HTTP → counting → flush → store; config and metrics below all):
+//! One hit travels through the stages in this order, and each stage may use
+//! only the stages listed after it (`tests/architecture.rs` holds the
+//! table; ARCHITECTURE.md shows it):
 //!
-//! - [`http`]: the listeners, routes, limits, errors and CORS;
-//! - [`ingest`]: a beacon's fields, the client address, counting it;
-//! - [`sites`]: the declared sites as a swappable snapshot and their state;
-//! - [`page`], [`period`], [`visitor`], [`sketch`]: what a page, a local day
-//!   and a visitor are, and distinct counting;
-//! - [`tally`]: the lock-free pending deltas the hot path increments;
-//! - [`ledger`]: store readings plus unflushed deltas, for reads;
-//! - [`flush`]: batches, exactly-once application, retries;
-//! - [`store`]: the store trait and its backends;
-//! - [`config`], [`metrics`], [`background`]: at the bottom;
-//! - [`app`]: wiring, tasks, shutdown. Only `app` spawns long-lived tasks.
-//! - [`cli`]: what the `import`, `export` and `healthcheck` commands do,
+//! - [`app`]: wiring, tasks, shutdown. Only `app` spawns long-lived tasks;
+//!   [`cli`]: what the `import`, `export` and `healthcheck` commands do,
 //!   over HTTP to a running luot.
+//! - [`http`]: the listeners, routes, limits, errors and CORS; the readers'
+//!   faces (`http::faces`) and the owner's routes (`http::owner`).
+//! - [`ingest`]: a beacon's fields, the client address, the bot guard,
+//!   counting it; [`read`]: figures for readers; [`flush`]: batches,
+//!   exactly-once application, retries, the write-ahead file, imports.
+//! - [`site`]: the declared sites as a swappable snapshot and their state.
+//! - [`count`]: the per-site state a hit touches: tally, ledger, visitors,
+//!   rate limit, repeat-view filter.
+//! - [`store`]: the store trait and its backends.
+//! - At the bottom: [`config`] (which may use `period` and `page`),
+//!   [`period`], [`page`], [`sketch`], [`metrics`], [`background`].
 // One `unsafe` block, `background::short_slice` (a system call no crate
 // wraps), allowed where it stands with its measurement.
 #![deny(unsafe_code)]
 
 pub mod app;
-pub mod background;
-pub mod bots;
 pub mod cli;
-pub mod config;
-pub mod dedupe;
-pub mod flush;
+
 pub mod http;
 
+pub mod flush;
 pub mod ingest;
-pub mod ledger;
-pub mod limit;
+pub mod read;
+
+pub mod site;
+
+pub mod count;
+
+pub mod store;
+
+pub mod background;
+pub mod config;
 pub mod metrics;
 pub mod page;
-pub mod page_cache;
 pub mod period;
-pub mod read;
-pub mod sites;
 pub mod sketch;
-pub mod store;
-pub mod tally;
-pub mod visitor;
-pub mod wal;

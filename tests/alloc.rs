@@ -29,15 +29,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use hyper::{Method, StatusCode, Uri};
-use luot::bots::BotDetector;
 use luot::config::Config;
+use luot::count::visitor::Identity;
 use luot::http::{self, State};
+use luot::ingest::bots::BotDetector;
 use luot::metrics::{HitCounters, HttpMetrics};
 use luot::period::day_number;
 use luot::read::Reader;
-use luot::sites::{SiteTable, Sites};
+use luot::site::{SiteTable, Sites};
 use luot::store::{AnyStore, EmbeddedStore};
-use luot::visitor::Identity;
 
 /// Counts allocations made by the thread that switched counting on.
 struct Counting;

@@ -330,7 +330,7 @@ fn rel_err(seen: u64, truth: u64) -> f64 {
 fn sampled_crawlers(n: usize) -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/src/bots/crawler-user-agents.json"
+        "/src/ingest/bots/crawler-user-agents.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let list: Vec<Value> = serde_json::from_str(&text).expect("the list is JSON");

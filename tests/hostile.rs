@@ -1238,7 +1238,7 @@ fn a_write_ahead_file_cut_inside_its_last_record_replays_the_whole_records() {
         assert_eq!(got, want, "cut at {cut}");
         assert_no_panic(&server);
         assert!(server.terminate().success());
-        let (_, left) = luot::wal::Wal::open(copy.path()).expect("reopen the file");
+        let (_, left) = luot::flush::wal::Wal::open(copy.path()).expect("reopen the file");
         assert!(
             left.pending.is_empty(),
             "replayed batches still pending after a clean stop"

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use hyper::Method;
 
 use super::{AdminTarget, CliError, ClientError, HttpClient};
-use crate::http::admin::Export;
+use crate::flush::import::Export;
 
 /// What to export, as the command line gives it.
 #[derive(Debug, Clone)]
@@ -158,7 +158,7 @@ pub fn to_csv(export: &Export, pages: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::admin::{ExportDay, PageTotal};
+    use crate::flush::import::{ExportDay, PageTotal};
     use jiff::civil::Date;
 
     fn export() -> Export {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use hyper::Method;
 
 use super::{AdminTarget, CliError, ClientError, HttpClient};
-use crate::http::admin::{Day, Export, ImportRequest, PageTotal, content_id};
+use crate::flush::import::{Day, Export, ImportRequest, PageTotal, content_id};
 
 /// The admin route imports go to.
 const IMPORT_PATH: &str = "/admin/v1/import";
@@ -190,7 +190,7 @@ fn read(path: &Path) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::admin::ExportDay;
+    use crate::flush::import::ExportDay;
     use jiff::civil::Date;
 
     #[test]

@@ -5,22 +5,27 @@
 //! and `read`, and turn the result into a response. One function,
 //! [`ApiError::response`], maps errors to statuses.
 //!
-//! The faces readers see have a file each: [`snippet`] (`/luot.js`),
-//! [`widget`] (`/widget/{site}`), [`badge`] (`/badge/{site}.svg`) and
-//! [`busuanzi`] (`/busuanzi`, JSONP); [`text`] holds their escaping and
-//! number formatting. The owner's side: [`history`] (series and top
-//! pages, and the read-token rule) and [`dashboard`] (`/dashboard/{site}`).
+//! The faces readers see live in [`faces`]: the snippet (`/luot.js`), the
+//! widget (`/widget/{site}`), the badge (`/badge/{site}.svg`), busuanzi
+//! (`/busuanzi`, JSONP) and the figures' JSON writer; [`text`] holds the
+//! number formatting and query parameters they and the owner's pages
+//! share. The owner's side lives in [`owner`]: history (series and top
+//! pages, and the read-token rule), the dashboard (`/dashboard/{site}`)
+//! and the admin listener's import and export. [`server`] runs the
+//! listeners.
+//!
+//! May use every stage below it: `ingest` (to count), `read` (figures),
+//! `flush::import` (the import queue), `site`, `count`, `store` (the trait,
+//! through the store the app hands it in [`State`]) and the bottom. Only
+//! `app` and `cli` sit above it.
 
-pub mod admin;
-pub mod badge;
-pub mod busuanzi;
-pub mod dashboard;
-pub mod figures;
-pub mod history;
+pub mod faces;
+pub mod owner;
 pub mod server;
-pub mod snippet;
 pub mod text;
-pub mod widget;
+
+use faces::{badge, busuanzi, figures, snippet, widget};
+use owner::{admin, dashboard, history};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,14 +43,14 @@ use jiff::Timestamp;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::bots::BotDetector;
+use crate::count::tally::Kept;
+use crate::count::visitor::Identity;
+use crate::ingest::bots::BotDetector;
 use crate::ingest::{self, Beacon, Ingest, IngestError, Sender};
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
-use crate::sites::{Site, Sites};
+use crate::site::{Site, Sites};
 use crate::store::{AnyStore, Store};
-use crate::tally::Kept;
-use crate::visitor::Identity;
 
 /// The response body type of every route.
 pub type Body = Full<Bytes>;
@@ -92,7 +97,7 @@ pub struct State {
     pub max_headers: usize,
     pub metrics_token: Option<String>,
     /// Where imports go (the flusher); `None` where none are taken.
-    pub imports: Option<admin::ImportQueue>,
+    pub imports: Option<crate::flush::import::ImportQueue>,
     pub prometheus: PrometheusHandle,
     /// False until start-up is complete, and again once draining begins.
     pub ready: AtomicBool,

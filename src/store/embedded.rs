@@ -798,6 +798,12 @@ impl Store for EmbeddedStore {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
             .await
     }
+
+    /// The embedded file is locked by one process, and imports go through
+    /// its flusher: this instance is its only writer.
+    fn sole_writer(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

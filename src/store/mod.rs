@@ -6,6 +6,15 @@
 //! handed batches whose period keys and expiry instants were decided by the
 //! flusher, applies each atomically and at most once, and answers reads of
 //! named period keys together with the producer's watermark.
+//!
+//! What differs between backends is a method of the trait (for example
+//! [`Store::sole_writer`], which sets how long readers keep a page
+//! reading). [`AnyStore`] dispatches to the configured backend; only this
+//! module and `app` construct it or match on its variants, and nothing else
+//! names a backend. Redis's Lua scripts are files under `store/lua/`,
+//! compiled in with `include_str!`.
+//!
+//! May use only the bottom: `period`, `sketch`, `metrics`, `background`.
 
 pub mod conformance;
 pub mod embedded;
@@ -312,6 +321,14 @@ pub trait Store: Send + Sync + 'static {
     /// A [`StoreError`] when it does not.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// True when this instance is the store's only writer: then nothing but
+    /// this instance's batches changes the store, so a page reading rolled
+    /// forward over them stays exact and readers may keep it longer. False
+    /// unless a store knows it: a shared store's readings must stay short.
+    fn sole_writer(&self) -> bool {
+        false
+    }
+
     /// The `limit` most-read pages of a site in `period`, most read first
     /// (ties by page), at most [`TOP_KEPT`]. Pages whose counter for the
     /// period has expired are not listed. Costs O(`limit` · log pages) or
@@ -420,6 +437,13 @@ impl Store for AnyStore {
         }
     }
 
+    fn sole_writer(&self) -> bool {
+        match self {
+            AnyStore::Embedded(s) => s.sole_writer(),
+            AnyStore::Redis(s) => s.sole_writer(),
+        }
+    }
+
     async fn top(
         &self,
         site: &str,
@@ -447,14 +471,6 @@ impl Store for AnyStore {
 }
 
 impl AnyStore {
-    /// True when this instance is the store's only writer: the embedded
-    /// file is locked by one process, and imports go through its flusher.
-    /// Then a page reading rolled forward over this instance's batches
-    /// stays exact, and readers may keep it longer.
-    pub fn sole_writer(&self) -> bool {
-        matches!(self, AnyStore::Embedded(_))
-    }
-
     /// A fixed label naming the backend, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -5,6 +5,10 @@
 //!
 //! Only this module spawns long-lived tasks. [`run`] takes the shutdown
 //! signal as a future so tests (and `main`) decide when it stops.
+//!
+//! The top of the stack: may use every module, and with `store` is the only
+//! one that names a concrete store (it opens the configured one and hands
+//! the rest a `store::AnyStore`, which they use through the `Store` trait).
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -20,17 +24,17 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::bots::BotDetector;
 use crate::config::Config;
+use crate::count::visitor::{Identity, VID_KEY_NAME, salt_name};
 use crate::flush::Flusher;
+use crate::flush::wal::{Wal, WalError};
 use crate::http::{self, State};
+use crate::ingest::bots::BotDetector;
 use crate::metrics::{self as m, HitCounters};
 use crate::period::{DayNumber, date_of_number, day_number};
 use crate::read::Reader;
-use crate::sites::{SiteTable, Sites};
+use crate::site::{SiteTable, Sites};
 use crate::store::{AnyStore, EmbeddedStore, PeriodKey, RedisStore, Scope, Store, StoreError};
-use crate::visitor::{Identity, VID_KEY_NAME, salt_name};
-use crate::wal::{Wal, WalError};
 
 /// How often idle clients are dropped from the rate limiters.
 const LIMITER_PRUNE: Duration = Duration::from_secs(5);
@@ -58,7 +62,7 @@ pub enum AppError {
     #[error("write-ahead file: {0}")]
     Wal(#[from] WalError),
     #[error("bot list: {0}")]
-    Bots(#[from] crate::bots::BotsError),
+    Bots(#[from] crate::ingest::bots::BotsError),
 }
 
 /// The addresses the service listens on (useful when configured with port 0).

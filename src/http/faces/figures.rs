@@ -7,7 +7,7 @@
 //! `serde_json::to_vec(&figures)` — a property test holds it to that — with
 //! the keys as constants and the numbers through `itoa`.
 
-use crate::ledger::{Figures, Visitors};
+use crate::count::ledger::{Figures, Visitors};
 
 /// Appends `figures` as JSON to `out`.
 pub fn write(out: &mut Vec<u8>, figures: &Figures) {

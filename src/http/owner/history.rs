@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{ApiError, Body, State, constant_time_eq, json, lookup};
 use crate::period::{date_of_number, day_number, month_of};
-use crate::sites::Site;
+use crate::site::Site;
 use crate::store::{PeriodKey, Scope, SketchKey, Store};
 
 /// Longest daily series one request may ask for (the site days' default

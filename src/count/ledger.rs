@@ -20,9 +20,9 @@ use jiff::civil::Date;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
+use crate::count::tally::{Delta, SiteTally};
 use crate::period::{DayNumber, LocalDay, SiteCalendar, day_number, month_of, week_of};
 use crate::store::{PeriodKey, Reading, SiteBatch};
-use crate::tally::{Delta, SiteTally};
 
 /// The figures of a site or a page, as the API and the widgets show them.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -5,6 +5,10 @@
 //! are fetched on demand, kept (a counted page's in its tally cell), rolled
 //! forward by the flusher, and read again in the background once past
 //! their time to live. Reads never write figures.
+//!
+//! Owns `Reader` and its constants. May use `site`, `count`, `store` (the
+//! trait, through the store the app hands it; never a concrete backend)
+//! and the bottom.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +16,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::ledger::{Counts, Figures, Stored};
+use crate::count::ledger::{Counts, Figures, Stored};
+use crate::count::tally::Kept;
 use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
-use crate::sites::Site;
+use crate::site::Site;
 use crate::store::{AnyStore, PeriodKey, Scope, Store};
-use crate::tally::Kept;
 
 /// How long a page reading is reused when other instances share the store.
 /// This instance's own hits are always added on top, and the flusher rolls
@@ -25,7 +29,7 @@ use crate::tally::Kept;
 /// page may take to show.
 pub const PAGE_READING_TTL: Duration = Duration::from_secs(3);
 /// How long a page reading is reused when this instance is the store's only
-/// writer ([`AnyStore::sole_writer`]): nothing but its own batches changes
+/// writer ([`Store::sole_writer`]): nothing but its own batches changes
 /// the store then, and an import forgets the site's readings. The limit
 /// only bounds how long a reading wrong by a bug could stay wrong.
 pub const SOLE_WRITER_READING_TTL: Duration = Duration::from_secs(60);

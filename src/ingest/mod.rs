@@ -5,6 +5,13 @@
 //! text, a few header values, the peer address); it knows nothing of hyper's
 //! types, and it never awaits. Counting touches only memory: the site's tally
 //! and online ring.
+//!
+//! Owns `Beacon`, `parse_body`, `parse_query`, `client_ip`, `Sender`,
+//! `Ingest::count`, `Verdict`, `IngestError`, and [`bots`] (the User-Agent
+//! guard). May use `site`, `count` and the bottom; never `store`, `read`
+//! or `flush`.
+
+pub mod bots;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -14,12 +21,12 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::bots::BotDetector;
+use crate::count::tally::{Counted, PageEntry};
+use crate::count::visitor::{Anonymous, Identity, VisitorParts};
+use crate::ingest::bots::BotDetector;
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
-use crate::sites::Site;
-use crate::tally::{Counted, PageEntry};
-use crate::visitor::{Anonymous, Identity, VisitorParts};
+use crate::site::Site;
 
 /// A beacon as sent: `{"site","page","ref","vid"}` in a JSON (or
 /// `text/plain`, as `sendBeacon` sends it) body, or the same names as query

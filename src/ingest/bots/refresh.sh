@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refreshes the embedded crawler-user-agents list (MIT, Martin Monperrus et
 # al.) from its npm package: the JSON, its licence and the version line of
-# README.md. Usage: src/bots/refresh.sh [VERSION]   (default: latest)
+# README.md. Usage: src/ingest/bots/refresh.sh [VERSION]   (default: latest)
 # Then run the bots tests: a refreshed list must still compile, every one of
 # its instances must be a bot and no real browser may become one.
 set -euo pipefail

@@ -5,7 +5,6 @@
 //! writer of the store). Its producer id is `import:<id>`, where the id
 //! derives from the imported file's content, and its sequence is 1: the
 //! store's watermark then refuses the same import a second time.
-
 use std::hash::Hasher;
 
 use bytes::Bytes;
@@ -14,19 +13,20 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use serde::Serialize;
+use tokio::sync::oneshot;
 
 use super::history::{Point, series_points};
 use super::{ApiError, Body, State, json, lookup};
 use crate::config::Retention;
+use crate::flush::import::{Export, ExportDay, ImportJob, ImportRequest, PageTotal};
 use crate::flush::{plus, week_end};
 use crate::period::{month_of, week_of};
-use crate::sites::Site;
+use crate::site::Site;
 use crate::sketch::{Sketch, SketchUnion};
 use crate::store::{
     Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
-    StoreError, VisitorDelta,
+    VisitorDelta,
 };
 
 /// Largest import body accepted (a few years of daily history and the
@@ -48,50 +48,6 @@ pub const MAX_IMPORTED_COUNT: u64 = 1 << 53;
 /// import waits for the first rather than taking another core.
 static IMPORTS_BUILDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
-/// An import handed to the flusher, with where to send its outcome.
-pub struct ImportJob {
-    pub batch: SiteBatch,
-    pub reply: oneshot::Sender<Result<Applied, StoreError>>,
-}
-
-/// The flusher's end of the import queue.
-pub type ImportQueue = mpsc::Sender<ImportJob>;
-
-/// What `luot import` sends.
-#[derive(Debug, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ImportRequest {
-    pub site: String,
-    /// Derived from the imported file's content (16–64 hex digits).
-    pub id: String,
-    /// Added once to the site's total (a starting total carried over).
-    #[serde(default)]
-    pub total: Option<u64>,
-    /// Starting totals of pages.
-    #[serde(default)]
-    pub pages: Vec<PageTotal>,
-    /// Daily history: sets day, week and month figures and the series, not
-    /// the total.
-    #[serde(default)]
-    pub history: Vec<Day>,
-}
-
-#[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct PageTotal {
-    pub page: String,
-    pub total: u64,
-}
-
-#[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct Day {
-    pub date: Date,
-    pub hits: u64,
-    #[serde(default)]
-    pub visitors: Option<u64>,
-}
-
 #[derive(Serialize)]
 struct ImportAnswer {
     /// False when this import had been applied before (nothing changed).
@@ -102,15 +58,6 @@ struct ImportAnswer {
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
-}
-
-/// A stable 64-bit content hash as hex, for import ids.
-pub fn content_id(bytes: &[u8]) -> String {
-    let mut h = siphasher::sip::SipHasher13::new_with_keys(0x696d_706f_7274, 0x6c75_6f74);
-    h.write(bytes);
-    let a = h.finish();
-    h.write_u8(0xff);
-    format!("{a:016x}{:016x}", h.finish())
 }
 
 /// Refuses a count above [`MAX_IMPORTED_COUNT`]; `what` names it.
@@ -296,28 +243,6 @@ fn unavailable(message: &str) -> ApiError {
         "store_unavailable",
         message,
     )
-}
-
-/// What `luot export` receives (and `luot import --from-export` reads).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Export {
-    pub site: String,
-    pub exported_at: String,
-    /// The total figure (with `initial_total`).
-    pub total: u64,
-    /// The site's configured `initial_total` (not in the store).
-    pub initial_total: u64,
-    pub from: Date,
-    pub to: Date,
-    pub days: Vec<ExportDay>,
-    pub pages: Vec<PageTotal>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ExportDay {
-    pub date: Date,
-    pub hits: u64,
-    pub visitors: Option<u64>,
 }
 
 /// `GET /admin/v1/sites/{site}/export?from=&to=`: the daily series (up to

@@ -15,7 +15,7 @@ use maud::{PreEscaped, html};
 use super::text::{group, pad, query_param};
 use super::{ApiError, Body, State, lookup};
 use crate::config::Language;
-use crate::ledger::Figures;
+use crate::count::ledger::Figures;
 
 /// Digits the total is padded to unless `?pad=` says otherwise.
 pub const DEFAULT_PAD: usize = 8;

@@ -24,9 +24,9 @@ use super::history::{self, Point, period_named, series_points};
 use super::text::{group, query_param};
 use super::{ApiError, Body, State, lookup};
 use crate::config::Language;
-use crate::ledger::Figures;
+use crate::count::ledger::Figures;
 use crate::period::month_of;
-use crate::sites::Site;
+use crate::site::Site;
 use crate::store::Store;
 
 /// How often the page reads fresh figures (online now among them).
@@ -484,7 +484,7 @@ mod tests {
                 week: 1353,
                 month: 2958,
                 online: Some(45),
-                visitors: Some(crate::ledger::Visitors {
+                visitors: Some(crate::count::ledger::Visitors {
                     today: 312,
                     yesterday: 401,
                     week: 1001,

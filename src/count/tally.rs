@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::ledger::Stored;
+use crate::count::ledger::Stored;
 use crate::period::DayNumber;
 
 /// Bits of a slot holding the hit count; the rest hold the day number.

@@ -7,6 +7,14 @@
 //! store's watermark makes a retry that finds it applied a no-op), and new
 //! deltas merge into the next one meanwhile, so memory grows with distinct
 //! keys, never with hits, while the store is down.
+//!
+//! Owns `Flusher`, `Backoff`, [`wal`] (the write-ahead file) and [`import`]
+//! (the import and export wire types and the flusher's import queue). May
+//! use `site`, `count`, `store` and the bottom; never `http`, `ingest` or
+//! `read`.
+
+pub mod import;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,17 +26,17 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Retention;
-use crate::ledger::{Stored, Visitors, read_keys};
+use crate::count::ledger::{Stored, Visitors, read_keys};
+use crate::count::tally::Delta;
+use crate::flush::wal::Wal;
 use crate::metrics::FlushMetrics;
 use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
-use crate::sites::{Site, Sites};
+use crate::site::{Site, Sites};
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 use crate::store::{
     Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
     StoreError, VisitorDelta,
 };
-use crate::tally::Delta;
-use crate::wal::Wal;
 
 /// Shortest pause after a store error.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -619,7 +627,7 @@ impl<S: Store> Flusher<S> {
     }
 
     /// Applies an import (a batch built by the admin route) and answers.
-    pub async fn apply_import(&mut self, job: crate::http::admin::ImportJob) {
+    pub async fn apply_import(&mut self, job: crate::flush::import::ImportJob) {
         let result = self.store.apply(&job.batch).await;
         match &result {
             Ok(Applied::Fresh { late }) => {
@@ -843,7 +851,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config =
             crate::config::Config::from_toml_str("[counting]\nmax_pages = 50000\n").unwrap();
-        let sites = Arc::new(Sites::new(crate::sites::SiteTable::new(&config, |_| 1)));
+        let sites = Arc::new(Sites::new(crate::site::SiteTable::new(&config, |_| 1)));
         let store = crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
         let mut flusher = Flusher::new(store.clone(), Arc::clone(&sites), Arc::from("p"), None);
         let site = Arc::clone(sites.load().get("demo").unwrap());

@@ -11,7 +11,7 @@
 //! or paces while holding it.
 //!
 //! What it must not do: read the store, or know the tally or the ledger.
-//! [`crate::sites::Site`] decides what goes in and rolls it forward.
+//! [`crate::site::Site`] decides what goes in and rolls it forward.
 //!
 //! # Completeness over batches
 //!
@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ledger::Stored;
+use crate::count::ledger::Stored;
 
 /// Readings of pages the tally does not keep, per site.
 pub struct PageCache {

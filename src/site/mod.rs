@@ -4,6 +4,13 @@
 //! Invariant: only declared sites have state. An attacker-chosen id finds
 //! nothing here and creates nothing (no key, no memory). Lookups on the hot
 //! path borrow the request's text; they never allocate.
+//!
+//! Owns `Site`, `SiteTable`, `Sites` and [`page_cache`] (readings of pages
+//! the tally does not keep). May use `count` (the state a site holds),
+//! `store` (key and batch types; it never calls a store) and the bottom.
+//! Used by `ingest`, `read` and `flush`, which act on sites.
+
+pub mod page_cache;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,16 +21,16 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use jiff::civil::Date;
 
 use crate::config::{Config, Retention, SiteConfig, SiteRules};
-use crate::dedupe::DedupeFilter;
-use crate::ledger::{Ledger, Stored, Visitors, read_keys};
-use crate::limit::{ClientLimiter, RateLimit};
+use crate::count::dedupe::DedupeFilter;
+use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
+use crate::count::limit::{ClientLimiter, RateLimit};
+use crate::count::tally::{Kept, SiteTally};
+use crate::count::visitor::{OnlineRing, VisitorBatcher};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
-use crate::page_cache::PageCache;
 use crate::period::{DayClock, SiteCalendar};
+use crate::site::page_cache::PageCache;
 use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
-use crate::tally::{Kept, SiteTally};
-use crate::visitor::{OnlineRing, VisitorBatcher};
 
 /// Bits of each of the two dedupe filters (1 MiB of memory per site with a
 /// dedupe window): about 210,000 distinct (visitor, page) pairs per window at
@@ -343,7 +350,7 @@ impl Site {
     }
 
     /// Queues a batch recovered from the write-ahead file (see
-    /// [`Ledger::adopt`](crate::ledger::Ledger::adopt)).
+    /// [`Ledger::adopt`](crate::count::ledger::Ledger::adopt)).
     pub fn adopt(&self, batch: SiteBatch) {
         self.tally.note_adopted(batch.id.seq);
         self.ledger.adopt(batch);
@@ -711,7 +718,7 @@ mod tests {
 
     #[test]
     fn a_cells_batch_name_widens_to_the_latest_sequence_with_it() {
-        use crate::tally::SiteTally;
+        use crate::count::tally::SiteTally;
         let t = SiteTally::new(4);
         t.count("/a", 1);
         let base = 1_764_000_000_000_000u64; // sequences start at the clock in µs

@@ -5,6 +5,9 @@
 //! This module must not start anything or touch the network: it turns text
 //! into a checked [`Config`], and nothing else. Environment variables are read
 //! through the [`Env`] trait so tests can feed them from a map.
+//!
+//! May use `period` and `page` (the calendar and page types a setting
+//! names), nothing else; every other stage may use it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -17,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::period::WeekStart;
 
 /// The defaults as shipped, compiled in so the binary runs anywhere.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";

@@ -1,0 +1,22 @@
+//! Counting: the per-site state the hot path touches, below the site that
+//! owns it.
+//!
+//! - [`tally`]: the lock-free pending deltas a hit increments and the
+//!   flusher takes;
+//! - [`ledger`]: the last store reading plus this instance's deltas not in
+//!   it yet (open and frozen batches), what readers compose figures from;
+//! - [`visitor`]: visitor identity, the online ring, the visitor batcher;
+//! - [`limit`], [`dedupe`]: the per-client state of the rate limit and the
+//!   repeat-view filter.
+//!
+//! `tally` and `ledger` know each other (a tally cell keeps a page's
+//! latest ledger reading, [`ledger::Stored`]), which is why they share this
+//! module. May use: `store` (its key and batch types), and the bottom
+//! (`config`, `period`, `page`, `sketch`, `metrics`, `background`). Knows
+//! nothing of sites, HTTP or the flusher.
+
+pub mod dedupe;
+pub mod ledger;
+pub mod limit;
+pub mod tally;
+pub mod visitor;

@@ -1,0 +1,17 @@
+//! The owner's side: [`history`] (series and top lists over the store plus
+//! this instance's unflushed days; `authorize`, the one read-token check),
+//! [`dashboard`] (`/dashboard/{site}`, rendered server-side) and [`admin`]
+//! (the admin listener's import and export, which `luot import` and
+//! `luot export` talk to).
+//!
+//! May use what the router in `http` gives them (imported below, so each
+//! names it as `super::…`), `flush::import` (the import queue and wire
+//! types), `flush`'s period helpers, `site`, `count`, `store` (the trait)
+//! and the bottom.
+
+pub mod admin;
+pub mod dashboard;
+pub mod history;
+
+// What the owner's routes take from the router and its shared helpers.
+use super::{ApiError, Body, State, constant_time_eq, document, json, lookup, text};

@@ -1,0 +1,102 @@
+
+-- KEYS[1] watermarks, KEYS[2] watermark times, KEYS[3] scratch, then the
+-- counter keys group by group, then one key per sketch.
+-- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] group count; per
+-- group: kind ('c' counter | 'z' page), key count, entry count, one expire
+-- per key (unix seconds, 0 = never), then the entries: hits for 'c'; for
+-- 'z' the members, then their hits in the same order (a member at most
+-- once per group). Every entry of a group is added to each of its keys.
+-- Then per sketch: kind ('m' members | 'r' registers), expire, member
+-- count (for 'm'), members... or the blob.
+local producer = ARGV[1]
+local seq = ARGV[2]
+local format = string.format
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local mark = redis.call('HGET', KEYS[1], producer)
+if mark and seq <= mark then
+  return {0, 0}
+end
+redis.call('HSET', KEYS[1], producer, seq)
+redis.call('HSET', KEYS[2], producer, now)
+local late = 0
+local a = 4
+local k = 4
+-- A key may be in several groups: expire it once per batch.
+local expiring = {}
+for g = 1, tonumber(ARGV[3]) do
+  local kind, nkeys, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local first = a + 3 + nkeys
+  -- A page's hits, parsed once for all the group's keys.
+  local hits = {}
+  if kind == 'z' then
+    for i = 1, n do
+      hits[i] = tonumber(ARGV[first + n + i - 1])
+    end
+  end
+  for j = 0, nkeys - 1 do
+    local key, exp = KEYS[k + j], tonumber(ARGV[a + 3 + j])
+    if exp > 0 and exp <= now then
+      late = late + n
+    else
+      if kind == 'z' then
+        -- Read the scores of up to 1000 pages, add, write them back: two
+        -- variadic calls where a ZINCRBY per page cost a call each. Scores
+        -- go back as '%d' strings, not numbers, which Redis 7.0 would
+        -- format with the slower '%.17g'.
+        for c = 0, n - 1, 1000 do
+          local len = math.min(1000, n - c)
+          local m = first + c
+          local scores = redis.call('ZMSCORE', key, unpack(ARGV, m, m + len - 1))
+          local scored = {}
+          for i = 0, len - 1 do
+            local was = tonumber(scores[i + 1]) or 0
+            scored[2 * i + 1] = format('%d', was + hits[c + i + 1])
+            scored[2 * i + 2] = ARGV[m + i]
+          end
+          redis.call('ZADD', key, unpack(scored))
+        end
+      else
+        for e = first, first + n - 1 do
+          redis.call('INCRBY', key, ARGV[e])
+        end
+      end
+      if exp > 0 and expiring[key] ~= exp then
+        redis.call('EXPIREAT', key, exp)
+        expiring[key] = exp
+      end
+    end
+  end
+  k = k + nkeys
+  if kind == 'z' then
+    a = first + 2 * n
+  else
+    a = first + n
+  end
+end
+while a <= #ARGV do
+  local key = KEYS[k]
+  k = k + 1
+  local kind, exp = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local fresh = not (exp > 0 and exp <= now)
+  if kind == 'm' then
+    local count = tonumber(ARGV[a])
+    a = a + 1
+    if fresh and count > 0 then
+      redis.call('PFADD', key, unpack(ARGV, a, a + count - 1))
+    end
+    a = a + count
+  else
+    if fresh then
+      redis.call('SET', KEYS[3], ARGV[a])
+      redis.call('PFMERGE', key, key, KEYS[3])
+      redis.call('DEL', KEYS[3])
+    end
+    a = a + 1
+  end
+  if fresh and exp > 0 then
+    redis.call('EXPIREAT', key, exp)
+  end
+end
+return {1, late}
