@@ -513,6 +513,17 @@ pub async fn run_reloadable(
         ready: AtomicBool::new(false),
     });
 
+    let (refresh_stop_tx, refresh_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let refresh_task = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = refresh_stop_rx.await;
+            };
+            state.reader.refresh_until(stop).await;
+        })
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let (flush_stop_tx, mut flush_stop_rx) = watch::channel(None::<Instant>);
     let interval = server.flush_interval;
@@ -627,6 +638,9 @@ pub async fn run_reloadable(
     // after `drain` are reset), so no hit is counted after the final take.
     let drained = public_task.await.unwrap_or(false);
     let _ = admin_task.await;
+    // No request is left to queue a page refresh.
+    let _ = refresh_stop_tx.send(());
+    let _ = refresh_task.await;
     let _ = flush_stop_tx.send(Some(deadline));
     let flushed = flush_task.await.unwrap_or(false);
     // (The flusher ran on its own thread; it has returned.)
