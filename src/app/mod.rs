@@ -396,72 +396,19 @@ pub async fn run_reloadable(
     let server = &config.server;
     let _lock = lock_data_dir(&server.data_dir)?;
     let producer = producer_id(&server.data_dir)?;
-    let (store, wal) = if config.store.redis_url.is_empty() {
-        // One local ACID file: a batch is durable once applied, so no
-        // write-ahead file is needed in front of it.
-        (
-            AnyStore::Embedded(EmbeddedStore::open(&server.data_dir)?),
-            None,
-        )
-    } else {
-        let store = AnyStore::Redis(RedisStore::connect(&config.store.redis_url).await?);
-        let (wal, recovery) = Wal::open(&server.data_dir)?;
-        if recovery.skipped_bytes > 0 {
-            tracing::warn!(
-                skipped_bytes = recovery.skipped_bytes,
-                "the write-ahead file had a damaged tail; it was skipped"
-            );
-        }
-        (store, Some((wal, recovery.pending)))
-    };
+    let (store, wal) = open_store(&config).await?;
     let prometheus = m::install();
     m::build_info(store.kind());
     let _upkeep = spawn_upkeep(prometheus.clone());
 
     let vid_key = startup(|| store.secret(VID_KEY_NAME, random_bytes())).await?;
     let identity = Arc::new(Identity::new(&vid_key));
-    // A batch's sequence must rise above anything this producer sent
-    // before, even if the store forgot nothing: start from the store's
-    // watermark, and from the clock for good measure.
-    let mut first_seqs = std::collections::HashMap::new();
-    for site in &config.sites {
-        let r =
-            startup(|| store.read(&site.id, &Scope::Site, &[PeriodKey::Total], &producer)).await?;
-        let clock_seq = Timestamp::now().as_microsecond().max(0) as u64;
-        first_seqs.insert(site.id.clone(), (r.watermark + 1).max(clock_seq));
-    }
-    let sites = Arc::new(Sites::new(SiteTable::new(&config, |s| {
-        first_seqs.get(&s.id).copied().unwrap_or(1)
-    })));
+    let sites = build_sites(&config, &store, &producer).await?;
     startup(|| load_salts(&store, &sites, &identity)).await?;
-
-    let wal = match wal {
-        None => None,
-        Some((wal, pending)) => {
-            let table = sites.snapshot();
-            let mut replayed = 0usize;
-            for batch in pending {
-                match table.get(&batch.site) {
-                    Some(site) if batch.id.producer == producer => {
-                        site.adopt(batch);
-                        replayed += 1;
-                    }
-                    _ => tracing::warn!(
-                        site = %batch.site,
-                        seq = batch.id.seq,
-                        "a write-ahead batch names a site no longer declared (or another producer); it is dropped"
-                    ),
-                }
-            }
-            if replayed > 0 {
-                tracing::info!(
-                    batches = replayed,
-                    "replaying unacknowledged batches from the write-ahead file"
-                );
-            }
-            Some(wal)
-        }
-    };
+    let wal = wal.map(|(wal, pending)| {
+        replay_write_ahead(&sites, &producer, pending);
+        wal
+    });
 
     let mut flusher = Flusher::new(
         store.clone(),
@@ -473,37 +420,164 @@ pub async fn run_reloadable(
     // not stale.
     flusher.pass().await;
 
+    let (public, admin, bound) = bind_listeners(server).await?;
+    let (import_tx, import_rx) = tokio::sync::mpsc::channel(16);
+    let state = build_state(
+        &config, &store, &sites, &identity, &producer, prometheus, import_tx,
+    )?;
+
+    let (flush_stop, flush_task) = spawn_flusher(
+        flusher,
+        store.clone(),
+        Arc::clone(&sites),
+        Arc::clone(&identity),
+        import_rx,
+        server.flush_interval,
+    );
+    let (refresh_stop, refresh_task) = spawn_refresher(&state);
+    let (servers_stop, public_task, admin_task) = spawn_servers(&config, &state, public, admin);
+    let reload_task = reload.map(|reload| {
+        spawn_reloader(
+            reload,
+            config.clone(),
+            store.clone(),
+            sites,
+            identity,
+            producer.clone(),
+        )
+    });
+
+    http::set_ready(&state, true);
+    tracing::info!(public = %bound.public, admin = %bound.admin, store = store.kind(), producer = %producer, "luot listening");
+    on_bound(bound);
+
+    shutdown.await;
+    let tasks = Tasks {
+        reload: reload_task,
+        servers_stop,
+        public: public_task,
+        admin: admin_task,
+        refresh_stop,
+        refresh: refresh_task,
+        flush_stop,
+        flush: flush_task,
+    };
+    Ok(shut_down(tasks, &state, server.shutdown_grace).await)
+}
+
+/// Opens the configured store: the embedded file, or Redis with the
+/// write-ahead file in front of it and the batches that file holds
+/// unacknowledged (to be replayed once the sites exist).
+async fn open_store(
+    config: &Config,
+) -> Result<(AnyStore, Option<(Wal, Vec<crate::store::SiteBatch>)>), AppError> {
+    let data_dir = &config.server.data_dir;
+    if config.store.redis_url.is_empty() {
+        // One local ACID file: a batch is durable once applied, so no
+        // write-ahead file is needed in front of it.
+        return Ok((AnyStore::Embedded(EmbeddedStore::open(data_dir)?), None));
+    }
+    let store = AnyStore::Redis(RedisStore::connect(&config.store.redis_url).await?);
+    let (wal, recovery) = Wal::open(data_dir)?;
+    if recovery.skipped_bytes > 0 {
+        tracing::warn!(
+            skipped_bytes = recovery.skipped_bytes,
+            "the write-ahead file had a damaged tail; it was skipped"
+        );
+    }
+    Ok((store, Some((wal, recovery.pending))))
+}
+
+/// Builds the declared sites, each starting its batch sequence above
+/// anything this producer sent before.
+async fn build_sites(
+    config: &Config,
+    store: &AnyStore,
+    producer: &str,
+) -> Result<Arc<Sites>, AppError> {
+    // A batch's sequence must rise above anything this producer sent
+    // before, even if the store forgot nothing: start from the store's
+    // watermark, and from the clock for good measure.
+    let mut first_seqs = std::collections::HashMap::new();
+    for site in &config.sites {
+        let r =
+            startup(|| store.read(&site.id, &Scope::Site, &[PeriodKey::Total], producer)).await?;
+        let clock_seq = Timestamp::now().as_microsecond().max(0) as u64;
+        first_seqs.insert(site.id.clone(), (r.watermark + 1).max(clock_seq));
+    }
+    Ok(Arc::new(Sites::new(SiteTable::new(config, |s| {
+        first_seqs.get(&s.id).copied().unwrap_or(1)
+    }))))
+}
+
+/// Hands the write-ahead file's unacknowledged batches to their sites'
+/// ledgers, to be sent again with their original ids (the store's
+/// watermark refuses any it already applied). A batch of a site no
+/// longer declared, or of another producer, is dropped with a warning.
+fn replay_write_ahead(sites: &Sites, producer: &str, pending: Vec<crate::store::SiteBatch>) {
+    let table = sites.snapshot();
+    let mut replayed = 0usize;
+    for batch in pending {
+        match table.get(&batch.site) {
+            Some(site) if *batch.id.producer == *producer => {
+                site.adopt(batch);
+                replayed += 1;
+            }
+            _ => tracing::warn!(
+                site = %batch.site,
+                seq = batch.id.seq,
+                "a write-ahead batch names a site no longer declared (or another producer); it is dropped"
+            ),
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(
+            batches = replayed,
+            "replaying unacknowledged batches from the write-ahead file"
+        );
+    }
+}
+
+/// Binds the public and the admin listener, and reads back the addresses
+/// they got (a configured port 0 picks a free one).
+async fn bind_listeners(
+    server: &crate::config::ServerConfig,
+) -> Result<(TcpListener, TcpListener, Bound), AppError> {
+    let bind_error = |addr| move |source| AppError::Bind { addr, source };
     let public = TcpListener::bind(server.listen)
         .await
-        .map_err(|source| AppError::Bind {
-            addr: server.listen,
-            source,
-        })?;
+        .map_err(bind_error(server.listen))?;
     let admin = TcpListener::bind(server.admin_listen)
         .await
-        .map_err(|source| AppError::Bind {
-            addr: server.admin_listen,
-            source,
-        })?;
+        .map_err(bind_error(server.admin_listen))?;
     let bound = Bound {
-        public: public.local_addr().map_err(|source| AppError::Bind {
-            addr: server.listen,
-            source,
-        })?,
-        admin: admin.local_addr().map_err(|source| AppError::Bind {
-            addr: server.admin_listen,
-            source,
-        })?,
+        public: public.local_addr().map_err(bind_error(server.listen))?,
+        admin: admin
+            .local_addr()
+            .map_err(bind_error(server.admin_listen))?,
     };
+    Ok((public, admin, bound))
+}
 
-    let (import_tx, mut import_rx) = tokio::sync::mpsc::channel(16);
+/// Builds the state every request handler shares: the sites, the reader,
+/// the bot list, the limits and the import queue's sending end.
+fn build_state(
+    config: &Config,
+    store: &AnyStore,
+    sites: &Arc<Sites>,
+    identity: &Arc<Identity>,
+    producer: &Arc<str>,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    imports: crate::flush::import::ImportQueue,
+) -> Result<Arc<State>, AppError> {
+    let server = &config.server;
     let bots = BotDetector::new()?;
     tracing::info!(patterns = bots.patterns(), "bot list compiled");
-    let state = Arc::new(State {
-        sites: Arc::clone(&sites),
-        identity: Arc::clone(&identity),
+    Ok(Arc::new(State {
+        sites: Arc::clone(sites),
+        identity: Arc::clone(identity),
         store: store.clone(),
-        reader: Reader::new(store.clone(), Arc::clone(&producer)),
+        reader: Reader::new(store.clone(), Arc::clone(producer)),
         counters: HitCounters::new(),
         http_metrics: crate::http::route_metrics(),
         bots,
@@ -512,70 +586,136 @@ pub async fn run_reloadable(
         max_header_bytes: config.limits.max_header_bytes,
         max_headers: config.limits.max_headers,
         metrics_token: Some(server.metrics_token.clone()).filter(|t| !t.is_empty()),
-        prometheus: prometheus.clone(),
-        imports: Some(import_tx),
+        prometheus,
+        imports: Some(imports),
         ready: AtomicBool::new(false),
-    });
+    }))
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (flush_stop_tx, mut flush_stop_rx) = watch::channel(None::<Instant>);
-    let interval = server.flush_interval;
-    let flush_task = {
-        let store = store.clone();
-        let sites = Arc::clone(&sites);
-        let identity = Arc::clone(&identity);
-        spawn_background("luot-flush", async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_salt = Instant::now();
-            let mut last_prune = Instant::now();
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        flusher.pass().await;
-                        let now = Timestamp::now();
-                        let prune = last_prune.elapsed() >= LIMITER_PRUNE;
-                        for site in sites.snapshot().iter() {
-                            site.recount_online(now);
-                            site.metrics.online.set(site.online_now(now) as f64);
-                            if let Some(filter) = &site.dedupe {
-                                filter.rotate_if_due(now.as_millisecond().max(0) as u64);
-                            }
-                            if prune {
-                                site.limiter.prune();
-                                site.read_limiter.prune();
-                            }
-                            site.metrics.limiter_clients.set(site.limiter.len() as f64);
-                        }
-                        if prune {
-                            last_prune = Instant::now();
-                        }
-                        if last_salt.elapsed() >= SALT_REFRESH {
-                            last_salt = Instant::now();
-                            if let Err(e) = load_salts(&store, &sites, &identity).await {
-                                tracing::warn!(error = %e, "loading the daily salts failed");
-                            }
-                        }
-                    }
-                    Some(job) = import_rx.recv() => {
-                        flusher.apply_import(job).await;
-                    }
-                    changed = flush_stop_rx.changed() => {
-                        let deadline = match (changed, *flush_stop_rx.borrow()) {
-                            (Ok(()), Some(deadline)) => deadline,
-                            _ => Instant::now() + Duration::from_secs(1),
-                        };
-                        return flusher.drain(deadline).await;
+/// Starts the flusher on its background thread ([`spawn_background`]):
+/// one pass every `interval`, imports as they come, and the final drain
+/// once it is told the deadline. Returns the sender of that deadline and
+/// the receiver of the drain's result (whether every hit was flushed).
+fn spawn_flusher(
+    flusher: Flusher<AnyStore>,
+    store: AnyStore,
+    sites: Arc<Sites>,
+    identity: Arc<Identity>,
+    imports: tokio::sync::mpsc::Receiver<crate::flush::import::ImportJob>,
+    interval: Duration,
+) -> (
+    watch::Sender<Option<Instant>>,
+    tokio::sync::oneshot::Receiver<bool>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(None::<Instant>);
+    let task = spawn_background(
+        "luot-flush",
+        flush_until_stopped(flusher, store, sites, identity, imports, stop_rx, interval),
+    );
+    (stop_tx, task)
+}
+
+/// The flusher's loop: a pass and the sites' upkeep each `interval`,
+/// imports between passes; when `stop` names a deadline, the final drain,
+/// whose result it returns.
+async fn flush_until_stopped(
+    mut flusher: Flusher<AnyStore>,
+    store: AnyStore,
+    sites: Arc<Sites>,
+    identity: Arc<Identity>,
+    mut imports: tokio::sync::mpsc::Receiver<crate::flush::import::ImportJob>,
+    mut stop: watch::Receiver<Option<Instant>>,
+    interval: Duration,
+) -> bool {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_salt = Instant::now();
+    let mut last_prune = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                flusher.pass().await;
+                let prune = last_prune.elapsed() >= LIMITER_PRUNE;
+                tend_sites(&sites, Timestamp::now(), prune);
+                if prune {
+                    last_prune = Instant::now();
+                }
+                if last_salt.elapsed() >= SALT_REFRESH {
+                    last_salt = Instant::now();
+                    if let Err(e) = load_salts(&store, &sites, &identity).await {
+                        tracing::warn!(error = %e, "loading the daily salts failed");
                     }
                 }
             }
-        })
-    };
+            Some(job) = imports.recv() => {
+                flusher.apply_import(job).await;
+            }
+            changed = stop.changed() => {
+                let deadline = match (changed, *stop.borrow()) {
+                    (Ok(()), Some(deadline)) => deadline,
+                    _ => Instant::now() + Duration::from_secs(1),
+                };
+                return flusher.drain(deadline).await;
+            }
+        }
+    }
+}
 
-    let grace = server.shutdown_grace;
-    let drain = connection_drain(grace);
+/// The sites' upkeep after each flush pass: recount and publish who is
+/// online, rotate due dedupe filters, and (when `prune`) drop idle
+/// clients from the rate limiters.
+fn tend_sites(sites: &Sites, now: Timestamp, prune: bool) {
+    for site in sites.snapshot().iter() {
+        site.recount_online(now);
+        site.metrics.online.set(site.online_now(now) as f64);
+        if let Some(filter) = &site.dedupe {
+            filter.rotate_if_due(now.as_millisecond().max(0) as u64);
+        }
+        if prune {
+            site.limiter.prune();
+            site.read_limiter.prune();
+        }
+        site.metrics.limiter_clients.set(site.limiter.len() as f64);
+    }
+}
+
+/// Starts the page refresher ([`Reader::refresh_until`]), the one task
+/// that reads again the page readings requests queue. Returns what stops
+/// it and its handle.
+fn spawn_refresher(
+    state: &Arc<State>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = Arc::clone(state);
+    let task = tokio::spawn(async move {
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        state.reader.refresh_until(stop).await;
+    });
+    (stop_tx, task)
+}
+
+/// Starts the public and the admin server. Returns what stops both and
+/// their handles, which resolve once every connection has ended (to
+/// whether all closed by themselves within the drain).
+fn spawn_servers(
+    config: &Config,
+    state: &Arc<State>,
+    public: TcpListener,
+    admin: TcpListener,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<bool>,
+    tokio::task::JoinHandle<bool>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain = connection_drain(config.server.shutdown_grace);
     let public_task = {
-        let state = Arc::clone(&state);
+        let state = Arc::clone(state);
         tokio::spawn(http::server::serve(
             public,
             config.limits.clone(),
@@ -586,53 +726,74 @@ pub async fn run_reloadable(
         ))
     };
     let admin_task = {
-        let state = Arc::clone(&state);
+        let state = Arc::clone(state);
         tokio::spawn(http::server::serve(
             admin,
             config.limits.clone(),
             move |req, _peer| http::handle_admin(Arc::clone(&state), req),
-            stop_rx.clone(),
+            stop_rx,
             drain,
             false,
         ))
     };
+    (stop_tx, public_task, admin_task)
+}
 
-    let reload_task = reload.map(|reload| {
-        let store = store.clone();
-        let sites = Arc::clone(&sites);
-        let identity = Arc::clone(&identity);
-        let producer = Arc::clone(&producer);
-        let mut running = config.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot listen for SIGHUP; reloads are off");
-                return;
-            };
-            while hangups.recv().await.is_some() {
-                apply_reload(&reload, &mut running, &store, &sites, &identity, &producer).await;
-            }
-        })
-    });
+/// Starts the reloader: on each SIGHUP, [`apply_reload`] with `running`,
+/// the configuration in force. Aborted at shutdown (a reload half done
+/// leaves either table in place, both whole).
+fn spawn_reloader(
+    reload: Reload,
+    mut running: Config,
+    store: AnyStore,
+    sites: Arc<Sites>,
+    identity: Arc<Identity>,
+    producer: Arc<str>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reloads are off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            apply_reload(&reload, &mut running, &store, &sites, &identity, &producer).await;
+        }
+    })
+}
 
-    http::set_ready(&state, true);
-    tracing::info!(public = %bound.public, admin = %bound.admin, store = store.kind(), producer = %producer, "luot listening");
-    on_bound(bound);
+/// What a run spawned, with what stops each, for [`shut_down`].
+struct Tasks {
+    reload: Option<tokio::task::JoinHandle<()>>,
+    servers_stop: watch::Sender<bool>,
+    public: tokio::task::JoinHandle<bool>,
+    admin: tokio::task::JoinHandle<bool>,
+    refresh_stop: tokio::sync::oneshot::Sender<()>,
+    refresh: tokio::task::JoinHandle<()>,
+    flush_stop: watch::Sender<Option<Instant>>,
+    flush: tokio::sync::oneshot::Receiver<bool>,
+}
 
-    shutdown.await;
-    if let Some(task) = reload_task {
+/// Stops what the run spawned, in order, within `grace`: the reloader;
+/// readiness; the servers (they stop accepting and return once every
+/// connection has ended, so no hit is counted after the final take); the
+/// refresher (no request is left to queue a refresh); and the final flush.
+async fn shut_down(tasks: Tasks, state: &State, grace: Duration) -> Stopped {
+    if let Some(task) = tasks.reload {
         task.abort();
     }
     let deadline = Instant::now() + grace;
     tracing::info!(grace = ?grace, "shutting down: not ready, draining connections");
-    http::set_ready(&state, false);
-    let _ = stop_tx.send(true);
+    http::set_ready(state, false);
+    let _ = tasks.servers_stop.send(true);
     // Both servers return once every connection is gone (those still open
-    // after `drain` are reset), so no hit is counted after the final take.
-    let drained = public_task.await.unwrap_or(false);
-    let _ = admin_task.await;
-    let _ = flush_stop_tx.send(Some(deadline));
-    let flushed = flush_task.await.unwrap_or(false);
+    // after the drain are reset), so no hit is counted after the final take.
+    let drained = tasks.public.await.unwrap_or(false);
+    let _ = tasks.admin.await;
+    let _ = tasks.refresh_stop.send(());
+    let _ = tasks.refresh.await;
+    let _ = tasks.flush_stop.send(Some(deadline));
+    let flushed = tasks.flush.await.unwrap_or(false);
     // (The flusher ran on its own thread; it has returned.)
     if flushed {
         tracing::info!(drained, "stopped; every counted hit reached the store");
@@ -642,7 +803,7 @@ pub async fn run_reloadable(
             "stopped; the store did not take every pending hit before the grace period ended"
         );
     }
-    Ok(Stopped { drained, flushed })
+    Stopped { drained, flushed }
 }
 
 /// How much of `shutdown_grace` open connections get to finish before

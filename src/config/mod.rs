@@ -397,11 +397,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what types alone cannot.
+    /// Checks what types alone cannot, one section after the other.
     ///
     /// # Errors
     /// A [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_limits()?;
+        self.validate_counting()?;
+        self.validate_retention()?;
+        self.validate_sites()
+    }
+
+    /// `[server]`: a flush interval the flusher can keep, a grace period,
+    /// two distinct listeners.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if s.flush_interval < Duration::from_millis(10)
             || s.flush_interval > Duration::from_secs(60)
@@ -423,6 +433,12 @@ impl Config {
                 "must differ from server.listen",
             ));
         }
+        Ok(())
+    }
+
+    /// `[limits]`: a header limit hyper can buffer, and no limit or
+    /// deadline at zero (which would refuse everything).
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         if l.max_header_bytes < MIN_HEADER_BYTES {
             return Err(ConfigError::invalid(
@@ -449,6 +465,12 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must be more than zero"));
             }
         }
+        Ok(())
+    }
+
+    /// `[counting]`: the online window, page length, rate limits, dedupe
+    /// window and page cap within the bounds the counting code assumes.
+    fn validate_counting(&self) -> Result<(), ConfigError> {
         let c = &self.counting;
         if c.online_window < Duration::from_secs(60) || c.online_window > Duration::from_secs(3600)
         {
@@ -488,6 +510,12 @@ impl Config {
                 "must be more than zero",
             ));
         }
+        Ok(())
+    }
+
+    /// `[retention]`: no period kept for less than readers rely on (two
+    /// days of days, so that yesterday stays; two weeks of weeks).
+    fn validate_retention(&self) -> Result<(), ConfigError> {
         let r = &self.retention;
         for (key, v, min_days) in [
             ("retention.site_days", r.site_days, 2),
@@ -501,6 +529,11 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[[sites]]`: at least one, each valid, no id twice.
+    fn validate_sites(&self) -> Result<(), ConfigError> {
         if self.sites.is_empty() {
             return Err(ConfigError::invalid("sites", "declare at least one site"));
         }

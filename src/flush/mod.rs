@@ -426,13 +426,14 @@ impl<S: Store> Flusher<S> {
             .collect()
     }
 
-    async fn flush_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
-        let now = Instant::now();
+    /// Takes the site's counted hits into its ledger and its visitors
+    /// into the pass's unions. While the store is away (a batch is still
+    /// unanswered) the deltas that arrived since are folded into one
+    /// unsent batch and kept in the write-ahead file too.
+    async fn take_site(&mut self, site: &Arc<Site>) {
         site.ledger.write().take_from(&site.tally);
         self.gather_visitors(site);
         if self.wal.is_some() {
-            // The store is away (a batch is still unanswered): keep what
-            // arrived since in the write-ahead file too.
             let folded = {
                 let producer = &self.producer;
                 let retention = &self.retention;
@@ -445,6 +446,54 @@ impl<S: Store> Flusher<S> {
                 self.log_ahead(&batch).await;
             }
         }
+    }
+
+    /// Sends one batch to the store. Applied (or refused as a duplicate):
+    /// records it, rolls the site's kept readings forward over it and
+    /// acknowledges it. Failed: marks the site stale and backs off; the
+    /// batch stays first in the ledger's queue, to be sent again unchanged.
+    async fn send_batch(
+        &mut self,
+        site: &Arc<Site>,
+        batch: &Arc<SiteBatch>,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        match self.store.apply_shared(Arc::clone(batch)).await {
+            Ok(applied) => {
+                self.metrics
+                    .duration
+                    .record(started.elapsed().as_secs_f64());
+                self.metrics
+                    .batch_keys
+                    .record(batch.increments.len() as f64);
+                match applied {
+                    Applied::Fresh { late } => self.metrics.late.increment(late),
+                    Applied::Duplicate => self.metrics.duplicates.increment(1),
+                }
+                // Before the ledger lets the batch go (at the next
+                // site reading), so a cached page reading never misses it.
+                site.roll_forward(batch);
+                site.ledger.write().acknowledge(batch.id.seq);
+                self.checkpoint(&site.id, batch.id.seq);
+            }
+            Err(e) => {
+                self.metrics.store_error("apply", e.kind());
+                self.metrics.retries.increment(1);
+                let pause = self.backoff_for(site).fail(Instant::now());
+                tracing::warn!(site = %site.id, error = %e, retry_in = ?pause, "flush failed; batch kept for retry");
+                site.ledger.write().mark_stale();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// One site's part of a pass: take what it counted, send what is
+    /// ready (at most [`MAX_BATCHES_PER_PASS`] batches, each read back
+    /// before the next), and read the site again.
+    async fn flush_site(&mut self, site: &Arc<Site>) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.take_site(site).await;
         if !self.backoff_for(site).ready(now) {
             return Ok(());
         }
@@ -481,34 +530,7 @@ impl<S: Store> Flusher<S> {
             if send.fresh {
                 self.log_ahead(&send.batch).await;
             }
-            let started = Instant::now();
-            match self.store.apply_shared(Arc::clone(&send.batch)).await {
-                Ok(applied) => {
-                    self.metrics
-                        .duration
-                        .record(started.elapsed().as_secs_f64());
-                    self.metrics
-                        .batch_keys
-                        .record(send.batch.increments.len() as f64);
-                    match applied {
-                        Applied::Fresh { late } => self.metrics.late.increment(late),
-                        Applied::Duplicate => self.metrics.duplicates.increment(1),
-                    }
-                    // Before the ledger lets the batch go (at the next
-                    // site reading), so a cached page reading never misses it.
-                    site.roll_forward(&send.batch);
-                    site.ledger.write().acknowledge(send.batch.id.seq);
-                    self.checkpoint(&site.id, send.batch.id.seq);
-                }
-                Err(e) => {
-                    self.metrics.store_error("apply", e.kind());
-                    self.metrics.retries.increment(1);
-                    let pause = self.backoff_for(site).fail(Instant::now());
-                    tracing::warn!(site = %site.id, error = %e, retry_in = ?pause, "flush failed; batch kept for retry");
-                    site.ledger.write().mark_stale();
-                    return Err(e);
-                }
-            }
+            self.send_batch(site, &send.batch).await?;
             if site.ledger.read().open_keys() == 0 {
                 break;
             }

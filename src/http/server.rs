@@ -295,6 +295,13 @@ async fn watchdog(clock: Arc<ConnClock>, limits: Limits) -> Closed {
 /// resets those still open (a client that does not read its answers, a
 /// slow request) and returns once they are gone, so that no handler runs
 /// after it returns. Returns whether every connection closed by itself.
+///
+/// It spawns a task per connection (and per refused connection, to write
+/// its 503): request-scoped, not long-lived, and all tracked here — a
+/// connection's task holds one of the semaphore's permits until it ends,
+/// and refusals (each bounded by [`REFUSE_WRITE_TIMEOUT`]) are kept in a
+/// `JoinSet` and awaited — so that when this returns, nothing it spawned
+/// still runs. `app` spawns the server itself and awaits it at shutdown.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     limits: Limits,
@@ -309,123 +316,84 @@ where
 {
     let cap = limits.max_connections.min(Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(cap));
+    let refused = metrics::counter!(crate::metrics::CONNECTIONS_REFUSED);
+    let mut refusals = tokio::task::JoinSet::new();
+    let (kill_tx, kill_rx) = watch::channel(false);
+    let connections = Connections {
+        builder: connection_builder(&limits),
+        handler,
+        limits,
+        stop: shutdown.clone(),
+        kill: kill_rx,
+        gauge: metrics::gauge!(crate::metrics::CONNECTIONS),
+        counted: count_connections,
+    };
+    while let Some((stream, peer)) = accept(&listener, &mut shutdown).await {
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refused.increment(1);
+            // Forget the refusals already answered, so the set holds only
+            // those still writing.
+            while refusals.try_join_next().is_some() {}
+            refusals.spawn(refuse(stream));
+            continue;
+        };
+        connections.spawn(stream, peer, permit);
+    }
+    drop(listener);
+    let drained = drain_connections(&permits, cap, drain, &kill_tx).await;
+    // Each refusal ends within its write limit.
+    while refusals.join_next().await.is_some() {}
+    drained
+}
+
+/// hyper's connection settings. Its own limits sit above the configured
+/// ones, as a backstop: the handler checks the configured limits itself so
+/// that a refusal gets the JSON body every error has (hyper's own 431 has
+/// none); its header timer is off, the watchdog keeps the deadlines.
+fn connection_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    // hyper's own limits sit above the configured ones, as a backstop: the
-    // handler checks the configured limits itself so that a refusal gets
-    // the JSON body every error has (hyper's own 431 has none).
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_headers(crate::config::hyper_max_headers(&limits))
+        .max_headers(crate::config::hyper_max_headers(limits))
         .max_header_size(limits.max_header_bytes.saturating_mul(2))
-        .max_buf_size(crate::config::hyper_buf_size(&limits))
+        .max_buf_size(crate::config::hyper_buf_size(limits))
         .keep_alive(true);
-    let connections = metrics::gauge!(crate::metrics::CONNECTIONS);
-    let refused = metrics::counter!(crate::metrics::CONNECTIONS_REFUSED);
-    let (kill_tx, kill_rx) = watch::channel(false);
+    builder
+}
+
+/// The next connection, or `None` once `shutdown` turns true. An accept
+/// that fails (out of file descriptors and the like) pauses, not spins.
+async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stopped(&mut shutdown) => break,
+            _ = stopped(shutdown) => return None,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
+        match accepted {
+            Ok(pair) => return Some(pair),
             Err(e) => {
-                // Out of file descriptors and the like: pause, don't spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            refused.increment(1);
-            tokio::spawn(refuse(stream));
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let clock = Arc::new(ConnClock::new());
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            clock: Arc::clone(&clock),
-        });
-        let service = {
-            let handler = handler.clone();
-            let clock = Arc::clone(&clock);
-            let timeout = limits.request_timeout;
-            service_fn(move |req| {
-                clock.enter(BUSY);
-                clock.unwritten.fetch_add(1, Ordering::Relaxed);
-                Paced {
-                    fut: Deadline::new(handler(req, peer), timeout),
-                    clock: Arc::clone(&clock),
-                }
-            })
-        };
-        let conn = builder.serve_connection(io, service);
-        let mut stop = shutdown.clone();
-        let mut kill = kill_rx.clone();
-        let watch_limits = limits.clone();
-        let connections = connections.clone();
-        if count_connections {
-            connections.increment(1.0);
         }
-        tokio::spawn(async move {
-            tokio::pin!(conn);
-            let dog = watchdog(Arc::clone(&clock), watch_limits);
-            tokio::pin!(dog);
-            // Serve until the connection ends, its watchdog fires or the
-            // server stops; on a stop, let the current request finish
-            // (hyper closes after it), the watchdog still on guard, until
-            // the drain ends.
-            let event = {
-                let guard = async {
-                    tokio::select! {
-                        biased;
-                        why = &mut dog => Guard::Expired(why),
-                        _ = stopped(&mut stop) => Guard::Stopping,
-                    }
-                };
-                tokio::pin!(guard);
-                let mut side = Side::new();
-                std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), guard.as_mut())).await
-            };
-            let closed = match event {
-                None => None,
-                Some(Guard::Expired(why)) => Some(why),
-                Some(Guard::Stopping) => {
-                    conn.as_mut().graceful_shutdown();
-                    let guard = async {
-                        tokio::select! {
-                            biased;
-                            why = &mut dog => why,
-                            _ = stopped(&mut kill) => Closed::Shutdown,
-                        }
-                    };
-                    tokio::pin!(guard);
-                    let mut side = Side::new();
-                    std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), guard.as_mut())).await
-                }
-            };
-            if let Some(why) = closed {
-                if matches!(why, Closed::WriteTimeout | Closed::Shutdown) {
-                    clock.reset.store(true, Ordering::Relaxed);
-                }
-                if count_connections {
-                    metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => why.label())
-                        .increment(1);
-                }
-            }
-            // The connection is no longer polled, so its handler counts
-            // nothing more; the socket closes (or resets) when the task's
-            // pinned connection drops, just after.
-            if count_connections {
-                connections.decrement(1.0);
-            }
-            drop(permit);
-        });
     }
-    drop(listener);
+}
+
+/// Once the server stops accepting, waits for every connection's permit
+/// until `drain` has passed; then resets the connections still open and
+/// waits [`KILL_WAIT`] for them to end. Returns whether every connection
+/// closed by itself.
+async fn drain_connections(
+    permits: &Semaphore,
+    cap: usize,
+    drain: Duration,
+    kill: &watch::Sender<bool>,
+) -> bool {
     // Every connection holds a permit; getting them all back means all
     // connections are closed.
     let all = u32::try_from(cap).unwrap_or(u32::MAX);
@@ -439,7 +407,7 @@ where
         open = cap - permits.available_permits(),
         "connections still open when the drain ended; resetting them"
     );
-    let _ = kill_tx.send(true);
+    let _ = kill.send(true);
     if tokio::time::timeout(KILL_WAIT, permits.acquire_many(all))
         .await
         .is_err()
@@ -450,6 +418,131 @@ where
         );
     }
     false
+}
+
+/// What every connection of one server shares: how hyper serves it, the
+/// handler, the deadlines, and the signals that stop and reset it.
+struct Connections<H> {
+    builder: http1::Builder,
+    handler: H,
+    limits: Limits,
+    /// Turns true when the server stops: finish the current request.
+    stop: watch::Receiver<bool>,
+    /// Turns true when the drain ends: reset what is still open.
+    kill: watch::Receiver<bool>,
+    gauge: metrics::Gauge,
+    /// Whether this server's connections are counted in the metrics.
+    counted: bool,
+}
+
+impl<H, Fut> Connections<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    /// Spawns the task that serves one connection until it ends, holding
+    /// `permit` until then (the server's drain waits for every permit).
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let clock = Arc::new(ConnClock::new());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            clock: Arc::clone(&clock),
+        });
+        let service = {
+            let handler = self.handler.clone();
+            let clock = Arc::clone(&clock);
+            let timeout = self.limits.request_timeout;
+            service_fn(move |req| {
+                clock.enter(BUSY);
+                clock.unwritten.fetch_add(1, Ordering::Relaxed);
+                Paced {
+                    fut: Deadline::new(handler(req, peer), timeout),
+                    clock: Arc::clone(&clock),
+                }
+            })
+        };
+        let conn = self.builder.serve_connection(io, service);
+        let stop = self.stop.clone();
+        let kill = self.kill.clone();
+        let limits = self.limits.clone();
+        let gauge = self.gauge.clone();
+        let counted = self.counted;
+        if counted {
+            gauge.increment(1.0);
+        }
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let dog = watchdog(Arc::clone(&clock), limits);
+            let closed =
+                guard_connection(conn.as_mut(), |c| c.graceful_shutdown(), dog, stop, kill).await;
+            if let Some(why) = closed {
+                if matches!(why, Closed::WriteTimeout | Closed::Shutdown) {
+                    clock.reset.store(true, Ordering::Relaxed);
+                }
+                if counted {
+                    metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "reason" => why.label())
+                        .increment(1);
+                }
+            }
+            // The connection is no longer polled, so its handler counts
+            // nothing more; the socket closes (or resets) when the task's
+            // pinned connection drops, just after.
+            if counted {
+                gauge.decrement(1.0);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Serves `conn` until it ends (`None`), its watchdog `dog` fires or the
+/// server stops; on a stop, lets the current request finish (hyper closes
+/// after it, through `graceful_shutdown`), the watchdog still on guard,
+/// until `kill` says the drain ended. Returns why the connection was
+/// closed, if it did not end by itself.
+async fn guard_connection<C: Future>(
+    mut conn: Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    dog: impl Future<Output = Closed>,
+    mut stop: watch::Receiver<bool>,
+    mut kill: watch::Receiver<bool>,
+) -> Option<Closed> {
+    tokio::pin!(dog);
+    let event = {
+        let guard = async {
+            tokio::select! {
+                biased;
+                why = &mut dog => Guard::Expired(why),
+                _ = stopped(&mut stop) => Guard::Stopping,
+            }
+        };
+        tokio::pin!(guard);
+        let mut side = Side::new();
+        std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), guard.as_mut())).await
+    };
+    match event {
+        None => None,
+        Some(Guard::Expired(why)) => Some(why),
+        Some(Guard::Stopping) => {
+            graceful_shutdown(conn.as_mut());
+            let guard = async {
+                tokio::select! {
+                    biased;
+                    why = &mut dog => why,
+                    _ = stopped(&mut kill) => Closed::Shutdown,
+                }
+            };
+            tokio::pin!(guard);
+            let mut side = Side::new();
+            std::future::poll_fn(|cx| side.poll(cx, conn.as_mut(), guard.as_mut())).await
+        }
+    }
 }
 
 pin_project_lite::pin_project! {

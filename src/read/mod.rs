@@ -9,9 +9,13 @@
 //! Owns `Reader` and its constants. May use `site`, `count`, `store` (the
 //! trait, through the store the app hands it; never a concrete backend)
 //! and the bottom.
+//!
+//! This module spawns nothing: a request only queues a page to be read
+//! again, and the one task that reads the queue ([`Reader::refresh_until`])
+//! is spawned by `app` at start and stopped and awaited at shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -37,8 +41,8 @@ pub const SOLE_WRITER_READING_TTL: Duration = Duration::from_secs(60);
 /// stale.
 pub const PAGE_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// How long a background refresh waits for others to gather, so that one
-/// store call reads many pages.
+/// How long the refresher, once woken, waits for other refreshes to
+/// gather, so that one store call reads many pages.
 const REFRESH_GATHER: Duration = Duration::from_millis(10);
 /// Most pages read again in one store call.
 const REFRESH_CHUNK: usize = 256;
@@ -60,8 +64,9 @@ pub struct Reader {
 #[derive(Default)]
 struct Refreshes {
     queue: parking_lot::Mutex<Vec<Refresh>>,
-    /// Set while a task drains the queue.
-    draining: AtomicBool,
+    /// Wakes the refresher when the queue stops being empty (a wake with
+    /// nobody waiting is kept for the refresher's next wait).
+    queued: tokio::sync::Notify,
 }
 
 struct Refresh {
@@ -209,65 +214,79 @@ impl Reader {
         page_figures(site, page, c, true, now)
     }
 
-    /// Queues `page` to be read again in the background; a task started by
-    /// the first refresh queued reads the pages gathered meanwhile together.
+    /// Queues `page` to be read again in the background, and wakes the
+    /// refresher if the queue was empty (otherwise it is already woken, and
+    /// will take this page with the others). Spawns nothing: a request must
+    /// not leave work behind that shutdown does not know of.
     fn refresh_page(&self, site: &Arc<Site>, page: &Arc<str>, keys: [PeriodKey; 5], now_ms: i64) {
-        self.refreshes.queue.lock().push(Refresh {
+        let mut queue = self.refreshes.queue.lock();
+        let was_empty = queue.is_empty();
+        queue.push(Refresh {
             site: Arc::clone(site),
             page: Arc::clone(page),
             keys,
             now_ms,
         });
-        if !self.refreshes.draining.swap(true, Ordering::AcqRel) {
-            let reader = self.clone();
-            tokio::spawn(async move { reader.drain_refreshes().await });
+        drop(queue);
+        if was_empty {
+            self.refreshes.queued.notify_one();
         }
     }
 
-    /// Reads the queued pages again, one store call per site, day and
-    /// [`REFRESH_CHUNK`] pages, and keeps the readings; returns once the
-    /// queue stays empty. A call that fails or times out drops the rest of
-    /// what was taken (the store is away: one wait per round, not one per
-    /// chunk); those readings stay in use and are claimed again a time to
-    /// live on.
-    async fn drain_refreshes(&self) {
+    /// Reads the queued pages again until `stop` resolves, then returns
+    /// (dropping a round in progress: it only reads, and what it had not
+    /// kept is claimed again a time to live on). `app` runs this as one
+    /// long-lived task and awaits it at shutdown, after the servers, so
+    /// that refreshes go on while connections drain.
+    pub async fn refresh_until(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
         loop {
-            tokio::time::sleep(REFRESH_GATHER).await;
-            let mut queued = std::mem::take(&mut *self.refreshes.queue.lock());
-            if queued.is_empty() {
-                self.refreshes.draining.store(false, Ordering::Release);
-                // A refresh queued since the take saw the flag still set and
-                // started no task: go on for it, unless another task did.
-                if self.refreshes.queue.lock().is_empty()
-                    || self.refreshes.draining.swap(true, Ordering::AcqRel)
-                {
-                    return;
-                }
-                continue;
+            tokio::select! {
+                biased;
+                () = &mut stop => return,
+                () = self.refresh_round() => {}
             }
-            queued.sort_by_key(|r| Arc::as_ptr(&r.site) as usize);
-            let same = |a: &Refresh, b: &Refresh| Arc::ptr_eq(&a.site, &b.site) && a.keys == b.keys;
-            'round: for group in queued.chunk_by(same) {
-                for chunk in group.chunks(REFRESH_CHUNK) {
-                    let (site, keys) = (&chunk[0].site, chunk[0].keys);
-                    let pages: Vec<Arc<str>> = chunk.iter().map(|r| Arc::clone(&r.page)).collect();
-                    self.reads.record(PageRead::Refresh, pages.len() as u64);
-                    self.store_reads.record(ReadRoute::Refresh);
-                    let read = self
-                        .store
-                        .read_pages(&site.id, &pages, &keys, &self.producer);
-                    let Ok(Ok(readings)) = tokio::time::timeout(PAGE_READ_TIMEOUT, read).await
-                    else {
-                        break 'round;
-                    };
-                    for (r, reading) in chunk.iter().zip(&readings) {
-                        let stored = Arc::new(Stored::new(keys, reading));
-                        r.site.cache_page(&r.page, stored, r.now_ms);
-                    }
-                    // The embedded store reads in place: let requests in
-                    // between chunks.
-                    tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits for a queued refresh, gathers others for [`REFRESH_GATHER`],
+    /// and reads what was gathered.
+    async fn refresh_round(&self) {
+        self.refreshes.queued.notified().await;
+        tokio::time::sleep(REFRESH_GATHER).await;
+        let queued = std::mem::take(&mut *self.refreshes.queue.lock());
+        if !queued.is_empty() {
+            self.read_again(queued).await;
+        }
+    }
+
+    /// Reads `queued` again, one store call per site, day and
+    /// [`REFRESH_CHUNK`] pages, and keeps the readings. A call that fails
+    /// or times out drops the rest of what was taken (the store is away:
+    /// one wait per round, not one per chunk); those readings stay in use
+    /// and are claimed again a time to live on.
+    async fn read_again(&self, mut queued: Vec<Refresh>) {
+        queued.sort_by_key(|r| Arc::as_ptr(&r.site) as usize);
+        let same = |a: &Refresh, b: &Refresh| Arc::ptr_eq(&a.site, &b.site) && a.keys == b.keys;
+        for group in queued.chunk_by(same) {
+            for chunk in group.chunks(REFRESH_CHUNK) {
+                let (site, keys) = (&chunk[0].site, chunk[0].keys);
+                let pages: Vec<Arc<str>> = chunk.iter().map(|r| Arc::clone(&r.page)).collect();
+                self.reads.record(PageRead::Refresh, pages.len() as u64);
+                self.store_reads.record(ReadRoute::Refresh);
+                let read = self
+                    .store
+                    .read_pages(&site.id, &pages, &keys, &self.producer);
+                let Ok(Ok(readings)) = tokio::time::timeout(PAGE_READ_TIMEOUT, read).await else {
+                    return;
+                };
+                for (r, reading) in chunk.iter().zip(&readings) {
+                    let stored = Arc::new(Stored::new(keys, reading));
+                    r.site.cache_page(&r.page, stored, r.now_ms);
                 }
+                // The embedded store reads in place: let requests in
+                // between chunks.
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -315,5 +334,77 @@ fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Times
         visitors: None,
         stale,
         as_of: site.as_of(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::EmbeddedStore;
+
+    fn reader(dir: &tempfile::TempDir) -> Reader {
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        Reader::new(AnyStore::Embedded(store), Arc::from("p"))
+    }
+
+    fn site() -> Arc<Site> {
+        let config = Config::from_toml_str("").unwrap();
+        Arc::new(Site::new(&config.sites[0], &config, 1))
+    }
+
+    /// Outside a runtime `tokio::spawn` panics: a refresh that spawned its
+    /// own task would fail here.
+    #[test]
+    fn queuing_a_refresh_spawns_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = reader(&dir);
+        let site = site();
+        let keys = site.read_keys(jiff::civil::date(2024, 5, 1));
+        for page in ["/a", "/b"] {
+            reader.refresh_page(&site, &Arc::from(page), keys, 0);
+        }
+        assert_eq!(reader.refreshes.queue.lock().len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_refresher_keeps_queued_readings_and_ends_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = reader(&dir);
+        let site = site();
+        let now = Timestamp::now();
+        let today = site.clock.local_day_at(now.as_second()).date;
+        let keys = site.read_keys(today);
+        let page: Arc<str> = Arc::from("/a");
+        let now_ms = now.as_millisecond();
+        assert!(site.cached_page(&page, now_ms, reader.page_ttl()).is_none());
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let refresher = {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                reader
+                    .refresh_until(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            })
+        };
+        reader.refresh_page(&site, &page, keys, now_ms);
+        let kept = async {
+            while site.cached_page(&page, now_ms, reader.page_ttl()).is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), kept)
+            .await
+            .expect("the refresher keeps the queued page's reading");
+        assert!(reader.refreshes.queue.lock().is_empty());
+
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), refresher)
+            .await
+            .expect("the refresher ends when stopped")
+            .unwrap();
     }
 }

@@ -473,6 +473,8 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Applies `batch` in one write transaction, unless its watermark shows
+/// it applied already: the counters, the rankings, the visitor sketches.
 fn apply_blocking(
     db: &Database,
     batch: &SiteBatch,
@@ -480,120 +482,156 @@ fn apply_blocking(
 ) -> Result<Applied, StoreError> {
     let now = Timestamp::now();
     let tx = db.begin_write().map_err(unavailable)?;
-    let late;
-    {
-        let mut marks = tx.open_table(WATERMARKS).map_err(unavailable)?;
-        let mark = marks
-            .get((batch.site.as_ref(), batch.id.producer.as_ref()))
-            .map_err(unavailable)?
-            .map(|v| v.value().0)
-            .unwrap_or(0);
-        if batch.id.seq <= mark {
-            return Ok(Applied::Duplicate);
-        }
-        marks
-            .insert(
-                (batch.site.as_ref(), batch.id.producer.as_ref()),
-                (batch.id.seq, now.as_second()),
-            )
-            .map_err(unavailable)?;
-        let mut rows = tx.open_table(ROWS).map_err(unavailable)?;
-        let mut expiry = tx.open_table(EXPIRY).map_err(unavailable)?;
-        let mut skipped = 0u64;
-        let site_hash = key_hash(batch.site.as_bytes());
-        let mut encoded = Vec::new();
-        let mut ranking_table = tx.open_table(RANKINGS).map_err(unavailable)?;
-        let mut ranking_expiry = tx.open_table(RANKING_EXPIRY).map_err(unavailable)?;
-        let mut rankings = std::collections::HashMap::new();
-        // Increments come sorted by scope (build_batch), so each scope's
-        // increments are one run: one read and one write per scope. Rows
-        // are visited in key order, so each B-tree leaf is read and copied
-        // once per batch; in scope order (random in the keys' hashes) a
-        // batch larger than redb's cache read leaves back again and again.
-        let mut runs: Vec<([u8; 16], &[Increment])> = batch
-            .increments
-            .chunk_by(|a, b| a.scope == b.scope)
-            .map(|run| {
-                let hash = scope_hash(run[0].scope.as_key().as_bytes());
-                (row_key(site_hash, hash), run)
-            })
-            .collect();
-        runs.sort_unstable_by_key(|r| r.0);
-        for (key, run) in runs {
-            // On the flusher's threads, a batch of 10,000 pages is ~25 ms
-            // of work: let requests on the same core in every 100 µs.
-            crate::background::pace();
-            let scope = run[0].scope.as_key();
-            // `key` is where the scope's hash points; its row may be
-            // another scope's, when their hashes collide.
-            let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
-            let (key, row) = find_row(&rows, site_hash, scope, hash)?;
-            let mut row = row.unwrap_or_else(|| Row::new(scope));
-            for inc in run {
-                if inc.expires_at.is_some_and(|at| at <= now) {
-                    // The period's figure is already gone; recreating it
-                    // would bring back a counter without its retention.
-                    skipped += 1;
-                    continue;
-                }
-                row.add(period_code(&inc.period), inc.hits, inc.expires_at);
-            }
-            row.forget_expired(now.as_second());
-            if !scope.is_empty() {
-                let codes = run.iter().map(|inc| period_code(&inc.period));
-                rank(
-                    &mut rankings,
-                    &ranking_table,
-                    site_hash,
-                    &row,
-                    codes,
-                    now.as_second(),
-                )?;
-            }
-            encoded.clear();
-            row.encode(&mut encoded);
-            rows.insert(&key, encoded.as_slice()).map_err(unavailable)?;
-        }
-        store_rankings(rankings, &mut ranking_table, &mut ranking_expiry, site_hash)?;
-        prune_rankings(&mut ranking_table, &mut ranking_expiry, now.as_second())?;
-        late = skipped;
-        let mut sketches = tx.open_table(SKETCHES).map_err(unavailable)?;
-        for delta in &batch.visitors {
-            let add = match &delta.members {
-                Members::Exact(m) => SketchUnion::from_parts(&[0u8; HLL_REGISTERS], Some(m)),
-                Members::Registers(r) => SketchUnion::from_parts(r, None),
-            }
-            .map_err(|e| StoreError::Refused(format!("visitor sketch: {e}")))?;
-            for (key, expires_at) in &delta.keys {
-                if matches!(key, SketchKey::Minute(_)) || expires_at.is_some_and(|at| at <= now) {
-                    continue;
-                }
-                let name = key.to_string();
-                let k = (batch.site.as_ref(), name.as_str());
-                let existing = sketches
-                    .get(k)
-                    .map_err(unavailable)?
-                    .map(|v| v.value().to_vec());
-                let mut union = match &existing {
-                    Some(bytes) => SketchUnion::from_bytes(bytes)
-                        .map_err(|e| StoreError::Corrupt(format!("sketch {name}: {e}")))?,
-                    None => SketchUnion::new(),
-                };
-                union.add_union(&add);
-                sketches
-                    .insert(k, union.to_bytes().as_slice())
-                    .map_err(unavailable)?;
-                if let (None, Some(at)) = (&existing, expires_at) {
-                    expiry
-                        .insert((at.as_second(), k.0, SKETCH_SCOPE, k.1), ())
-                        .map_err(unavailable)?;
-                }
-            }
-        }
-        prune_expired(&mut sketches, &mut expiry, now)?;
+    if !advance_watermark(&tx, batch, now)? {
+        return Ok(Applied::Duplicate);
     }
+    let late = add_increments(&tx, batch, scope_hash, now)?;
+    merge_visitors(&tx, batch, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(Applied::Fresh { late })
+}
+
+/// Moves the batch's producer's watermark on the site to the batch's
+/// sequence, with the time it was seen; `false` (and nothing written) when
+/// the watermark already covers the batch: it was applied before.
+fn advance_watermark(
+    tx: &redb::WriteTransaction,
+    batch: &SiteBatch,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let mut marks = tx.open_table(WATERMARKS).map_err(unavailable)?;
+    let mark = marks
+        .get((batch.site.as_ref(), batch.id.producer.as_ref()))
+        .map_err(unavailable)?
+        .map(|v| v.value().0)
+        .unwrap_or(0);
+    if batch.id.seq <= mark {
+        return Ok(false);
+    }
+    marks
+        .insert(
+            (batch.site.as_ref(), batch.id.producer.as_ref()),
+            (batch.id.seq, now.as_second()),
+        )
+        .map_err(unavailable)?;
+    Ok(true)
+}
+
+/// Adds the batch's increments to their rows, in key order, dropping
+/// expired periods, and keeps the site's rankings of the pages it
+/// touched. Returns how many increments came too late (their period had
+/// expired).
+fn add_increments(
+    tx: &redb::WriteTransaction,
+    batch: &SiteBatch,
+    scope_hash: fn(&[u8]) -> u64,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let mut rows = tx.open_table(ROWS).map_err(unavailable)?;
+    let mut skipped = 0u64;
+    let site_hash = key_hash(batch.site.as_bytes());
+    let mut encoded = Vec::new();
+    let mut ranking_table = tx.open_table(RANKINGS).map_err(unavailable)?;
+    let mut ranking_expiry = tx.open_table(RANKING_EXPIRY).map_err(unavailable)?;
+    let mut rankings = std::collections::HashMap::new();
+    // Increments come sorted by scope (build_batch), so each scope's
+    // increments are one run: one read and one write per scope. Rows
+    // are visited in key order, so each B-tree leaf is read and copied
+    // once per batch; in scope order (random in the keys' hashes) a
+    // batch larger than redb's cache read leaves back again and again.
+    let mut runs: Vec<([u8; 16], &[Increment])> = batch
+        .increments
+        .chunk_by(|a, b| a.scope == b.scope)
+        .map(|run| {
+            let hash = scope_hash(run[0].scope.as_key().as_bytes());
+            (row_key(site_hash, hash), run)
+        })
+        .collect();
+    runs.sort_unstable_by_key(|r| r.0);
+    for (key, run) in runs {
+        // On the flusher's threads, a batch of 10,000 pages is ~25 ms
+        // of work: let requests on the same core in every 100 µs.
+        crate::background::pace();
+        let scope = run[0].scope.as_key();
+        // `key` is where the scope's hash points; its row may be
+        // another scope's, when their hashes collide.
+        let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
+        let (key, row) = find_row(&rows, site_hash, scope, hash)?;
+        let mut row = row.unwrap_or_else(|| Row::new(scope));
+        for inc in run {
+            if inc.expires_at.is_some_and(|at| at <= now) {
+                // The period's figure is already gone; recreating it
+                // would bring back a counter without its retention.
+                skipped += 1;
+                continue;
+            }
+            row.add(period_code(&inc.period), inc.hits, inc.expires_at);
+        }
+        row.forget_expired(now.as_second());
+        if !scope.is_empty() {
+            let codes = run.iter().map(|inc| period_code(&inc.period));
+            rank(
+                &mut rankings,
+                &ranking_table,
+                site_hash,
+                &row,
+                codes,
+                now.as_second(),
+            )?;
+        }
+        encoded.clear();
+        row.encode(&mut encoded);
+        rows.insert(&key, encoded.as_slice()).map_err(unavailable)?;
+    }
+    store_rankings(rankings, &mut ranking_table, &mut ranking_expiry, site_hash)?;
+    prune_rankings(&mut ranking_table, &mut ranking_expiry, now.as_second())?;
+    Ok(skipped)
+}
+
+/// Merges the batch's visitor deltas into the stored sketches (minute
+/// sketches and expired keys skipped, as `online` is not kept), indexing
+/// a new sketch's expiry, then prunes expired sketches.
+fn merge_visitors(
+    tx: &redb::WriteTransaction,
+    batch: &SiteBatch,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut expiry = tx.open_table(EXPIRY).map_err(unavailable)?;
+    let mut sketches = tx.open_table(SKETCHES).map_err(unavailable)?;
+    for delta in &batch.visitors {
+        let add = match &delta.members {
+            Members::Exact(m) => SketchUnion::from_parts(&[0u8; HLL_REGISTERS], Some(m)),
+            Members::Registers(r) => SketchUnion::from_parts(r, None),
+        }
+        .map_err(|e| StoreError::Refused(format!("visitor sketch: {e}")))?;
+        for (key, expires_at) in &delta.keys {
+            if matches!(key, SketchKey::Minute(_)) || expires_at.is_some_and(|at| at <= now) {
+                continue;
+            }
+            let name = key.to_string();
+            let k = (batch.site.as_ref(), name.as_str());
+            let existing = sketches
+                .get(k)
+                .map_err(unavailable)?
+                .map(|v| v.value().to_vec());
+            let mut union = match &existing {
+                Some(bytes) => SketchUnion::from_bytes(bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("sketch {name}: {e}")))?,
+                None => SketchUnion::new(),
+            };
+            union.add_union(&add);
+            sketches
+                .insert(k, union.to_bytes().as_slice())
+                .map_err(unavailable)?;
+            if let (None, Some(at)) = (&existing, expires_at) {
+                expiry
+                    .insert((at.as_second(), k.0, SKETCH_SCOPE, k.1), ())
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    prune_expired(&mut sketches, &mut expiry, now)?;
+    Ok(())
 }
 
 /// Deletes counters whose retention has passed, at most

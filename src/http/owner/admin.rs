@@ -81,7 +81,44 @@ pub fn import_batch(
     request: &ImportRequest,
     retention: &Retention,
 ) -> Result<SiteBatch, ApiError> {
-    let calendar = site.calendar();
+    let mut increments = total_increments(site, request)?;
+    let mut visitors = Vec::new();
+    let mut seen_days = std::collections::BTreeSet::new();
+    for day in &request.history {
+        if !seen_days.insert(day.date) {
+            return Err(bad(
+                "duplicate_date",
+                format!("{} appears twice in the history", day.date),
+            ));
+        }
+        let hits = bounded(day.hits, || format!("the hits of {}", day.date))?;
+        push_day_increments(&mut increments, site, day.date, hits, retention);
+        if let Some(n) = day.visitors.filter(|n| *n > 0) {
+            visitors.push(stand_in_visitors(
+                site,
+                &request.id,
+                day.date,
+                n,
+                retention,
+            )?);
+        }
+    }
+    // One run per scope, as the stores expect.
+    let merged = Increment::into_order(increments);
+    Ok(SiteBatch {
+        site: site.id.clone(),
+        id: BatchId {
+            producer: format!("import:{}", request.id).into(),
+            seq: 1,
+        },
+        increments: merged,
+        visitors,
+    })
+}
+
+/// The all-time increments of an import: the site's starting total and
+/// each page's, pages normalised as beacons are.
+fn total_increments(site: &Site, request: &ImportRequest) -> Result<Vec<Increment>, ApiError> {
     let mut increments = Vec::new();
     if let Some(total) = request.total {
         let total = bounded(total, || "`total`".into())?;
@@ -103,81 +140,85 @@ pub fn import_batch(
             expires_at: None,
         });
     }
-    let mut visitors = Vec::new();
-    let mut seen_days = std::collections::BTreeSet::new();
-    for day in &request.history {
-        if !seen_days.insert(day.date) {
-            return Err(bad(
-                "duplicate_date",
-                format!("{} appears twice in the history", day.date),
-            ));
-        }
-        let hits = bounded(day.hits, || format!("the hits of {}", day.date))?;
-        let week = week_of(day.date, calendar.week_start());
-        let day_end = calendar.day_bounds(day.date).1;
-        for (period, expires_at) in [
+    Ok(increments)
+}
+
+/// Adds one history day's hits to the site's day, week and month, each
+/// expiring as the flusher's own increments of that period do.
+fn push_day_increments(
+    increments: &mut Vec<Increment>,
+    site: &Site,
+    date: Date,
+    hits: u64,
+    retention: &Retention,
+) {
+    let calendar = site.calendar();
+    let week = week_of(date, calendar.week_start());
+    let day_end = calendar.day_bounds(date).1;
+    for (period, expires_at) in [
+        (
+            PeriodKey::Day(date),
+            Some(plus(day_end, retention.site_days)),
+        ),
+        (
+            PeriodKey::Week(week),
+            Some(plus(week_end(week, calendar), retention.weeks)),
+        ),
+        (PeriodKey::Month(month_of(date)), None),
+    ] {
+        increments.push(Increment {
+            scope: Scope::Site,
+            period,
+            hits,
+            expires_at,
+        });
+    }
+}
+
+/// The day's and the all-time visitor sketches of `n` visitors on `date`.
+/// History has counts, not visitors: stand-ins that no real visitor can
+/// equal (hashed from the import's id, the date and a counter) make the
+/// day's sketch count `n`.
+///
+/// # Errors
+/// 400 above [`MAX_IMPORTED_VISITORS_PER_DAY`].
+fn stand_in_visitors(
+    site: &Site,
+    import_id: &str,
+    date: Date,
+    n: u64,
+    retention: &Retention,
+) -> Result<VisitorDelta, ApiError> {
+    if n > MAX_IMPORTED_VISITORS_PER_DAY {
+        return Err(bad(
+            "too_many_visitors",
+            format!("at most {MAX_IMPORTED_VISITORS_PER_DAY} visitors a day"),
+        ));
+    }
+    let sketch = Sketch::new();
+    for i in 0..n {
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(0x7669_7369, 0x746f_7273);
+        h.write(import_id.as_bytes());
+        h.write(date.to_string().as_bytes());
+        h.write_u64(i);
+        sketch.insert(h.finish());
+    }
+    let mut union = SketchUnion::new();
+    union.add(&sketch);
+    let members = match union.exact_members() {
+        Some(m) => Members::Exact(m.collect()),
+        None => Members::Registers(union.registers().to_vec()),
+    };
+    let day_end = site.calendar().day_bounds(date).1;
+    Ok(VisitorDelta {
+        keys: vec![
             (
-                PeriodKey::Day(day.date),
+                SketchKey::Day(date),
                 Some(plus(day_end, retention.site_days)),
             ),
-            (
-                PeriodKey::Week(week),
-                Some(plus(week_end(week, calendar), retention.weeks)),
-            ),
-            (PeriodKey::Month(month_of(day.date)), None),
-        ] {
-            increments.push(Increment {
-                scope: Scope::Site,
-                period,
-                hits,
-                expires_at,
-            });
-        }
-        if let Some(n) = day.visitors.filter(|n| *n > 0) {
-            if n > MAX_IMPORTED_VISITORS_PER_DAY {
-                return Err(bad(
-                    "too_many_visitors",
-                    format!("at most {MAX_IMPORTED_VISITORS_PER_DAY} visitors a day"),
-                ));
-            }
-            // History has counts, not visitors: stand-ins that no real
-            // visitor can equal make the day's sketch count `n`.
-            let sketch = Sketch::new();
-            for i in 0..n {
-                let mut h = siphasher::sip::SipHasher13::new_with_keys(0x7669_7369, 0x746f_7273);
-                h.write(request.id.as_bytes());
-                h.write(day.date.to_string().as_bytes());
-                h.write_u64(i);
-                sketch.insert(h.finish());
-            }
-            let mut union = SketchUnion::new();
-            union.add(&sketch);
-            let members = match union.exact_members() {
-                Some(m) => Members::Exact(m.collect()),
-                None => Members::Registers(union.registers().to_vec()),
-            };
-            visitors.push(VisitorDelta {
-                keys: vec![
-                    (
-                        SketchKey::Day(day.date),
-                        Some(plus(day_end, retention.site_days)),
-                    ),
-                    (SketchKey::All, None),
-                ],
-                members,
-            });
-        }
-    }
-    // One run per scope, as the stores expect.
-    let merged = Increment::into_order(increments);
-    Ok(SiteBatch {
-        site: site.id.clone(),
-        id: BatchId {
-            producer: format!("import:{}", request.id).into(),
-            seq: 1,
-        },
-        increments: merged,
-        visitors,
+            (SketchKey::All, None),
+        ],
+        members,
     })
 }
 

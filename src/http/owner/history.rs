@@ -118,9 +118,16 @@ pub async fn series_points(
     to: Date,
     monthly: bool,
 ) -> Result<Vec<Point>, ApiError> {
-    let scope = page.map_or(Scope::Site, |p| Scope::Page(p.into()));
-    let periods: Vec<PeriodKey> = if monthly {
-        let mut out = Vec::new();
+    let periods = series_periods(from, to, monthly)?;
+    let covered = read_covered(state, site, page, &periods, monthly).await?;
+    Ok(join_pending(&periods, &covered))
+}
+
+/// The days (or months) from `from` to `to`, at most [`MAX_SERIES_DAYS`]
+/// (or [`MAX_SERIES_MONTHS`]).
+fn series_periods(from: Date, to: Date, monthly: bool) -> Result<Vec<PeriodKey>, ApiError> {
+    let mut out = Vec::new();
+    if monthly {
         let mut m = month_of(from);
         while m <= to && out.len() < MAX_SERIES_MONTHS as usize {
             out.push(PeriodKey::Month(m));
@@ -128,9 +135,7 @@ pub async fn series_points(
                 .checked_add(jiff::Span::new().months(1))
                 .map_err(|_| bad("bad_range", "the range leaves the calendar"))?;
         }
-        out
     } else {
-        let mut out = Vec::new();
         let mut d = from;
         while d <= to && out.len() < MAX_SERIES_DAYS as usize {
             out.push(PeriodKey::Day(d));
@@ -138,53 +143,55 @@ pub async fn series_points(
                 .tomorrow()
                 .map_err(|_| bad("bad_range", "the range leaves the calendar"))?;
         }
-        out
-    };
-    let unavailable = |e: crate::store::StoreError| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            format!("the store cannot answer: {}", e.kind()),
-        )
-    };
-    let producer = state.reader.producer();
-    // As for figures (`Reader::page_figures`): the store's reading and this
-    // instance's pending days must cover the same batches. A flush that
-    // lets a batch go between the two (the reading taken before the batch
-    // was applied, the ledger looked at after the batch left memory)
-    // would drop the batch's hits from the series: read the store again.
+    }
+    Ok(out)
+}
+
+/// A store reading of a series and what this instance adds to it.
+struct Covered {
+    reading: crate::store::Reading,
+    /// Each period's visitors, when the store keeps them.
+    visitors: Vec<Option<u64>>,
+    /// This instance's hits by day that the reading does not include.
+    pending: Vec<(crate::period::DayNumber, u64)>,
+}
+
+/// A 503 for a store that could not answer.
+fn store_unavailable(e: crate::store::StoreError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the store cannot answer: {}", e.kind()),
+    )
+}
+
+/// Reads `periods` from the store, and this instance's pending days that
+/// the reading does not include, read again (at most
+/// [`SERIES_READ_ATTEMPTS`] times) until the ledger covers the reading.
+///
+/// As for figures (`Reader::page_figures`): the store's reading and this
+/// instance's pending days must cover the same batches. A flush that lets
+/// a batch go between the two (the reading taken before the batch was
+/// applied, the ledger looked at after the batch left memory) would drop
+/// the batch's hits from the series: read the store again.
+async fn read_covered(
+    state: &State,
+    site: &Site,
+    page: Option<&str>,
+    periods: &[PeriodKey],
+    monthly: bool,
+) -> Result<Covered, ApiError> {
     let mut attempts = 0;
-    let (reading, visitors, pending) = loop {
-        let (reading, visitors) = match page {
-            None if !monthly => {
-                let groups: Vec<Vec<SketchKey>> = periods
-                    .iter()
-                    .map(|p| match p {
-                        PeriodKey::Day(d) => vec![SketchKey::Day(*d)],
-                        _ => Vec::new(),
-                    })
-                    .collect();
-                let (reading, counts) = state
-                    .store
-                    .read_site(&site.id, &periods, producer, &groups)
-                    .await
-                    .map_err(unavailable)?;
-                (reading, counts)
-            }
-            _ => {
-                let reading = state
-                    .store
-                    .read(&site.id, &scope, &periods, producer)
-                    .await
-                    .map_err(unavailable)?;
-                let none = vec![None; periods.len()];
-                (reading, none)
-            }
-        };
+    loop {
+        let (reading, visitors) = read_series(state, site, page, periods, monthly).await?;
         let ledger = site.ledger.read();
         if ledger.covers(reading.watermark) {
             let pending = ledger.pending_days(page, reading.watermark, &site.tally);
-            break (reading, visitors, pending);
+            return Ok(Covered {
+                reading,
+                visitors,
+                pending,
+            });
         }
         drop(ledger);
         attempts += 1;
@@ -195,7 +202,54 @@ pub async fn series_points(
                 "the store kept moving past every reading: try again",
             ));
         }
-    };
+    }
+}
+
+/// One store reading of `periods`, with each day's visitors for a site's
+/// daily series (`None` otherwise).
+async fn read_series(
+    state: &State,
+    site: &Site,
+    page: Option<&str>,
+    periods: &[PeriodKey],
+    monthly: bool,
+) -> Result<(crate::store::Reading, Vec<Option<u64>>), ApiError> {
+    let producer = state.reader.producer();
+    match page {
+        None if !monthly => {
+            let groups: Vec<Vec<SketchKey>> = periods
+                .iter()
+                .map(|p| match p {
+                    PeriodKey::Day(d) => vec![SketchKey::Day(*d)],
+                    _ => Vec::new(),
+                })
+                .collect();
+            state
+                .store
+                .read_site(&site.id, periods, producer, &groups)
+                .await
+                .map_err(store_unavailable)
+        }
+        _ => {
+            let scope = page.map_or(Scope::Site, |p| Scope::Page(p.into()));
+            let reading = state
+                .store
+                .read(&site.id, &scope, periods, producer)
+                .await
+                .map_err(store_unavailable)?;
+            Ok((reading, vec![None; periods.len()]))
+        }
+    }
+}
+
+/// The series' points: each period's stored hits plus this instance's
+/// pending hits of the days it holds.
+fn join_pending(periods: &[PeriodKey], covered: &Covered) -> Vec<Point> {
+    let Covered {
+        reading,
+        visitors,
+        pending,
+    } = covered;
     let mut points = Vec::with_capacity(periods.len());
     for (i, period) in periods.iter().enumerate() {
         let stored = reading.values.get(i).copied().unwrap_or(0);
@@ -221,7 +275,7 @@ pub async fn series_points(
             visitors: visitors.get(i).copied().flatten(),
         });
     }
-    Ok(points)
+    points
 }
 
 /// `GET /api/v1/sites/{site}/series?from=&to=[&page=][&by=month][&format=csv]`.
