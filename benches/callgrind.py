@@ -40,7 +40,9 @@ AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 ]
-CONN_TASK = "luot::http::server::serve::{{closure}}::{{closure}}"
+# The connection task's future (http::server::Connections::spawn); rename
+# it here when the server's code moves, or the script stops below.
+CONN_TASK = "luot::http::server::Connections<H>::spawn::{{closure}}"
 ONLINE = "luot::site::Site::online_now"
 
 
@@ -131,6 +133,8 @@ def main():
     annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100", max(dumps)],
                                capture_output=True, text=True, check=True).stdout
     conn, online = inclusive(annotated, CONN_TASK), inclusive(annotated, ONLINE)
+    if conn == 0:
+        sys.exit(f"no function named {CONN_TASK} in the profile: the server's code moved")
     n = args.requests
     print(f"{binary}: {args.mode}, {n} requests")
     print(f"instructions per request: {(conn - online) / n:,.0f} "
