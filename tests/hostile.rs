@@ -1281,14 +1281,7 @@ fn wait_flushes_with_token(server: &Server, n: u32) {
 fn a_flood_of_random_page_reads_is_limited_and_leaves_beacons_counted() {
     let _serial = serial();
     let server = Server::start_with(
-        r#"
-[[sites]]
-id = "demo"
-timezone = "Asia/Ho_Chi_Minh"
-origins = ["*"]
-hosts = ["localhost", "127.0.0.1"]
-initial_total = 0
-"#,
+        &common::demo_site(""),
         &[("LUOT_TRUSTED_PROXIES", "127.0.0.1")],
     );
     const READERS: usize = 10;

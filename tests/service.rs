@@ -15,20 +15,12 @@ use common::{
 use serde_json::json;
 
 /// A site that only accepts beacons from news.example, next to `demo`.
-const NEWS_SITES: &str = r#"
-[[sites]]
-id = "demo"
-timezone = "Asia/Ho_Chi_Minh"
-origins = ["*"]
-hosts = ["localhost", "127.0.0.1"]
-initial_total = 0
-
-[[sites]]
-id = "news"
-timezone = "Europe/Paris"
-origins = ["https://news.example"]
-initial_total = 0
-"#;
+fn news_sites() -> String {
+    common::demo_site(
+        "\n[[sites]]\nid = \"news\"\ntimezone = \"Europe/Paris\"\n\
+         origins = [\"https://news.example\"]\ninitial_total = 0\n",
+    )
+}
 
 fn assert_error(reply: &common::Reply, status: u16, code: &str) {
     assert_eq!(reply.status, status, "body: {}", reply.text());
@@ -247,7 +239,7 @@ read_rate_limit_burst = 1000000
 
 #[test]
 fn refused_beacons_get_their_error_codes_and_count_nothing() {
-    let server = Server::start_with(NEWS_SITES, &[]);
+    let server = Server::start_with(&news_sites(), &[]);
     let counted = || server.metric(r#"luot_hits_total{result="counted"}"#);
     let counted_before = counted();
 

@@ -37,24 +37,8 @@ const COUNTED: &str = "luot_hits_total{result=\"counted\"}";
 /// The site every beacon goes to, with a rate limit no test reaches (all
 /// clients are 127.0.0.1), and the given `[server]` and `[limits]` lines.
 fn config(server: &str, limits: &str) -> String {
-    format!(
-        r#"
-[server]
-{server}
-
-[limits]
-{limits}
-
-[[sites]]
-id = "demo"
-timezone = "Asia/Ho_Chi_Minh"
-origins = ["*"]
-hosts = ["localhost", "127.0.0.1"]
-initial_total = 0
-rate_limit_per_second = 1000000
-rate_limit_burst = 1000000
-"#
-    )
+    let site = common::demo_site("rate_limit_per_second = 1000000\nrate_limit_burst = 1000000\n");
+    format!("\n[server]\n{server}\n\n[limits]\n{limits}\n{site}")
 }
 
 /// `n` pipelined beacons: even clients send GIF beacons (~200-byte

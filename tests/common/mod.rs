@@ -150,6 +150,15 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 /// An HTTP agent that returns 4xx/5xx answers instead of errors.
+/// The `demo` site as the tests declare it (loopback hosts, any origin),
+/// followed by `extra` lines: keys of its own, or more tables.
+pub fn demo_site(extra: &str) -> String {
+    format!(
+        "\n[[sites]]\nid = \"demo\"\ntimezone = \"Asia/Ho_Chi_Minh\"\norigins = [\"*\"]\n\
+         hosts = [\"localhost\", \"127.0.0.1\"]\ninitial_total = 0\n{extra}"
+    )
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
