@@ -195,7 +195,12 @@ fn two_instances_scenario(check_online: bool) {
             let ok = int(&f, "total") == n
                 && int(&f, "today") == n
                 && f["stale"] == false
-                && (!check_online || f["online"] == 12);
+                // Online merges both instances' 12 visitors through Redis's
+                // HyperLogLog, which counts few members exactly unless two
+                // share a register (1 - e^(-66/16384): ~0.4 % of runs, with
+                // the random visitor key): 11 is that, while a merge that
+                // lost the other instance's own two visitors reads 10.
+                && (!check_online || matches!(f["online"].as_u64(), Some(11 | 12)));
             last = f.clone();
             ok.then_some(())
         });
