@@ -229,18 +229,27 @@ impl<'a> Referrer<'a> {
     /// carry).
     pub fn parse(referrer: &'a str) -> Option<Self> {
         let referrer = referrer.trim_matches(|c: char| c.is_ascii_whitespace() || c.is_control());
-        let (scheme, rest) = referrer.split_once("://")?;
-        let scheme_ok = scheme
+        // The scheme's characters, then `://` (one short scan, where a
+        // substring search would set up a searcher per hit).
+        let scheme_len = referrer
+            .bytes()
+            .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+            .unwrap_or(referrer.len());
+        let (scheme, rest) = referrer.split_at(scheme_len);
+        let rest = rest.strip_prefix("://")?;
+        if !scheme
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphabetic())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-        if !scheme_ok {
+        {
             return None;
         }
-        let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+        // A byte scan: `split` with a set of chars decodes each character.
+        let end = rest
+            .bytes()
+            .position(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
+            .unwrap_or(rest.len());
+        let authority = &rest[..end];
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let host = if host_port.starts_with('[') {
             // An IPv6 literal keeps its brackets; the port goes.
