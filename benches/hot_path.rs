@@ -1,6 +1,7 @@
 //! The hot path, measured: normalising a page and counting a hit on a known
-//! page, and freezing a batch of 10,000 keys. Load tests of the real server
-//! live beside this file (see BENCHMARKS.md).
+//! page, classifying a hit into its dimensions, and freezing a batch of
+//! 10,000 keys. Load tests of the real server live beside this file (see
+//! BENCHMARKS.md).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use luot::config::Retention;
 use luot::count::ledger::{Ledger, Stored};
 use luot::count::tally::{Delta, SiteTally};
 use luot::flush::build_batch;
+use luot::ingest::classify::{Classifier, ClientHints, Hit};
 use luot::page::{PageRules, normalize_into};
 use luot::period::{LocalDay, SiteCalendar, WeekStart, day_number};
 
@@ -218,8 +220,94 @@ fn redis_apply(c: &mut Criterion) {
     bench_apply(c, "redis store", &store);
 }
 
+const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
+const ZALO_ANDROID: &str = "Mozilla/5.0 (Linux; Android 13; SM-A536E Build/TP1A.220624.014; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/128.0.6613.146 Mobile Safari/537.36 Zalo android/12100630 ZaloTheme/light ZaloLanguage/vi";
+
+/// Classifying one hit into its dimensions (issue 24): named and unknown
+/// referrers, a campaign, an in-app browser, with the User-Agent's verdict
+/// cached (the steady state: a site sees few distinct User-Agents) and
+/// missed (each User-Agent new, so the substring tables run).
+fn classify(c: &mut Criterion) {
+    let classifier = Classifier::new().expect("shipped sources");
+    let site = ["news.example"];
+    let hit = |referrer, page, ua: &'static str| Hit {
+        page,
+        referrer,
+        user_agent: ua.as_bytes(),
+        hints: ClientHints::default(),
+    };
+    let mut group = c.benchmark_group("classify");
+    for (name, h) in [
+        (
+            "Facebook referrer, cached UA",
+            hit(
+                Some("https://l.facebook.com/l.php?u=x"),
+                "/news/a-1",
+                CHROME_ANDROID,
+            ),
+        ),
+        (
+            "Google Discover, cached UA",
+            hit(
+                Some("android-app://com.google.android.googlequicksearchbox/"),
+                "/news/a-1",
+                CHROME_ANDROID,
+            ),
+        ),
+        (
+            "unknown referrer + 3 UTM, cached UA",
+            hit(
+                Some("https://www.VnExpress.net/thoi-su/x.html"),
+                "/news/a-1?utm_source=Partner&utm_medium=referral&utm_campaign=tet+2027",
+                CHROME_ANDROID,
+            ),
+        ),
+        (
+            "Zalo in-app, no referrer, cached UA",
+            hit(None, "/news/a-1", ZALO_ANDROID),
+        ),
+        (
+            "direct, cached UA with client hints",
+            Hit {
+                hints: ClientHints {
+                    ua: Some(
+                        br#""Chromium";v="131", "Google Chrome";v="131", "Not_A Brand";v="24""#,
+                    ),
+                    mobile: Some(b"?1"),
+                    platform: Some(br#""Android""#),
+                },
+                ..hit(None, "/news/a-1", CHROME_ANDROID)
+            },
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| classifier.classify(black_box(&h), &site))
+        });
+    }
+    // 65,536 distinct User-Agents through 4,096 cache slots: each is a miss.
+    for (name, base) in [("Chrome", CHROME_ANDROID), ("Zalo", ZALO_ANDROID)] {
+        let uas: Vec<String> = (0..65_536).map(|i| format!("{base} x/{i}")).collect();
+        let mut i = 0;
+        group.bench_function(
+            format!("Facebook referrer, new {name} UA (cache miss)"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) & 0xffff;
+                    let h = Hit {
+                        user_agent: uas[i].as_bytes(),
+                        ..hit(Some("https://l.facebook.com/l.php?u=x"), "/news/a-1", base)
+                    };
+                    classifier.classify(black_box(&h), &site).browser
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    classify,
     hot_path,
     flush_batch,
     page_figures,

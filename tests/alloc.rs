@@ -207,6 +207,46 @@ fn a_quiet_beacon_for_a_known_page_and_visitor_allocates_nothing() {
     );
 }
 
+/// Classifying a hit (issue 24's dimensions) allocates nothing, for known
+/// values and unknown ones alike, on a User-Agent cache miss or hit.
+#[test]
+fn classifying_a_hit_allocates_nothing() {
+    use luot::ingest::classify::{Classifier, ClientHints, Hit};
+    let classifier = Classifier::new().expect("shipped sources");
+    let site = ["news.example"];
+    let hits = [
+        Hit {
+            page: "/a?utm_source=fb",
+            referrer: Some("https://l.facebook.com/l.php?u=x"),
+            user_agent: b"Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+            hints: ClientHints {
+                ua: Some(br#""Chromium";v="131", "Google Chrome";v="131""#),
+                mobile: Some(b"?1"),
+                platform: Some(br#""Android""#),
+            },
+        },
+        Hit {
+            page: "/a?utm_source=Partner&utm_medium=E%2DMail&utm_campaign=T%E1%BA%BFt+2027",
+            referrer: Some("https://WWW.Unknown-Site.example/path?q=1"),
+            user_agent: b"Mozilla/5.0 (iPhone; CPU iPhone OS 18_1_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Zalo iOS/638 ZaloTheme/light ZaloLanguage/vn",
+            hints: ClientHints::default(),
+        },
+        Hit {
+            page: "/a",
+            referrer: Some("android-app://com.google.android.googlequicksearchbox/"),
+            user_agent: b"something unknown/1.0",
+            hints: ClientHints::default(),
+        },
+    ];
+    for hit in &hits {
+        // The first call misses the User-Agent cache, the second hits it.
+        for round in ["miss", "hit"] {
+            let (n, d) = allocations_in(|| classifier.classify(hit, &site));
+            assert_eq!(n, 0, "{round}: {hit:?} -> {d:?}");
+        }
+    }
+}
+
 #[test]
 fn the_counting_allocator_sees_allocations() {
     // The measurement above would be worthless if the counter could not

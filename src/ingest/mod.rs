@@ -7,11 +7,13 @@
 //! and online ring.
 //!
 //! Owns `Beacon`, `parse_body`, `parse_query`, `client_ip`, `Sender`,
-//! `Ingest::count`, `Verdict`, `IngestError`, and [`bots`] (the User-Agent
-//! guard). May use `site`, `count` and the bottom; never `store`, `read`
-//! or `flush`.
+//! `Ingest::count`, `Verdict`, `IngestError`, [`bots`] (the User-Agent
+//! guard) and [`classify`] (a hit's dimensions: channel, source, campaign,
+//! browser, system, device; pure, and not yet counted). May use `site`,
+//! `count` and the bottom; never `store`, `read` or `flush`.
 
 pub mod bots;
+pub mod classify;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
