@@ -297,8 +297,10 @@ mod tests {
     fn pace_lets_quick_work_run_on() {
         let calls = std::cell::Cell::new(0u64);
         let started = std::thread::spawn(move || {
-            PACED.set(Some((Instant::now(), 0)));
+            // Timed from before the pace's own start, so that a thread
+            // stopped between the two still has the stop in `elapsed`.
             let started = Instant::now();
+            PACED.set(Some((Instant::now(), 0)));
             for _ in 0..1_000 {
                 pace_with(|| calls.set(calls.get() + 1));
             }
