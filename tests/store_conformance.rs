@@ -36,6 +36,8 @@ async fn embedded_store_keeps_counters_watermarks_and_secrets_across_reopen() {
             expires_at: None,
         }],
         visitors: Vec::new(),
+        breakdowns: Vec::new(),
+        bounds: Default::default(),
     };
     {
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -263,6 +265,8 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
                 keys: vec![(key, expires)],
                 members,
             }],
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
         };
         store.apply(&batch).await.unwrap();
     }
@@ -312,6 +316,8 @@ async fn redis_keeps_watermarks_of_producers_idle_for_years() {
         },
         increments: Vec::new(),
         visitors: Vec::new(),
+        breakdowns: Vec::new(),
+        bounds: Default::default(),
     };
     store.apply(&batch).await.unwrap();
     let names = |key: &str| {

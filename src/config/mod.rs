@@ -223,6 +223,11 @@ pub struct Counting {
     /// `"0s"` (the default) counts every page load, as classic counters do.
     #[serde(with = "duration_str")]
     pub dedupe_window: Duration,
+    /// Distinct values one breakdown dimension keeps per site and local
+    /// day; beyond it a hit counts as `(other)`.
+    pub max_values: u32,
+    /// Distinct values a page's `channel` or `source` keeps per local day.
+    pub max_page_values: u32,
 }
 
 impl Default for Counting {
@@ -239,9 +244,19 @@ impl Default for Counting {
             read_rate_limit_per_second: DEFAULT_RATE_PER_SECOND,
             read_rate_limit_burst: DEFAULT_RATE_BURST,
             dedupe_window: Duration::ZERO,
+            max_values: DEFAULT_MAX_VALUES,
+            max_page_values: DEFAULT_MAX_PAGE_VALUES,
         }
     }
 }
+
+/// The default of `counting.max_values`.
+pub const DEFAULT_MAX_VALUES: u32 = 1_000;
+/// The default of `counting.max_page_values`.
+pub const DEFAULT_MAX_PAGE_VALUES: u32 = 50;
+/// The most `max_values` or `max_page_values` may be: each value is a
+/// counter in memory and in the store.
+const MAX_VALUES_CAP: u32 = 100_000;
 
 /// The counting rules in force for one site: the global `[counting]`
 /// values, overridden by the site's own.
@@ -255,6 +270,8 @@ pub struct SiteRules {
     pub read_rate_limit_burst: u32,
     pub dedupe_window: Duration,
     pub max_pages: usize,
+    pub max_values: u32,
+    pub max_page_values: u32,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -341,6 +358,12 @@ pub struct SiteConfig {
     /// Overrides `counting.dedupe_window`.
     #[serde(default, with = "opt_duration_str")]
     pub dedupe_window: Option<Duration>,
+    /// Overrides `counting.max_values`.
+    #[serde(default)]
+    pub max_values: Option<u32>,
+    /// Overrides `counting.max_page_values`.
+    #[serde(default)]
+    pub max_page_values: Option<u32>,
     /// Bearer token for the owner's routes when the site is not public.
     /// Secret; masked in logs.
     #[serde(default)]
@@ -510,6 +533,12 @@ impl Config {
                 "must be more than zero",
             ));
         }
+        for (name, v) in [
+            ("counting.max_values", c.max_values),
+            ("counting.max_page_values", c.max_page_values),
+        ] {
+            check_value_bound(name, Some(v))?;
+        }
         Ok(())
     }
 
@@ -626,6 +655,8 @@ impl SiteConfig {
                 ));
             }
         }
+        check_value_bound(&format!("{key}.max_values"), self.max_values)?;
+        check_value_bound(&format!("{key}.max_page_values"), self.max_page_values)?;
         if self.dedupe_window.is_some_and(|w| w > MAX_DEDUPE_WINDOW) {
             return Err(ConfigError::invalid(
                 format!("{key}.dedupe_window"),
@@ -658,6 +689,8 @@ impl SiteConfig {
                 .unwrap_or(global.read_rate_limit_burst),
             dedupe_window: self.dedupe_window.unwrap_or(global.dedupe_window),
             max_pages: self.max_pages.unwrap_or(global.max_pages),
+            max_values: self.max_values.unwrap_or(global.max_values),
+            max_page_values: self.max_page_values.unwrap_or(global.max_page_values),
         }
     }
 
@@ -666,6 +699,17 @@ impl SiteConfig {
         self.origins
             .iter()
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// A breakdown bound must be 1 to [`MAX_VALUES_CAP`].
+fn check_value_bound(name: &str, value: Option<u32>) -> Result<(), ConfigError> {
+    match value {
+        Some(v) if v == 0 || v > MAX_VALUES_CAP => Err(ConfigError::invalid(
+            name,
+            format!("must be 1 to {MAX_VALUES_CAP}"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -790,6 +790,8 @@ mod tests {
                 })
                 .collect(),
             visitors: Vec::new(),
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
         }
     }
 

@@ -179,6 +179,8 @@ pub fn build_batch(
         },
         increments,
         visitors: Vec::new(),
+        breakdowns: Vec::new(),
+        bounds: Default::default(),
     }
 }
 

@@ -656,6 +656,8 @@ fn decode_batch(payload: &[u8]) -> Option<SiteBatch> {
         increments,
         // Visitor sketches are not kept in the file (see SiteBatch).
         visitors: Vec::new(),
+        breakdowns: Vec::new(),
+        bounds: Default::default(),
     })
 }
 
@@ -724,6 +726,8 @@ mod tests {
                 },
             ],
             visitors: Vec::new(),
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
         }
     }
 
@@ -1055,6 +1059,8 @@ mod tests {
                 id: BatchId { producer: producer.into(), seq },
                 increments,
                 visitors: Vec::new(),
+                breakdowns: Vec::new(),
+                bounds: Default::default(),
             };
             let payload = encode_batch(&b).unwrap();
             prop_assert_eq!(decode_batch(&payload), Some(b.clone()));

@@ -569,6 +569,8 @@ mod tests {
             },
             increments,
             visitors: Vec::new(),
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
         }
     }
 

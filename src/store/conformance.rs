@@ -47,6 +47,8 @@ fn batch(site: &str, producer: &str, seq: u64, increments: Vec<Increment>) -> Si
         },
         increments,
         visitors: Vec::new(),
+        breakdowns: Vec::new(),
+        bounds: Default::default(),
     }
 }
 

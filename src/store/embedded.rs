@@ -867,6 +867,8 @@ mod tests {
             },
             increments,
             visitors: Vec::new(),
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
         }
     }
 

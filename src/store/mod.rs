@@ -136,6 +136,127 @@ pub struct SiteBatch {
     /// them (a replayed batch may lack them: a visitor then counts again at
     /// their next hit).
     pub visitors: Vec<VisitorDelta>,
+    /// The breakdown counters this batch increases (where readers came
+    /// from, on what), applied with the increments, all or nothing, and
+    /// exactly once with them. Sorted by scope, dimension, day and value,
+    /// each once.
+    pub breakdowns: Vec<BreakdownIncrement>,
+    /// How many distinct values a breakdown counter may hold; a store puts
+    /// a value beyond them in [`OTHER`].
+    pub bounds: ValueBounds,
+}
+
+/// A breakdown dimension: one question about a hit, with exactly one
+/// answer (a value) per counted hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    Channel,
+    Source,
+    UtmSource,
+    UtmMedium,
+    UtmCampaign,
+    Browser,
+    Os,
+    Device,
+    Country,
+}
+
+impl Dimension {
+    /// Every dimension, in storage order.
+    pub const ALL: [Dimension; 9] = [
+        Dimension::Channel,
+        Dimension::Source,
+        Dimension::UtmSource,
+        Dimension::UtmMedium,
+        Dimension::UtmCampaign,
+        Dimension::Browser,
+        Dimension::Os,
+        Dimension::Device,
+        Dimension::Country,
+    ];
+
+    /// The name in storage, the API (`by=`) and metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Channel => "channel",
+            Dimension::Source => "source",
+            Dimension::UtmSource => "utm_source",
+            Dimension::UtmMedium => "utm_medium",
+            Dimension::UtmCampaign => "utm_campaign",
+            Dimension::Browser => "browser",
+            Dimension::Os => "os",
+            Dimension::Device => "device",
+            Dimension::Country => "country",
+        }
+    }
+
+    /// The dimension called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// Whether pages keep this dimension too (an editor asks where one
+    /// article's readers came from); the rest are kept for the site only.
+    pub const fn per_page(self) -> bool {
+        matches!(self, Dimension::Channel | Dimension::Source)
+    }
+
+    /// The position in [`Dimension::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The value a hit takes when its counter already holds as many distinct
+/// values as [`ValueBounds`] allow.
+pub const OTHER: &str = "(other)";
+/// The value of hits counted without dimensions (before they existed, or
+/// imported as plain totals): never stored, the difference between a
+/// period's hits and the sum of its stored values.
+pub const UNKNOWN: &str = "(unknown)";
+
+/// How many distinct values one breakdown counter (a dimension on one
+/// local day) may hold, for the site and for each page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueBounds {
+    pub site: u32,
+    pub page: u32,
+}
+
+impl Default for ValueBounds {
+    fn default() -> Self {
+        ValueBounds {
+            site: 1_000,
+            page: 50,
+        }
+    }
+}
+
+/// One breakdown counter increase inside a batch: `hits` more for `value`
+/// of `dimension` on local day `day`, for the site or one page (only
+/// [`Dimension::per_page`] ones).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakdownIncrement {
+    pub scope: Scope,
+    pub dimension: Dimension,
+    pub day: Date,
+    pub value: Arc<str>,
+    pub hits: u64,
+    /// As [`Increment::expires_at`]: the day counter's retention (site or
+    /// page days). Past it the increment is skipped, as the day's
+    /// increment is.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A breakdown as read: the scope's hits over the asked days and the
+/// stored values' hits summed over them, read in one snapshot, so
+/// `hits - sum(values)` is what was counted without dimensions
+/// ([`UNKNOWN`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BreakdownReading {
+    pub hits: u64,
+    /// Each value once, in no particular order.
+    pub values: Vec<(String, u64)>,
 }
 
 /// A distinct-count sketch kept by a store.
@@ -343,6 +464,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
 
+    /// The breakdown of `scope` by `dimension` over the local `days` (at
+    /// most a retention's worth), with the scope's day hits over the same
+    /// days, in one snapshot. Days whose counters expired read as nothing.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn breakdown(
+        &self,
+        site: &str,
+        scope: &Scope,
+        dimension: Dimension,
+        days: &[Date],
+    ) -> impl Future<Output = Result<BreakdownReading, StoreError>> + Send {
+        let _ = (site, scope, dimension, days);
+        async { Err(StoreError::Refused("breakdowns are not kept yet".into())) }
+    }
+
     /// A site's refresh: [`Store::read`] of the site scope and
     /// [`Store::distinct`] of each group of sketches (online minutes, the
     /// days of this week…), which a store may answer in one round trip.
@@ -453,6 +591,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.top(site, period, limit).await,
             AnyStore::Redis(s) => s.top(site, period, limit).await,
+        }
+    }
+
+    async fn breakdown(
+        &self,
+        site: &str,
+        scope: &Scope,
+        dimension: Dimension,
+        days: &[Date],
+    ) -> Result<BreakdownReading, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.breakdown(site, scope, dimension, days).await,
+            AnyStore::Redis(s) => s.breakdown(site, scope, dimension, days).await,
         }
     }
 

@@ -113,6 +113,8 @@ pub fn import_batch(
         },
         increments: merged,
         visitors,
+        breakdowns: Vec::new(),
+        bounds: Default::default(),
     })
 }
 
