@@ -136,7 +136,14 @@ impl Ingest<'_> {
                 self.counters.record(HitResult::Ignored);
                 return Ok(on_page(&buf, Verdict::Ignored, None));
             }
-            if !site.counting.count_bots && self.bots.is_bot(sender.user_agent) {
+            // One cache lookup gives the bot verdict and the browser,
+            // system and device the breakdowns count.
+            let (agent, bot) =
+                self.classifier
+                    .agent_and_bot(sender.user_agent, sender.hints, |ua| {
+                        self.bots.matches_uncached(ua)
+                    });
+            if !site.counting.count_bots && bot {
                 self.counters.record(HitResult::Bot);
                 return Ok(on_page(&buf, Verdict::Bot, None));
             }
@@ -169,7 +176,9 @@ impl Ingest<'_> {
                 user_agent: sender.user_agent,
                 hints: sender.hints,
             };
-            let dims = self.classifier.classify(&hit, &site.config.hosts);
+            let dims = self
+                .classifier
+                .classify_with(&hit, agent, &site.config.hosts);
             let kept = (counted == Counted::Page).then_some(buf.as_str());
             let overflow = site.breakdown.count(&hit_values(&dims), kept, day);
             for dim in overflow.dimensions() {
