@@ -1144,6 +1144,7 @@ mod tests {
                 visitors: Vec::new(),
                 breakdowns: Vec::new(),
                 bounds: Default::default(),
+                titles: Vec::new(),
             };
             let payload = encode_batch(&b).unwrap();
             prop_assert_eq!(decode_batch(&payload), Some(b.clone()));

@@ -115,6 +115,7 @@ pub fn import_batch(
         visitors,
         breakdowns: Vec::new(),
         bounds: Default::default(),
+        titles: Vec::new(),
     })
 }
 
