@@ -263,6 +263,27 @@ fn classifying_a_hit_allocates_nothing() {
     }
 }
 
+/// Finding a hit's country allocates nothing: from a trusted proxy's
+/// header, from the registry data for IPv4 and IPv6, for special ranges.
+#[test]
+fn finding_a_country_allocates_nothing() {
+    use luot::ingest::classify::country;
+    for (header, ip) in [
+        (Some("vn"), "8.8.8.8"),
+        (Some("XX"), "8.8.8.8"),
+        (Some("garbage"), "14.160.0.1"),
+        (None, "8.8.8.8"),
+        (None, "2402:800::1"),
+        (None, "::ffff:193.99.144.80"),
+        (None, "10.0.0.1"),
+        (None, "2001:db8::1"),
+    ] {
+        let ip = ip.parse().expect("an address");
+        let (n, c) = allocations_in(|| country(header, ip));
+        assert_eq!(n, 0, "{header:?} {ip} -> {c}");
+    }
+}
+
 #[test]
 fn the_counting_allocator_sees_allocations() {
     // The measurement above would be worthless if the counter could not
