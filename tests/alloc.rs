@@ -124,6 +124,7 @@ fn state(dir: &std::path::Path) -> State {
         bots: BotDetector::new().expect("bot list"),
         classifier: luot::ingest::classify::Classifier::new().expect("source list"),
         trusted_proxies: Vec::new(),
+        country_header: None,
         max_body_bytes: 8192,
         max_header_bytes: 8192,
         max_headers: 64,
