@@ -10,7 +10,9 @@
 //! and beside them: `referrer` (a referrer's host, the named-source table
 //! read from `sources.json`), `utm` (the page URL's campaign parameters) and
 //! `agent` ([`Browser`], [`Os`], [`Device`] from the User-Agent and Client
-//! Hints, cached per distinct header set).
+//! Hints, cached per distinct header set) and `country` ([`Country`] from a
+//! trusted proxy's header or the client address, through [`country()`];
+//! not yet part of [`Dimensions`]).
 //!
 //! # What it must not do
 //!
@@ -54,10 +56,12 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod country;
 mod referrer;
 mod utm;
 
 pub use agent::{Agent, Browser, ClientHints, Device, InApp, Os};
+pub use country::{Country, country};
 pub use referrer::SOURCES_JSON;
 
 use agent::AgentCache;
