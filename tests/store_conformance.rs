@@ -129,6 +129,17 @@ mod redis_single {
         {
             self.store.top(site, period, limit)
         }
+        fn breakdown(
+            &self,
+            site: &str,
+            scope: &luot::store::Scope,
+            dimension: luot::store::Dimension,
+            days: &[jiff::civil::Date],
+        ) -> impl std::future::Future<
+            Output = Result<luot::store::BreakdownReading, luot::store::StoreError>,
+        > + Send {
+            self.store.breakdown(site, scope, dimension, days)
+        }
         fn read_site(
             &self,
             site: &str,
@@ -217,6 +228,11 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::site_refresh_reads_counters_watermark_and_sketches(&store).await;
     c::day_and_all_time_visitors_are_kept_and_merge(&store).await;
     c::top_pages_are_ranked_per_period(&store).await;
+    c::breakdown_values_add_up_over_days(&store).await;
+    c::a_duplicate_batch_adds_no_breakdown(&store).await;
+    c::a_full_breakdown_counts_new_values_as_other(&store).await;
+    c::an_expired_breakdown_increment_is_skipped(&store).await;
+    c::page_and_site_breakdowns_are_separate(&store).await;
     c::ping_answers(&store).await;
     let aging = ClusterAging(&cluster);
     c::an_import_repeated_after_a_long_idle_is_a_duplicate(&store, &aging).await;

@@ -248,6 +248,37 @@ pub struct BreakdownIncrement {
     pub expires_at: Option<Timestamp>,
 }
 
+impl BreakdownIncrement {
+    fn order_key(&self) -> (&Scope, Dimension, Date, &str) {
+        (&self.scope, self.dimension, self.day, &self.value)
+    }
+
+    /// Whether `breakdowns` are in the order a batch carries them (by
+    /// scope, dimension, day and value, each once): the stores apply a
+    /// counter's increments as one run.
+    pub fn in_order(breakdowns: &[BreakdownIncrement]) -> bool {
+        breakdowns
+            .windows(2)
+            .all(|w| w[0].order_key() < w[1].order_key())
+    }
+
+    /// `breakdowns` put in that order, the hits of a repeated counter and
+    /// value summed (the first one's expiry kept).
+    pub fn into_order(mut breakdowns: Vec<BreakdownIncrement>) -> Vec<BreakdownIncrement> {
+        breakdowns.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let mut merged: Vec<BreakdownIncrement> = Vec::with_capacity(breakdowns.len());
+        for b in breakdowns {
+            match merged.last_mut() {
+                Some(last) if last.order_key() == b.order_key() => {
+                    last.hits = last.hits.saturating_add(b.hits);
+                }
+                _ => merged.push(b),
+            }
+        }
+        merged
+    }
+}
+
 /// A breakdown as read: the scope's hits over the asked days and the
 /// stored values' hits summed over them, read in one snapshot, so
 /// `hits - sum(values)` is what was counted without dimensions

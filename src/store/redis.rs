@@ -43,9 +43,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use super::{
-    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
+    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PeriodKey,
+    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -68,6 +70,8 @@ const READ_LUA: &str = include_str!("lua/read.lua");
 
 const READ_PAGES_LUA: &str = include_str!("lua/read_pages.lua");
 
+const BREAKDOWN_LUA: &str = include_str!("lua/breakdown.lua");
+
 /// Most pages one page-reading script reads (its reply carries five values
 /// per page).
 pub const MAX_PAGES_PER_READ: usize = 256;
@@ -86,6 +90,7 @@ pub struct RedisStore {
     apply: Script,
     read: Script,
     read_pages: Script,
+    breakdown: Script,
 }
 
 /// Whether a URL setting names a cluster: `redis+cluster://…`, or several
@@ -220,6 +225,81 @@ fn group_increments(increments: &[Increment]) -> Vec<Group<'_>> {
     groups
 }
 
+/// The hash holding the breakdown of `scope` on `day`: for the site one
+/// per dimension (`luot:{s}:b:<dimension>:<day>`, a field per value), for
+/// a page one for all its dimensions (`luot:{s}:bp:<day>:<page>`, a field
+/// per dimension and value, see [`field_prefix`]), so a page costs one
+/// key a day, not one per dimension.
+pub fn breakdown_key(site: &str, scope: &Scope, dimension: Dimension, day: Date) -> String {
+    match scope {
+        Scope::Site => key(site, &format!("b:{}:{day}", dimension.as_str())),
+        Scope::Page(page) => key(site, &format!("bp:{day}:{page}")),
+    }
+}
+
+/// What a field of a breakdown hash starts with before its value: nothing
+/// in a site's hash (one dimension a hash), the dimension's index and a
+/// colon in a page's (`0:direct`, `1:Google`): two bytes rather than a
+/// name, as a page's hashes are many (pages × days).
+fn field_prefix(scope: &Scope, dimension: Dimension) -> String {
+    match scope {
+        Scope::Site => String::new(),
+        Scope::Page(_) => format!("{}:", dimension.index()),
+    }
+}
+
+/// One breakdown hash and what a batch adds to it: one run of increments
+/// (one counter) per dimension, with the field prefix of that dimension.
+#[derive(Debug)]
+struct BreakdownHash<'a> {
+    key: String,
+    /// The first increment's: a counter's increments share the day's
+    /// retention.
+    expires: Option<Timestamp>,
+    bound: u32,
+    runs: Vec<(String, &'a [BreakdownIncrement])>,
+}
+
+/// Groups breakdown increments in order ([`BreakdownIncrement::in_order`])
+/// by the hash they add to: a site counter alone, a page's counters of
+/// one day together.
+fn group_breakdowns<'a>(
+    site: &str,
+    breakdowns: &'a [BreakdownIncrement],
+    bounds: ValueBounds,
+) -> Vec<BreakdownHash<'a>> {
+    let mut hashes = Vec::new();
+    for scope_run in breakdowns.chunk_by(|a, b| a.scope == b.scope) {
+        let scope = &scope_run[0].scope;
+        let bound = match scope {
+            Scope::Site => bounds.site,
+            Scope::Page(_) => bounds.page,
+        };
+        let mut counters: Vec<&[BreakdownIncrement]> = scope_run
+            .chunk_by(|a, b| a.dimension == b.dimension && a.day == b.day)
+            .collect();
+        if matches!(scope, Scope::Page(_)) {
+            // Stable: a day's counters stay in dimension order.
+            counters.sort_by_key(|c| c[0].day);
+        }
+        for day_run in
+            counters.chunk_by(|a, b| matches!(scope, Scope::Page(_)) && a[0].day == b[0].day)
+        {
+            let first = &day_run[0][0];
+            hashes.push(BreakdownHash {
+                key: breakdown_key(site, scope, first.dimension, first.day),
+                expires: first.expires_at,
+                bound,
+                runs: day_run
+                    .iter()
+                    .map(|c| (field_prefix(scope, c[0].dimension), *c))
+                    .collect(),
+            });
+        }
+    }
+    hashes
+}
+
 /// The key holding the visitor sketch `sketch` of a site.
 pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
     key(site, &format!("v:{sketch}"))
@@ -258,6 +338,7 @@ impl RedisStore {
             apply: Script::new(APPLY_LUA),
             read: Script::new(READ_LUA),
             read_pages: Script::new(READ_PAGES_LUA),
+            breakdown: Script::new(BREAKDOWN_LUA),
         })
     }
 
@@ -373,6 +454,30 @@ impl Store for RedisStore {
             }
             for &(_, hits) in &g.entries {
                 inv.arg(hits);
+            }
+        }
+        let reordered;
+        let breakdowns = if BreakdownIncrement::in_order(&batch.breakdowns) {
+            &batch.breakdowns
+        } else {
+            reordered = BreakdownIncrement::into_order(batch.breakdowns.clone());
+            &reordered
+        };
+        let hashes = group_breakdowns(site, breakdowns, batch.bounds);
+        inv.arg(hashes.len());
+        for h in &hashes {
+            inv.key(&h.key)
+                .arg(expire_arg(h.expires))
+                .arg(h.bound)
+                .arg(h.runs.len());
+            for (prefix, run) in &h.runs {
+                inv.arg(prefix.as_str()).arg(run.len());
+                for b in *run {
+                    inv.arg(b.value.as_ref());
+                }
+                for b in *run {
+                    inv.arg(b.hits);
+                }
             }
         }
         for delta in &batch.visitors {
@@ -516,6 +621,49 @@ impl Store for RedisStore {
         // embedded store does.
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(out)
+    }
+
+    /// One script call: the days' counters and breakdown hashes.
+    async fn breakdown(
+        &self,
+        site: &str,
+        scope: &Scope,
+        dimension: Dimension,
+        days: &[Date],
+    ) -> Result<BreakdownReading, StoreError> {
+        let mut days = days.to_vec();
+        days.sort_unstable();
+        days.dedup();
+        if days.is_empty() {
+            return Ok(BreakdownReading::default());
+        }
+        let mut inv = self.breakdown.prepare_invoke();
+        for d in &days {
+            inv.key(counter_key(site, scope, &PeriodKey::Day(*d)));
+        }
+        for d in &days {
+            inv.key(breakdown_key(site, scope, dimension, *d));
+        }
+        match scope {
+            Scope::Site => inv.arg("c").arg(""),
+            Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
+        };
+        inv.arg(field_prefix(scope, dimension));
+        let raw: Vec<String> = self.invoke(&inv).await?;
+        let Some((hits, pairs)) = raw.split_first() else {
+            return Err(StoreError::Corrupt("empty breakdown reply".into()));
+        };
+        if pairs.len() % 2 != 0 {
+            return Err(StoreError::Corrupt("breakdown reply is not pairs".into()));
+        }
+        let values = pairs
+            .chunks_exact(2)
+            .map(|p| Ok((p[0].clone(), parse_counter(&p[1])?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(BreakdownReading {
+            hits: parse_counter(hits)?,
+            values,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

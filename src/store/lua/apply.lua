@@ -1,11 +1,16 @@
 
 -- KEYS[1] watermarks, KEYS[2] watermark times, KEYS[3] scratch, then the
--- counter keys group by group, then one key per sketch.
+-- counter keys group by group, then the breakdown hashes, then one key per
+-- sketch.
 -- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] group count; per
 -- group: kind ('c' counter | 'z' page), key count, entry count, one expire
 -- per key (unix seconds, 0 = never), then the entries: hits for 'c'; for
 -- 'z' the members, then their hits in the same order (a member at most
 -- once per group). Every entry of a group is added to each of its keys.
+-- Then the breakdown hash count; per hash: expire, bound, run count; per
+-- run (one counter: a dimension of the hash's scope and day): the field
+-- prefix ('' for the site's hashes, '<dimension index>:' in a page's), the
+-- value count, the values (each once), then their hits in the same order.
 -- Then per sketch: kind ('m' members | 'r' registers), expire, member
 -- count (for 'm'), members... or the blob.
 local producer = ARGV[1]
@@ -72,6 +77,90 @@ for g = 1, tonumber(ARGV[3]) do
     a = first + 2 * n
   else
     a = first + n
+  end
+end
+-- Breakdowns. A counter holds at most `bound` distinct values besides
+-- '(other)' (luot's OTHER); a value it does not hold once full goes there.
+-- Per hash: one HMGET of the fields the batch names, one HSET of their new
+-- values (per 1,000 fields), one HINCRBY for each run's '(other)', and the
+-- values a counter holds are counted only when a new one arrives.
+local OTHER = '(other)'
+local nhashes = tonumber(ARGV[a])
+a = a + 1
+for h = 1, nhashes do
+  local key = KEYS[k]
+  k = k + 1
+  local exp, bound, nruns = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  local runs = {}
+  local fields = {}
+  for r = 1, nruns do
+    local prefix, m = ARGV[a], tonumber(ARGV[a + 1])
+    runs[r] = {prefix, m, a + 2}
+    for i = 0, m - 1 do
+      fields[#fields + 1] = prefix .. ARGV[a + 2 + i]
+    end
+    a = a + 2 + 2 * m
+  end
+  -- Past its expiry the hash is gone: skipped, never recreated without a
+  -- TTL.
+  if not (exp > 0 and exp <= now) then
+    local was = {}
+    for c = 1, #fields, 1000 do
+      local got = redis.call('HMGET', key, unpack(fields, c, math.min(c + 999, #fields)))
+      for i = 1, #got do
+        was[c + i - 1] = got[i]
+      end
+    end
+    local names = nil
+    local function held(prefix)
+      if prefix == '' then
+        return redis.call('HLEN', key) - redis.call('HEXISTS', key, OTHER)
+      end
+      names = names or redis.call('HKEYS', key)
+      local n, len, other = 0, #prefix, prefix .. OTHER
+      for _, f in ipairs(names) do
+        if f:sub(1, len) == prefix and f ~= other then
+          n = n + 1
+        end
+      end
+      return n
+    end
+    local updates = {}
+    local f = 0
+    for r = 1, nruns do
+      local prefix, m, v = runs[r][1], runs[r][2], runs[r][3]
+      local count = nil
+      local other = 0
+      for i = 0, m - 1 do
+        f = f + 1
+        local value, hits = ARGV[v + i], tonumber(ARGV[v + m + i])
+        if value == OTHER then
+          other = other + hits
+        elseif was[f] then
+          updates[#updates + 1] = fields[f]
+          updates[#updates + 1] = format('%d', tonumber(was[f]) + hits)
+        else
+          count = count or held(prefix)
+          if count < bound then
+            count = count + 1
+            updates[#updates + 1] = fields[f]
+            updates[#updates + 1] = format('%d', hits)
+          else
+            other = other + hits
+          end
+        end
+      end
+      if other > 0 then
+        redis.call('HINCRBY', key, prefix .. OTHER, format('%d', other))
+      end
+    end
+    for c = 1, #updates, 2000 do
+      redis.call('HSET', key, unpack(updates, c, math.min(c + 1999, #updates)))
+    end
+    if exp > 0 then
+      redis.call('EXPIREAT', key, exp)
+    end
   end
 end
 while a <= #ARGV do
