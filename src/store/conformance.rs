@@ -703,6 +703,11 @@ pub async fn breakdown_values_add_up_over_days<S: Store>(store: &S) {
         (7, pairs(&[("search", 4), ("social", 1)]))
     );
     assert_eq!(
+        breakdown_of(store, site, &s, ch, &[D3, D1]).await,
+        (15, pairs(&[("direct", 2), ("search", 9)])),
+        "only the asked days, not those between"
+    );
+    assert_eq!(
         breakdown_of(store, site, &s, Dimension::Country, &days).await,
         (22, pairs(&[("VN", 7)]))
     );
@@ -783,8 +788,13 @@ pub async fn a_full_breakdown_counts_new_values_as_other<S: Store>(store: &S) {
             bd(&page, src, D3, "c", 1),
             bd(&page, ch, D3, "direct", 1),
             bd(&page, ch, D3, "search", 1),
-            // Another day is another counter.
+            // Another day is another counter; on it the page's channels
+            // are full and its sources are not.
             bd(&s, src, D2, "z", 1),
+            bd(&page, src, D2, "x", 1),
+            bd(&page, src, D2, OTHER, 1),
+            bd(&page, ch, D2, "direct", 1),
+            bd(&page, ch, D2, "search", 1),
         ],
         bounds,
     );
@@ -800,6 +810,7 @@ pub async fn a_full_breakdown_counts_new_values_as_other<S: Store>(store: &S) {
             bd(&page, src, D3, "d", 10),
             bd(&page, ch, D3, "social", 10),
             bd(&page, ch, D3, "direct", 10),
+            bd(&page, src, D2, "y", 10),
         ],
         bounds,
     );
@@ -827,6 +838,12 @@ pub async fn a_full_breakdown_counts_new_values_as_other<S: Store>(store: &S) {
         values,
         pairs(&[("a", 11), ("b", 1), ("c", 1), ("z", 1), (OTHER, 13)]),
         "each day its own bound"
+    );
+    let (_, values) = breakdown_of(store, site, &page, src, &[D2]).await;
+    assert_eq!(
+        values,
+        pairs(&[("x", 1), ("y", 10), (OTHER, 1)]),
+        "a page's sources are not full because its channels are"
     );
     // A raised bound lets new values in again.
     let third = with_breakdowns(
@@ -926,6 +943,39 @@ pub async fn page_and_site_breakdowns_are_separate<S: Store>(store: &S) {
     );
 }
 
+/// Breakdown increments out of order, a value twice, land as if in order
+/// and merged.
+pub async fn breakdowns_in_any_order_land<S: Store>(store: &S) {
+    let site = "conf-bd-order";
+    let page = Scope::Page(Arc::from("/a"));
+    let (ch, src) = (Dimension::Channel, Dimension::Source);
+    let b = SiteBatch {
+        breakdowns: vec![
+            bd(&page, src, D3, "Zalo", 1),
+            bd(&page, ch, D3, "social", 1),
+            bd(&page, src, D2, "Zalo", 4),
+            bd(&page, src, D3, "Zalo", 2),
+            bd(&Scope::Site, ch, D3, "social", 2),
+            bd(&Scope::Site, ch, D3, "social", 3),
+            bd(&Scope::Site, ch, D3, "direct", 1),
+        ],
+        ..batch(site, "p1", 1, Vec::new())
+    };
+    store.apply(&b).await.unwrap();
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Site, ch, &[D3]).await.1,
+        pairs(&[("direct", 1), ("social", 5)])
+    );
+    assert_eq!(
+        breakdown_of(store, site, &page, src, &[D2, D3]).await.1,
+        pairs(&[("Zalo", 7)])
+    );
+    assert_eq!(
+        breakdown_of(store, site, &page, ch, &[D2, D3]).await.1,
+        pairs(&[("social", 1)])
+    );
+}
+
 /// A reachable store answers a ping.
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.unwrap();
@@ -956,6 +1006,7 @@ macro_rules! store_conformance_tests {
             a_full_breakdown_counts_new_values_as_other,
             an_expired_breakdown_increment_is_skipped,
             page_and_site_breakdowns_are_separate,
+            breakdowns_in_any_order_land,
             ping_answers,
         );
         $crate::store_conformance_tests!(@aged $make;

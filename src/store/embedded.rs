@@ -1267,6 +1267,115 @@ mod tests {
         assert_eq!(top.len(), TOP_KEPT);
     }
 
+    fn bd(
+        scope: &Scope,
+        dimension: Dimension,
+        day: jiff::civil::Date,
+        value: &str,
+        expires_at: Option<Timestamp>,
+    ) -> BreakdownIncrement {
+        BreakdownIncrement {
+            scope: scope.clone(),
+            dimension,
+            day,
+            value: Arc::from(value),
+            hits: 1,
+            expires_at,
+        }
+    }
+
+    fn len<K: redb::Key + 'static, V: redb::Value + 'static>(
+        store: &EmbeddedStore,
+        table: TableDefinition<K, V>,
+    ) -> u64 {
+        use redb::ReadableTableMetadata;
+        let tx = store.db.begin_read().unwrap();
+        tx.open_table(table).unwrap().len().unwrap()
+    }
+
+    /// Expired breakdown counters go, values and all: pruned by a later
+    /// batch, or dropped when a batch adds to one not pruned yet.
+    #[tokio::test]
+    async fn expired_breakdown_counters_are_pruned_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let soon = Some(Timestamp::now() + jiff::SignedDuration::from_secs(1));
+        let later = Some(Timestamp::now() + jiff::SignedDuration::from_hours(1));
+        let (d1, d2, d3) = (
+            jiff::civil::Date::constant(2026, 11, 25),
+            jiff::civil::Date::constant(2026, 11, 26),
+            jiff::civil::Date::constant(2026, 11, 27),
+        );
+        let ch = Dimension::Channel;
+        let site = Scope::Site;
+        let first = SiteBatch {
+            breakdowns: vec![
+                bd(&site, ch, d1, "gone", soon),
+                bd(&site, ch, d1, "gone too", soon),
+                bd(&site, ch, d2, "kept", None),
+                bd(&site, ch, d3, "old", soon),
+            ],
+            ..batch(1, std::iter::empty())
+        };
+        store.apply(&first).await.unwrap();
+        assert_eq!(len(&store, BREAKDOWN_VALUES), 4);
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        let second = SiteBatch {
+            breakdowns: vec![bd(&site, ch, d3, "new", later)],
+            ..batch(2, std::iter::empty())
+        };
+        store.apply(&second).await.unwrap();
+        let read = |day: jiff::civil::Date| {
+            let store = store.clone();
+            async move {
+                let mut r = store
+                    .breakdown("s", &Scope::Site, ch, &[day])
+                    .await
+                    .unwrap();
+                r.values.sort();
+                r.values
+            }
+        };
+        assert_eq!(read(d3).await, vec![("new".to_string(), 1)]);
+        assert_eq!(read(d2).await, vec![("kept".to_string(), 1)]);
+        assert_eq!(read(d1).await, vec![]);
+        assert_eq!(
+            len(&store, BREAKDOWN_VALUES),
+            2,
+            "d1 pruned, d3's old value dropped"
+        );
+        assert_eq!(len(&store, BREAKDOWN_COUNTERS), 2);
+        assert_eq!(len(&store, BREAKDOWN_EXPIRY), 1, "only d3 expires");
+    }
+
+    /// Scopes whose row keys collide keep their breakdowns apart, the
+    /// site's included.
+    #[tokio::test]
+    async fn breakdowns_of_colliding_scopes_keep_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_scope_hash(dir.path(), |_| 7).unwrap();
+        let day = jiff::civil::Date::constant(2026, 11, 27);
+        let (a, b) = (Scope::Page(Arc::from("/a")), Scope::Page(Arc::from("/b")));
+        let ch = Dimension::Channel;
+        let one = SiteBatch {
+            breakdowns: BreakdownIncrement::into_order(vec![
+                bd(&a, ch, day, "a", None),
+                bd(&b, ch, day, "b", None),
+            ]),
+            ..batch(1, std::iter::empty())
+        };
+        store.apply(&one).await.unwrap();
+        let two = SiteBatch {
+            breakdowns: vec![bd(&Scope::Site, ch, day, "site", None)],
+            ..batch(2, [("/b".to_string(), 1)].into_iter())
+        };
+        store.apply(&two).await.unwrap();
+        for (scope, value) in [(&Scope::Site, "site"), (&a, "a"), (&b, "b")] {
+            let r = store.breakdown("s", scope, ch, &[day]).await.unwrap();
+            assert_eq!(r.values, vec![(value.to_string(), 1)], "{scope:?}");
+        }
+    }
+
     #[test]
     fn a_ranking_keeps_the_best_pages_exactly() {
         let mut r = Ranking::default();

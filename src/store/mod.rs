@@ -699,6 +699,41 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_are_put_in_order_and_merged() {
+        let day = Date::constant(2026, 11, 27);
+        let b = |scope: Scope, dimension, value: &str, hits| BreakdownIncrement {
+            scope,
+            dimension,
+            day,
+            value: Arc::from(value),
+            hits,
+            expires_at: None,
+        };
+        let page = || Scope::Page(Arc::from("/a"));
+        let mixed = vec![
+            b(page(), Dimension::Channel, "direct", 1),
+            b(Scope::Site, Dimension::Source, "Google", 2),
+            b(Scope::Site, Dimension::Channel, "search", 3),
+            b(Scope::Site, Dimension::Source, "Google", 4),
+        ];
+        assert!(!BreakdownIncrement::in_order(&mixed));
+        let ordered = BreakdownIncrement::into_order(mixed);
+        assert!(BreakdownIncrement::in_order(&ordered));
+        let shape: Vec<(Scope, Dimension, &str, u64)> = ordered
+            .iter()
+            .map(|b| (b.scope.clone(), b.dimension, &*b.value, b.hits))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Scope::Site, Dimension::Channel, "search", 3),
+                (Scope::Site, Dimension::Source, "Google", 6),
+                (page(), Dimension::Channel, "direct", 1),
+            ]
+        );
+    }
+
+    #[test]
     fn only_unknown_outcomes_are_retriable() {
         assert!(StoreError::Timeout.is_retriable());
         assert!(StoreError::Unavailable("down".into()).is_retriable());

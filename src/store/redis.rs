@@ -779,6 +779,60 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_group_by_hash_a_page_s_day_in_one() {
+        let day = Date::constant(2026, 11, 27);
+        let before = Date::constant(2026, 11, 26);
+        let b = |scope: &Scope, dimension, day, value: &str| BreakdownIncrement {
+            scope: scope.clone(),
+            dimension,
+            day,
+            value: Arc::from(value),
+            hits: 1,
+            expires_at: None,
+        };
+        let page = Scope::Page(Arc::from("/a"));
+        let (ch, src) = (Dimension::Channel, Dimension::Source);
+        let all = BreakdownIncrement::into_order(vec![
+            b(&Scope::Site, ch, day, "direct"),
+            b(&Scope::Site, ch, day, "search"),
+            b(&Scope::Site, src, day, "Google"),
+            b(&page, ch, before, "direct"),
+            b(&page, ch, day, "search"),
+            b(&page, src, before, "(direct)"),
+            b(&page, src, day, "Google"),
+        ]);
+        let bounds = ValueBounds { site: 9, page: 3 };
+        let hashes = group_breakdowns("demo", &all, bounds);
+        type Shape<'a> = (&'a str, u32, Vec<(&'a str, usize)>);
+        let shape: Vec<Shape<'_>> = hashes
+            .iter()
+            .map(|h| {
+                let runs = h.runs.iter().map(|(p, r)| (p.as_str(), r.len())).collect();
+                (h.key.as_str(), h.bound, runs)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("luot:{demo}:b:channel:2026-11-27", 9, vec![("", 2)]),
+                ("luot:{demo}:b:source:2026-11-27", 9, vec![("", 1)]),
+                (
+                    "luot:{demo}:bp:2026-11-26:/a",
+                    3,
+                    vec![("0:", 1), ("1:", 1)]
+                ),
+                (
+                    "luot:{demo}:bp:2026-11-27:/a",
+                    3,
+                    vec![("0:", 1), ("1:", 1)]
+                ),
+            ]
+        );
+        // The page fields' prefixes are the dimensions' storage order.
+        assert_eq!((ch.index(), src.index()), (0, 1));
+    }
+
+    #[test]
     fn sequences_compare_as_padded_strings() {
         assert!(padded(9) < padded(10));
         assert!(padded(1_800_000_000_000_001) > padded(1_800_000_000_000_000));
