@@ -3,6 +3,12 @@
 //! checks and advances the producer's watermark, so a batch is applied at
 //! most once even if it is replayed.
 //!
+//! Breakdowns are one redb entry per counter (scope, dimension, day),
+//! holding how many values it has and its expiry, and one per value,
+//! keyed by the counter and the value, so a scope's dimension over days is
+//! one key range and the bound check two lookups; expired counters are
+//! pruned whole through an expiry index, a bounded amount per batch.
+//!
 //! redb is synchronous; every call runs on tokio's blocking pool so the
 //! runtime's workers never wait on the disk.
 

@@ -8,6 +8,8 @@
 //! |---|---|---|
 //! | `luot:{s}:h:d:2026-11-27`, `…:h:w:2026-11-23`, `…:h:m:2026-11`, `…:h:t` | string | site hits per day, week, month, ever; the day keys are the daily series |
 //! | `luot:{s}:p:d:…`, `…:p:w:…`, `…:p:m:…`, `…:p:t` | sorted set | hits per page per period: page figures and "most read" |
+//! | `luot:{s}:b:<dimension>:2026-11-27` | hash | the site's breakdown by one dimension on one day: value → hits, at most `bounds.site` values besides `(other)` |
+//! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
@@ -15,11 +17,22 @@
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
 //! | `luot:secret:<name>` | string | shared secrets (daily salts expire) |
 //!
-//! Day and week keys expire by `EXPIREAT` (their retention); months and
-//! totals never. The apply script checks and advances the producer's
-//! watermark in the same atomic step as the increments, and skips an
-//! increment whose key's expiry has passed (counted late; the key is not
-//! recreated without a TTL).
+//! Day and week keys and breakdown hashes expire by `EXPIREAT` (their
+//! retention); months and totals never. The apply script checks and
+//! advances the producer's watermark in the same atomic step as the
+//! increments and breakdowns, and skips an increment whose key's expiry
+//! has passed (counted late; the key is not recreated without a TTL), a
+//! breakdown increment likewise (not counted).
+//!
+//! A breakdown hash costs one `HMGET` and one `HSET` a batch (per 1,000
+//! fields), an `HINCRBY` of `(other)` when some value overflowed, and an
+//! `EXPIREAT`; the values a counter holds are counted (`HLEN` for a
+//! site's hash, `HKEYS` of a page's, at most two bounds' worth of fields)
+//! only when a value it does not hold arrives. A page's dimensions share
+//! one hash a day, so pages × days keys rather than twice that, and its
+//! fields name the dimension by its two-byte index, not its name. Reading
+//! a breakdown over N days is one script: N `GET`s or `ZSCORE`s of the day
+//! counters and N `HGETALL`s.
 //!
 //! Watermarks are never pruned, however long a producer stays idle: a
 //! forgotten watermark would let the same import (its own producer,
