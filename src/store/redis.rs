@@ -261,56 +261,82 @@ fn field_prefix(scope: &Scope, dimension: Dimension) -> String {
     }
 }
 
-/// One breakdown hash and what a batch adds to it: one run of increments
-/// (one counter) per dimension, with the field prefix of that dimension.
+/// One breakdown hash and what a batch adds to it: each field once (a
+/// site hash's fields are values, a page hash's are
+/// [`field_prefix`]ed), with its hits.
 #[derive(Debug)]
 struct BreakdownHash<'a> {
     key: String,
+    fields: Vec<(std::borrow::Cow<'a, str>, u64)>,
+}
+
+/// Breakdown hashes of one kind (site or page) that share their expiry,
+/// which the apply script takes once for them all.
+#[derive(Debug)]
+struct BreakdownGroup<'a> {
+    page: bool,
     /// The first increment's: a counter's increments share the day's
     /// retention.
     expires: Option<Timestamp>,
     bound: u32,
-    runs: Vec<(String, &'a [BreakdownIncrement])>,
+    hashes: Vec<BreakdownHash<'a>>,
 }
 
 /// Groups breakdown increments in order ([`BreakdownIncrement::in_order`])
-/// by the hash they add to: a site counter alone, a page's counters of
-/// one day together.
+/// by the hash they add to (a site counter alone, a page's counters of
+/// one day together), and consecutive hashes of one kind and expiry into
+/// one group: a flush is then a group of site hashes and one of page
+/// hashes, and a page's hash a few script arguments.
 fn group_breakdowns<'a>(
     site: &str,
     breakdowns: &'a [BreakdownIncrement],
     bounds: ValueBounds,
-) -> Vec<BreakdownHash<'a>> {
-    let mut hashes = Vec::new();
+) -> Vec<BreakdownGroup<'a>> {
+    let mut groups: Vec<BreakdownGroup<'a>> = Vec::new();
     for scope_run in breakdowns.chunk_by(|a, b| a.scope == b.scope) {
         let scope = &scope_run[0].scope;
-        let bound = match scope {
-            Scope::Site => bounds.site,
-            Scope::Page(_) => bounds.page,
-        };
+        let page = matches!(scope, Scope::Page(_));
         let mut counters: Vec<&[BreakdownIncrement]> = scope_run
             .chunk_by(|a, b| a.dimension == b.dimension && a.day == b.day)
             .collect();
-        if matches!(scope, Scope::Page(_)) {
+        if page {
             // Stable: a day's counters stay in dimension order.
             counters.sort_by_key(|c| c[0].day);
         }
-        for day_run in
-            counters.chunk_by(|a, b| matches!(scope, Scope::Page(_)) && a[0].day == b[0].day)
-        {
+        for day_run in counters.chunk_by(|a, b| page && a[0].day == b[0].day) {
             let first = &day_run[0][0];
-            hashes.push(BreakdownHash {
+            let fields = day_run
+                .iter()
+                .flat_map(|c| c.iter())
+                .map(|b| {
+                    let field = if page {
+                        std::borrow::Cow::Owned(format!(
+                            "{}{}",
+                            field_prefix(scope, b.dimension),
+                            b.value
+                        ))
+                    } else {
+                        std::borrow::Cow::Borrowed(&*b.value)
+                    };
+                    (field, b.hits)
+                })
+                .collect();
+            let hash = BreakdownHash {
                 key: breakdown_key(site, scope, first.dimension, first.day),
-                expires: first.expires_at,
-                bound,
-                runs: day_run
-                    .iter()
-                    .map(|c| (field_prefix(scope, c[0].dimension), *c))
-                    .collect(),
-            });
+                fields,
+            };
+            match groups.last_mut() {
+                Some(g) if g.page == page && g.expires == first.expires_at => g.hashes.push(hash),
+                _ => groups.push(BreakdownGroup {
+                    page,
+                    expires: first.expires_at,
+                    bound: if page { bounds.page } else { bounds.site },
+                    hashes: vec![hash],
+                }),
+            }
         }
     }
-    hashes
+    groups
 }
 
 /// The key holding the visitor sketch `sketch` of a site.
@@ -476,20 +502,20 @@ impl Store for RedisStore {
             reordered = BreakdownIncrement::into_order(batch.breakdowns.clone());
             &reordered
         };
-        let hashes = group_breakdowns(site, breakdowns, batch.bounds);
-        inv.arg(hashes.len());
-        for h in &hashes {
-            inv.key(&h.key)
-                .arg(expire_arg(h.expires))
-                .arg(h.bound)
-                .arg(h.runs.len());
-            for (prefix, run) in &h.runs {
-                inv.arg(prefix.as_str()).arg(run.len());
-                for b in *run {
-                    inv.arg(b.value.as_ref());
+        let groups = group_breakdowns(site, breakdowns, batch.bounds);
+        inv.arg(groups.len());
+        for g in &groups {
+            inv.arg(if g.page { "p" } else { "s" })
+                .arg(expire_arg(g.expires))
+                .arg(g.bound)
+                .arg(g.hashes.len());
+            for h in &g.hashes {
+                inv.key(&h.key).arg(h.fields.len());
+                for (field, _) in &h.fields {
+                    inv.arg(field.as_ref());
                 }
-                for b in *run {
-                    inv.arg(b.hits);
+                for (_, hits) in &h.fields {
+                    inv.arg(*hits);
                 }
             }
         }
@@ -815,29 +841,45 @@ mod tests {
             b(&page, src, day, "Google"),
         ]);
         let bounds = ValueBounds { site: 9, page: 3 };
-        let hashes = group_breakdowns("demo", &all, bounds);
-        type Shape<'a> = (&'a str, u32, Vec<(&'a str, usize)>);
-        let shape: Vec<Shape<'_>> = hashes
+        let groups = group_breakdowns("demo", &all, bounds);
+        type Shape<'a> = (bool, u32, Vec<(&'a str, Vec<&'a str>)>);
+        let shape: Vec<Shape<'_>> = groups
             .iter()
-            .map(|h| {
-                let runs = h.runs.iter().map(|(p, r)| (p.as_str(), r.len())).collect();
-                (h.key.as_str(), h.bound, runs)
+            .map(|g| {
+                let hashes = g
+                    .hashes
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.as_str(),
+                            h.fields.iter().map(|f| f.0.as_ref()).collect(),
+                        )
+                    })
+                    .collect();
+                (g.page, g.bound, hashes)
             })
             .collect();
         assert_eq!(
             shape,
             vec![
-                ("luot:{demo}:b:channel:2026-11-27", 9, vec![("", 2)]),
-                ("luot:{demo}:b:source:2026-11-27", 9, vec![("", 1)]),
                 (
-                    "luot:{demo}:bp:2026-11-26:/a",
-                    3,
-                    vec![("0:", 1), ("1:", 1)]
+                    false,
+                    9,
+                    vec![
+                        ("luot:{demo}:b:channel:2026-11-27", vec!["direct", "search"]),
+                        ("luot:{demo}:b:source:2026-11-27", vec!["Google"]),
+                    ]
                 ),
                 (
-                    "luot:{demo}:bp:2026-11-27:/a",
+                    true,
                     3,
-                    vec![("0:", 1), ("1:", 1)]
+                    vec![
+                        (
+                            "luot:{demo}:bp:2026-11-26:/a",
+                            vec!["0:direct", "1:(direct)"]
+                        ),
+                        ("luot:{demo}:bp:2026-11-27:/a", vec!["0:search", "1:Google"]),
+                    ]
                 ),
             ]
         );

@@ -7,10 +7,10 @@
 -- per key (unix seconds, 0 = never), then the entries: hits for 'c'; for
 -- 'z' the members, then their hits in the same order (a member at most
 -- once per group). Every entry of a group is added to each of its keys.
--- Then the breakdown hash count; per hash: expire, bound, run count; per
--- run (one counter: a dimension of the hash's scope and day): the field
--- prefix ('' for the site's hashes, '<dimension index>:' in a page's), the
--- value count, the values (each once), then their hits in the same order.
+-- Then the breakdown group count; per group: kind ('s' site | 'p' page),
+-- expire, bound (distinct values a counter may hold), hash count; per
+-- hash: field count, the fields (each once: a site hash's are its values,
+-- a page hash's '<dimension index>:<value>'), then their hits in order.
 -- Then per sketch: kind ('m' members | 'r' registers), expire, member
 -- count (for 'm'), members... or the blob.
 local producer = ARGV[1]
@@ -82,84 +82,84 @@ end
 -- Breakdowns. A counter holds at most `bound` distinct values besides
 -- '(other)' (luot's OTHER); a value it does not hold once full goes there.
 -- Per hash: one HMGET of the fields the batch names, one HSET of their new
--- values (per 1,000 fields), one HINCRBY for each run's '(other)', and the
--- values a counter holds are counted only when a new one arrives.
+-- values (per 1,000 fields), an HINCRBY of a counter's '(other)' when a
+-- value overflowed, and the values a counter holds are counted only when
+-- one it does not hold arrives.
 local OTHER = '(other)'
-local nhashes = tonumber(ARGV[a])
+local ngroups = tonumber(ARGV[a])
 a = a + 1
-for h = 1, nhashes do
-  local key = KEYS[k]
-  k = k + 1
-  local exp, bound, nruns = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  a = a + 3
-  local runs = {}
-  local fields = {}
-  for r = 1, nruns do
-    local prefix, m = ARGV[a], tonumber(ARGV[a + 1])
-    runs[r] = {prefix, m, a + 2}
-    for i = 0, m - 1 do
-      fields[#fields + 1] = prefix .. ARGV[a + 2 + i]
-    end
-    a = a + 2 + 2 * m
-  end
-  -- Past its expiry the hash is gone: skipped, never recreated without a
+for g = 1, ngroups do
+  local kind, exp, bound, nhashes = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  -- Past its expiry a hash is gone: skipped, never recreated without a
   -- TTL.
-  if not (exp > 0 and exp <= now) then
-    local was = {}
-    for c = 1, #fields, 1000 do
-      local got = redis.call('HMGET', key, unpack(fields, c, math.min(c + 999, #fields)))
-      for i = 1, #got do
-        was[c + i - 1] = got[i]
-      end
-    end
-    local names = nil
-    local function held(prefix)
-      if prefix == '' then
-        return redis.call('HLEN', key) - redis.call('HEXISTS', key, OTHER)
-      end
-      names = names or redis.call('HKEYS', key)
-      local n, len, other = 0, #prefix, prefix .. OTHER
-      for _, f in ipairs(names) do
-        if f:sub(1, len) == prefix and f ~= other then
-          n = n + 1
+  local live = not (exp > 0 and exp <= now)
+  for h = 1, nhashes do
+    local key = KEYS[k]
+    k = k + 1
+    local n = tonumber(ARGV[a])
+    local f0, h0 = a + 1, a + 1 + n
+    a = a + 1 + 2 * n
+    if live then
+      local was = {}
+      for c = 0, n - 1, 1000 do
+        local got = redis.call('HMGET', key, unpack(ARGV, f0 + c, f0 + math.min(c + 999, n - 1)))
+        for i = 1, #got do
+          was[c + i] = got[i]
         end
       end
-      return n
-    end
-    local updates = {}
-    local f = 0
-    for r = 1, nruns do
-      local prefix, m, v = runs[r][1], runs[r][2], runs[r][3]
-      local count = nil
-      local other = 0
-      for i = 0, m - 1 do
-        f = f + 1
-        local value, hits = ARGV[v + i], tonumber(ARGV[v + m + i])
-        if value == OTHER then
-          other = other + hits
-        elseif was[f] then
-          updates[#updates + 1] = fields[f]
-          updates[#updates + 1] = format('%d', tonumber(was[f]) + hits)
+      local names, held, over = nil, {}, {}
+      local updates = {}
+      for i = 1, n do
+        local field, hits = ARGV[f0 + i - 1], tonumber(ARGV[h0 + i - 1])
+        if was[i] then
+          updates[#updates + 1] = field
+          updates[#updates + 1] = format('%d', tonumber(was[i]) + hits)
         else
-          count = count or held(prefix)
-          if count < bound then
-            count = count + 1
-            updates[#updates + 1] = fields[f]
+          -- A page's fields are '<dimension index>:<value>'.
+          local prefix = ''
+          if kind == 'p' then
+            prefix = string.match(field, '^[^:]*:')
+          end
+          if field == prefix .. OTHER then
+            updates[#updates + 1] = field
             updates[#updates + 1] = format('%d', hits)
           else
-            other = other + hits
+            local count = held[prefix]
+            if not count then
+              if kind == 'p' then
+                names = names or redis.call('HKEYS', key)
+                count = 0
+                local len, other = #prefix, prefix .. OTHER
+                for _, f in ipairs(names) do
+                  if f:sub(1, len) == prefix and f ~= other then
+                    count = count + 1
+                  end
+                end
+              else
+                count = redis.call('HLEN', key) - redis.call('HEXISTS', key, OTHER)
+              end
+            end
+            if count < bound then
+              held[prefix] = count + 1
+              updates[#updates + 1] = field
+              updates[#updates + 1] = format('%d', hits)
+            else
+              held[prefix] = count
+              over[prefix] = (over[prefix] or 0) + hits
+            end
           end
         end
       end
-      if other > 0 then
-        redis.call('HINCRBY', key, prefix .. OTHER, format('%d', other))
+      for c = 1, #updates, 2000 do
+        redis.call('HSET', key, unpack(updates, c, math.min(c + 1999, #updates)))
       end
-    end
-    for c = 1, #updates, 2000 do
-      redis.call('HSET', key, unpack(updates, c, math.min(c + 1999, #updates)))
-    end
-    if exp > 0 then
-      redis.call('EXPIREAT', key, exp)
+      for prefix, hits in pairs(over) do
+        redis.call('HINCRBY', key, prefix .. OTHER, format('%d', hits))
+      end
+      if exp > 0 then
+        redis.call('EXPIREAT', key, exp)
+      end
     end
   end
 end
