@@ -808,6 +808,7 @@ pub async fn a_full_breakdown_counts_new_values_as_other<S: Store>(store: &S) {
             bd(&s, src, D3, "f", 10),
             bd(&page, src, D3, "b", 10),
             bd(&page, src, D3, "d", 10),
+            bd(&page, src, D3, DISCOVER, 5),
             bd(&page, ch, D3, "social", 10),
             bd(&page, ch, D3, "direct", 10),
             bd(&page, src, D2, "y", 10),
@@ -824,7 +825,7 @@ pub async fn a_full_breakdown_counts_new_values_as_other<S: Store>(store: &S) {
     let (_, values) = breakdown_of(store, site, &page, src, &[D3]).await;
     assert_eq!(
         values,
-        pairs(&[("a", 1), ("b", 11), (OTHER, 11)]),
+        pairs(&[("a", 1), ("b", 11), (OTHER, 16)]),
         "page bound 2"
     );
     let (_, values) = breakdown_of(store, site, &page, ch, &[D3]).await;
@@ -943,8 +944,11 @@ pub async fn page_and_site_breakdowns_are_separate<S: Store>(store: &S) {
     );
 }
 
+/// A value with colons in it (Google Discover's referrer).
+const DISCOVER: &str = "android-app://com.google.android.googlequicksearchbox";
+
 /// Breakdown increments out of order, a value twice, land as if in order
-/// and merged.
+/// and merged; a value may hold colons.
 pub async fn breakdowns_in_any_order_land<S: Store>(store: &S) {
     let site = "conf-bd-order";
     let page = Scope::Page(Arc::from("/a"));
@@ -955,6 +959,7 @@ pub async fn breakdowns_in_any_order_land<S: Store>(store: &S) {
             bd(&page, ch, D3, "social", 1),
             bd(&page, src, D2, "Zalo", 4),
             bd(&page, src, D3, "Zalo", 2),
+            bd(&page, src, D3, DISCOVER, 1),
             bd(&Scope::Site, ch, D3, "social", 2),
             bd(&Scope::Site, ch, D3, "social", 3),
             bd(&Scope::Site, ch, D3, "direct", 1),
@@ -968,7 +973,7 @@ pub async fn breakdowns_in_any_order_land<S: Store>(store: &S) {
     );
     assert_eq!(
         breakdown_of(store, site, &page, src, &[D2, D3]).await.1,
-        pairs(&[("Zalo", 7)])
+        pairs(&[("Zalo", 7), (DISCOVER, 1)])
     );
     assert_eq!(
         breakdown_of(store, site, &page, ch, &[D2, D3]).await.1,
