@@ -234,6 +234,7 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::an_expired_breakdown_increment_is_skipped(&store).await;
     c::page_and_site_breakdowns_are_separate(&store).await;
     c::breakdowns_in_any_order_land(&store).await;
+    c::a_large_breakdown_is_bounded_exactly(&store).await;
     c::ping_answers(&store).await;
     let aging = ClusterAging(&cluster);
     c::an_import_repeated_after_a_long_idle_is_a_duplicate(&store, &aging).await;

@@ -944,6 +944,44 @@ pub async fn page_and_site_breakdowns_are_separate<S: Store>(store: &S) {
     );
 }
 
+/// A counter filled by more values than one store call carries, then
+/// added to: every value held lands once, the rest in `(other)`.
+pub async fn a_large_breakdown_is_bounded_exactly<S: Store>(store: &S) {
+    let site = "conf-bd-large";
+    let s = Scope::Site;
+    let campaign = Dimension::UtmCampaign;
+    let bounds = ValueBounds {
+        site: 1_200,
+        page: 50,
+    };
+    let values: Vec<String> = (0..1_500).map(|i| format!("campaign-{i:04}")).collect();
+    let first = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| bd(&s, campaign, D3, v, i as u64 + 1))
+        .collect();
+    store
+        .apply(&with_breakdowns(site, 1, Vec::new(), first, bounds))
+        .await
+        .unwrap();
+    let again = values.iter().map(|v| bd(&s, campaign, D3, v, 1)).collect();
+    store
+        .apply(&with_breakdowns(site, 2, Vec::new(), again, bounds))
+        .await
+        .unwrap();
+    let (_, got) = breakdown_of(store, site, &s, campaign, &[D3]).await;
+    let mut want: Vec<(String, u64)> = values[..1_200]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.clone(), i as u64 + 2))
+        .collect();
+    let over: u64 = (1_200..1_500u64).map(|i| i + 2).sum();
+    want.push((OTHER.to_string(), over));
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+}
+
 /// A value with colons in it (Google Discover's referrer).
 const DISCOVER: &str = "android-app://com.google.android.googlequicksearchbox";
 
@@ -1012,6 +1050,7 @@ macro_rules! store_conformance_tests {
             an_expired_breakdown_increment_is_skipped,
             page_and_site_breakdowns_are_separate,
             breakdowns_in_any_order_land,
+            a_large_breakdown_is_bounded_exactly,
             ping_answers,
         );
         $crate::store_conformance_tests!(@aged $make;
