@@ -513,8 +513,8 @@ fn apply_blocking(
     if !advance_watermark(&tx, batch, now)? {
         return Ok(Applied::Duplicate);
     }
-    let late = add_increments(&tx, batch, scope_hash, now)?;
-    add_breakdowns(&tx, batch, scope_hash, now)?;
+    let (late, rows) = add_increments(&tx, batch, scope_hash, now)?;
+    add_breakdowns(&tx, batch, &rows, scope_hash, now)?;
     merge_visitors(&tx, batch, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(Applied::Fresh { late })
@@ -546,17 +546,23 @@ fn advance_watermark(
     Ok(true)
 }
 
+/// Where a batch's scopes' rows are ([`find_row`]'s answer), kept from
+/// the increments for the breakdowns of the same scopes.
+type RowKeys<'a> = std::collections::HashMap<&'a str, [u8; 16]>;
+
 /// Adds the batch's increments to their rows, in key order, dropping
 /// expired periods, and keeps the site's rankings of the pages it
 /// touched. Returns how many increments came too late (their period had
-/// expired).
-fn add_increments(
+/// expired), and where each scope's row is when the batch has breakdowns
+/// to add.
+fn add_increments<'a>(
     tx: &redb::WriteTransaction,
-    batch: &SiteBatch,
+    batch: &'a SiteBatch,
     scope_hash: fn(&[u8]) -> u64,
     now: Timestamp,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, RowKeys<'a>), StoreError> {
     let mut rows = tx.open_table(ROWS).map_err(unavailable)?;
+    let mut resolved = RowKeys::new();
     let mut skipped = 0u64;
     let site_hash = key_hash(batch.site.as_bytes());
     let mut encoded = Vec::new();
@@ -586,6 +592,9 @@ fn add_increments(
         // another scope's, when their hashes collide.
         let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
         let (key, row) = find_row(&rows, site_hash, scope, hash)?;
+        if !batch.breakdowns.is_empty() {
+            resolved.insert(scope, key);
+        }
         let mut row = row.unwrap_or_else(|| Row::new(scope));
         for inc in run {
             if inc.expires_at.is_some_and(|at| at <= now) {
@@ -614,7 +623,7 @@ fn add_increments(
     }
     store_rankings(rankings, &mut ranking_table, &mut ranking_expiry, site_hash)?;
     prune_rankings(&mut ranking_table, &mut ranking_expiry, now.as_second())?;
-    Ok(skipped)
+    Ok((skipped, resolved))
 }
 
 fn counter_key(
@@ -672,6 +681,7 @@ fn remove_counter(
 fn add_breakdowns(
     tx: &redb::WriteTransaction,
     batch: &SiteBatch,
+    resolved: &RowKeys<'_>,
     scope_hash: fn(&[u8]) -> u64,
     now: Timestamp,
 ) -> Result<(), StoreError> {
@@ -703,15 +713,22 @@ fn add_breakdowns(
         for (key, run) in runs {
             crate::background::pace();
             let scope = run[0].scope.as_key();
-            let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
-            let (row, found) = find_row(&rows, site_hash, scope, hash)?;
-            if found.is_none() {
-                // The row key names the scope's breakdowns: claim it, so
-                // no colliding scope takes it later.
-                let mut encoded = Vec::new();
-                Row::new(scope).encode(&mut encoded);
-                rows.insert(&row, encoded.as_slice()).map_err(unavailable)?;
-            }
+            let row = match resolved.get(scope) {
+                // Its increments wrote the row just now.
+                Some(row) => *row,
+                None => {
+                    let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
+                    let (row, found) = find_row(&rows, site_hash, scope, hash)?;
+                    if found.is_none() {
+                        // The row key names the scope's breakdowns: claim
+                        // it, so no colliding scope takes it later.
+                        let mut encoded = Vec::new();
+                        Row::new(scope).encode(&mut encoded);
+                        rows.insert(&row, encoded.as_slice()).map_err(unavailable)?;
+                    }
+                    row
+                }
+            };
             let bound = if scope.is_empty() {
                 batch.bounds.site
             } else {
@@ -1372,13 +1389,23 @@ mod tests {
         };
         store.apply(&one).await.unwrap();
         let two = SiteBatch {
-            breakdowns: vec![bd(&Scope::Site, ch, day, "site", None)],
+            // "/b" has increments too: its row is found once for both.
+            breakdowns: vec![
+                bd(&Scope::Site, ch, day, "site", None),
+                bd(&b, ch, day, "b2", None),
+            ],
             ..batch(2, [("/b".to_string(), 1)].into_iter())
         };
         store.apply(&two).await.unwrap();
-        for (scope, value) in [(&Scope::Site, "site"), (&a, "a"), (&b, "b")] {
-            let r = store.breakdown("s", scope, ch, &[day]).await.unwrap();
-            assert_eq!(r.values, vec![(value.to_string(), 1)], "{scope:?}");
+        for (scope, values) in [
+            (&Scope::Site, vec!["site"]),
+            (&a, vec!["a"]),
+            (&b, vec!["b", "b2"]),
+        ] {
+            let mut r = store.breakdown("s", scope, ch, &[day]).await.unwrap();
+            r.values.sort();
+            let want: Vec<(String, u64)> = values.iter().map(|v| (v.to_string(), 1)).collect();
+            assert_eq!(r.values, want, "{scope:?}");
         }
     }
 

@@ -101,14 +101,21 @@ for g = 1, ngroups do
     local f0, h0 = a + 1, a + 1 + n
     a = a + 1 + 2 * n
     if live then
-      local was = {}
-      for c = 0, n - 1, 1000 do
-        local got = redis.call('HMGET', key, unpack(ARGV, f0 + c, f0 + math.min(c + 999, n - 1)))
-        for i = 1, #got do
-          was[c + i] = got[i]
+      -- Tables are made only as needed: a page's hash is most of a
+      -- flush, and typically holds all its batch's values already.
+      local was
+      if n <= 1000 then
+        was = redis.call('HMGET', key, unpack(ARGV, f0, f0 + n - 1))
+      else
+        was = {}
+        for c = 0, n - 1, 1000 do
+          local got = redis.call('HMGET', key, unpack(ARGV, f0 + c, f0 + math.min(c + 999, n - 1)))
+          for i = 1, #got do
+            was[c + i] = got[i]
+          end
         end
       end
-      local names, held, over = nil, {}, {}
+      local names, held, over = nil, nil, nil
       local updates = {}
       for i = 1, n do
         local field, hits = ARGV[f0 + i - 1], tonumber(ARGV[h0 + i - 1])
@@ -125,6 +132,7 @@ for g = 1, ngroups do
             updates[#updates + 1] = field
             updates[#updates + 1] = format('%d', hits)
           else
+            held = held or {}
             local count = held[prefix]
             if not count then
               if kind == 'p' then
@@ -146,6 +154,7 @@ for g = 1, ngroups do
               updates[#updates + 1] = format('%d', hits)
             else
               held[prefix] = count
+              over = over or {}
               over[prefix] = (over[prefix] or 0) + hits
             end
           end
@@ -154,8 +163,10 @@ for g = 1, ngroups do
       for c = 1, #updates, 2000 do
         redis.call('HSET', key, unpack(updates, c, math.min(c + 1999, #updates)))
       end
-      for prefix, hits in pairs(over) do
-        redis.call('HINCRBY', key, prefix .. OTHER, format('%d', hits))
+      if over then
+        for prefix, hits in pairs(over) do
+          redis.call('HINCRBY', key, prefix .. OTHER, format('%d', hits))
+        end
       end
       if exp > 0 then
         redis.call('EXPIREAT', key, exp)
