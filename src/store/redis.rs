@@ -284,9 +284,9 @@ struct BreakdownGroup<'a> {
 
 /// Groups breakdown increments in order ([`BreakdownIncrement::in_order`])
 /// by the hash they add to (a site counter alone, a page's counters of
-/// one day together), and consecutive hashes of one kind and expiry into
-/// one group: a flush is then a group of site hashes and one of page
-/// hashes, and a page's hash a few script arguments.
+/// one day together), and hashes of one kind and expiry into one group: a
+/// flush is then a group of site hashes and one of page hashes (two of
+/// each across midnight), and a page's hash a few script arguments.
 fn group_breakdowns<'a>(
     site: &str,
     breakdowns: &'a [BreakdownIncrement],
@@ -325,9 +325,13 @@ fn group_breakdowns<'a>(
                 key: breakdown_key(site, scope, first.dimension, first.day),
                 fields,
             };
-            match groups.last_mut() {
-                Some(g) if g.page == page && g.expires == first.expires_at => g.hashes.push(hash),
-                _ => groups.push(BreakdownGroup {
+            // Groups are few (a kind and an expiry each: a page seen on
+            // two days is in two), so they are found by a linear search.
+            let same =
+                |g: &&mut BreakdownGroup<'a>| g.page == page && g.expires == first.expires_at;
+            match groups.iter_mut().rev().find(same) {
+                Some(g) => g.hashes.push(hash),
+                None => groups.push(BreakdownGroup {
                     page,
                     expires: first.expires_at,
                     bound: if page { bounds.page } else { bounds.site },
@@ -883,6 +887,20 @@ mod tests {
                 ),
             ]
         );
+        // Across midnight pages carry two days, two expiries: two groups,
+        // however the pages interleave them.
+        let mut midnight = Vec::new();
+        for page in ["/a", "/b", "/c"] {
+            for (day, at) in [(before, 1), (day, 2)] {
+                midnight.push(BreakdownIncrement {
+                    expires_at: Some(Timestamp::from_second(at).unwrap()),
+                    ..b(&Scope::Page(Arc::from(page)), ch, day, "direct")
+                });
+            }
+        }
+        let groups = group_breakdowns("demo", &midnight, bounds);
+        let sizes: Vec<usize> = groups.iter().map(|g| g.hashes.len()).collect();
+        assert_eq!(sizes, vec![3, 3]);
         // The page fields' prefixes are the dimensions' storage order.
         assert_eq!((ch.index(), src.index()), (0, 1));
     }
