@@ -103,8 +103,8 @@ fn snippet_is_small_cacheable_and_revalidates_with_its_etag() {
     assert!(body.contains("data-site") && body.contains("sendBeacon"));
     let gz = gzipped_len(&r.body);
     assert!(
-        gz < 2048,
-        "luot.js is {gz} bytes gzipped; the budget is 2 KB"
+        gz < 3072,
+        "luot.js is {gz} bytes gzipped; the budget is 3 KB"
     );
     eprintln!("luot.js: {} bytes, {gz} gzipped", r.body.len());
 
