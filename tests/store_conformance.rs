@@ -39,6 +39,7 @@ async fn embedded_store_keeps_counters_watermarks_and_secrets_across_reopen() {
         breakdowns: Vec::new(),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     };
     {
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -141,6 +142,24 @@ mod redis_single {
         > + Send {
             self.store.breakdown(site, scope, dimension, days)
         }
+        fn top_window(
+            &self,
+            site: &str,
+            window: luot::store::Window,
+            minute: i64,
+            limit: usize,
+        ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, luot::store::StoreError>> + Send
+        {
+            self.store.top_window(site, window, minute, limit)
+        }
+        fn titles(
+            &self,
+            site: &str,
+            pages: &[std::sync::Arc<str>],
+        ) -> impl std::future::Future<Output = Result<Vec<Option<String>>, luot::store::StoreError>> + Send
+        {
+            self.store.titles(site, pages)
+        }
         fn read_site(
             &self,
             site: &str,
@@ -236,6 +255,8 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::page_and_site_breakdowns_are_separate(&store).await;
     c::breakdowns_in_any_order_land(&store).await;
     c::a_large_breakdown_is_bounded_exactly(&store).await;
+    c::titles_are_kept_last_one_wins(&store).await;
+    c::rolling_windows_count_a_minute_until_it_leaves(&store).await;
     c::ping_answers(&store).await;
     let aging = ClusterAging(&cluster);
     c::an_import_repeated_after_a_long_idle_is_a_duplicate(&store, &aging).await;
@@ -287,6 +308,7 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
             breakdowns: Vec::new(),
             bounds: Default::default(),
             titles: Vec::new(),
+            minute: None,
         };
         store.apply(&batch).await.unwrap();
     }
@@ -339,6 +361,7 @@ async fn redis_keeps_watermarks_of_producers_idle_for_years() {
         breakdowns: Vec::new(),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     };
     store.apply(&batch).await.unwrap();
     let names = |key: &str| {
@@ -404,6 +427,7 @@ async fn redis_breakdown_hashes_all_expire_and_late_ones_are_not_created() {
         breakdowns: BreakdownIncrement::into_order(breakdowns),
         bounds: ValueBounds::default(),
         titles: Vec::new(),
+        minute: None,
     };
     store.apply(&batch).await.unwrap();
     let mut keys: Vec<String> = common::redis::must(addr, &["KEYS", "luot:{ttl}:b*"])

@@ -849,6 +849,7 @@ mod tests {
             breakdowns: Vec::new(),
             bounds: Default::default(),
             titles: Vec::new(),
+            minute: None,
         }
     }
 

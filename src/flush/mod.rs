@@ -183,6 +183,7 @@ pub fn build_batch(
         breakdowns: breakdown_increments(dims, calendar, retention),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     }
 }
 

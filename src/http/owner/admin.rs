@@ -116,6 +116,7 @@ pub fn import_batch(
         breakdowns: Vec::new(),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     })
 }
 
