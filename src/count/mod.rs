@@ -7,6 +7,7 @@
 //!   campaign, browser, system, device, country), bounded per day;
 //! - [`ledger`]: the last store reading plus this instance's deltas not in
 //!   it yet (open and frozen batches), what readers compose figures from;
+//! - [`titles`]: the last title seen of each page, for the next flush;
 //! - [`visitor`]: visitor identity, the online ring, the visitor batcher;
 //! - [`limit`], [`dedupe`]: the per-client state of the rate limit and the
 //!   repeat-view filter.
@@ -22,4 +23,5 @@ pub mod dedupe;
 pub mod ledger;
 pub mod limit;
 pub mod tally;
+pub mod titles;
 pub mod visitor;

@@ -168,6 +168,11 @@ impl Ingest<'_> {
             if counted == Counted::SiteOnlyOverflow {
                 site.metrics.overflow.increment(1);
             }
+            if counted == Counted::Page
+                && let Some(title) = beacon.title.as_deref().and_then(beacon::clean_title)
+            {
+                site.titles.note(&buf, &title);
+            }
             // After the tally: the flusher takes breakdowns before the
             // tally, so a period's values never exceed its hits.
             let hit = Hit {

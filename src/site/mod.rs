@@ -26,6 +26,7 @@ use crate::count::dedupe::DedupeFilter;
 use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::count::limit::{ClientLimiter, RateLimit};
 use crate::count::tally::{Kept, SiteTally};
+use crate::count::titles::PageTitles;
 use crate::count::visitor::{OnlineRing, VisitorBatcher};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
@@ -82,6 +83,8 @@ pub struct Site {
     pub tally: Arc<SiteTally>,
     /// The hits' dimensions, counted beside the tally.
     pub breakdown: Arc<SiteBreakdown>,
+    /// The pages' last titles, for the next flush.
+    pub titles: Arc<PageTitles>,
     pub online: Arc<OnlineRing>,
     pub ledger: Arc<Ledger>,
     /// Visitors to ship to the store's sketches (unique visitors; with
@@ -157,6 +160,7 @@ impl Site {
                 counting.max_page_values,
                 counting.max_pages.saturating_mul(PAIRS_PER_PAGE),
             )),
+            titles: Arc::new(PageTitles::new()),
             counting,
             limiter: Arc::new(limiter),
             read_limiter: Arc::new(read_limiter),
@@ -239,6 +243,7 @@ impl Site {
             .breakdown
             .set_bounds(fresh.counting.max_values, fresh.counting.max_page_values);
         fresh.ledger = Arc::clone(&self.ledger);
+        fresh.titles = Arc::clone(&self.titles);
         fresh.page_cache = Arc::clone(&self.page_cache);
         fresh.visitors = self.visitors.clone();
         if fresh.counting.rate_limit_per_second == self.counting.rate_limit_per_second
