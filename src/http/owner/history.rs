@@ -505,12 +505,16 @@ pub async fn top(
             .ok_or_else(|| bad("bad_limit", format!("`limit` must be 1 to {MAX_TOP}")))?,
     };
     let pages = top_pages(state, &site, period, limit).await?;
-    Ok(json(
+    let mut resp = json(
         StatusCode::OK,
         &TopAnswer {
             site: &site.id,
             period: &name,
             pages,
         },
-    ))
+    );
+    // Readable by the site's own pages: luot.js fills most-read lists.
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    crate::http::cors::allow_origin(&mut resp, &site, origin);
+    Ok(resp)
 }
