@@ -907,7 +907,7 @@ fn export_then_import_into_an_empty_store_reproduces_the_figures() {
     );
     let pages_csv = luot(&old, &["export", "--site", "demo", "--format", "pages-csv"]);
     assert!(
-        pages_csv.starts_with("page,total\n/luu-tru,70\n/tin-tuc/bao-moi,5\n"),
+        pages_csv.starts_with("page,total,title\n/luu-tru,70,\n/tin-tuc/bao-moi,5,\n"),
         "{pages_csv}"
     );
 
@@ -1237,6 +1237,22 @@ fn titles_and_rolling_top(server: &Server) {
         assert_eq!(server.get(bad).status, 400, "{bad}");
     }
     assert_eq!(server.get("/widget/nope/top").status, 404);
+    // Exports carry titles, and an import of one keeps them.
+    let csv = luot(server, &["export", "--site", "demo", "--format", "pages-csv"]);
+    assert!(csv.starts_with("page,total,title\n"), "{csv}");
+    assert!(csv.contains("\n/a,5,Tin A mới\n"), "{csv}");
+    assert!(csv.contains("\n/b,1,<b>x</b>\n"), "{csv}");
+    assert!(csv.contains("\n/c,2,\n"), "{csv}");
+    let json = luot(server, &["export", "--site", "demo"]);
+    let export: Value = serde_json::from_str(json.trim()).unwrap();
+    let b = export["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["page"] == "/b")
+        .cloned()
+        .unwrap_or_else(|| panic!("{export}"));
+    assert_eq!(b["title"], "<b>x</b>");
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub enum Format {
     Json,
     /// The daily series: `date,hits,visitors`.
     Csv,
-    /// The page totals: `page,total`.
+    /// The page totals: `page,total,title`.
     PagesCsv,
 }
 
@@ -132,18 +132,21 @@ pub fn render(export: &Export, format: Format) -> Result<String, CliError> {
 }
 
 /// An export as CSV: the daily series (`date,hits,visitors`), or with
-/// `pages` the page totals (`page,total`).
+/// `pages` the page totals (`page,total,title`, no title left empty).
 pub fn to_csv(export: &Export, pages: bool) -> String {
     let mut out = String::new();
     if pages {
-        out.push_str("page,total\n");
-        for p in &export.pages {
-            let quoted = if p.page.contains([',', '"']) {
-                format!("\"{}\"", p.page.replace('"', "\"\""))
+        out.push_str("page,total,title\n");
+        let quoted = |text: &str| {
+            if text.contains([',', '"', '\n', '\r']) {
+                format!("\"{}\"", text.replace('"', "\"\""))
             } else {
-                p.page.clone()
-            };
-            let _ = writeln!(out, "{quoted},{}", p.total);
+                text.to_string()
+            }
+        };
+        for p in &export.pages {
+            let title = p.title.as_deref().map(quoted).unwrap_or_default();
+            let _ = writeln!(out, "{},{},{title}", quoted(&p.page), p.total);
         }
     } else {
         out.push_str("date,hits,visitors\n");
@@ -174,16 +177,27 @@ mod tests {
                 hits: 7,
                 visitors: None,
             }],
-            pages: vec![PageTotal {
-                page: "/a,\"b\"".into(),
-                total: 3,
-            }],
+            pages: vec![
+                PageTotal {
+                    page: "/a,\"b\"".into(),
+                    total: 3,
+                    title: Some("Tin \"A\", <b>x</b>".into()),
+                },
+                PageTotal {
+                    page: "/c".into(),
+                    total: 1,
+                    title: None,
+                },
+            ],
         }
     }
 
     #[test]
     fn export_csv_quotes_awkward_pages() {
-        assert_eq!(to_csv(&export(), true), "page,total\n\"/a,\"\"b\"\"\",3\n");
+        assert_eq!(
+            to_csv(&export(), true),
+            "page,total,title\n\"/a,\"\"b\"\"\",3,\"Tin \"\"A\"\", <b>x</b>\"\n/c,1,\n"
+        );
     }
 
     #[test]

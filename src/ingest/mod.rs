@@ -18,7 +18,7 @@ pub mod bots;
 pub mod classify;
 mod sender;
 
-pub use beacon::{Beacon, parse_body, parse_query};
+pub use beacon::{Beacon, clean_title, parse_body, parse_query};
 pub use sender::{Sender, canonical, client_ip};
 
 use std::cell::RefCell;
