@@ -1238,7 +1238,10 @@ fn titles_and_rolling_top(server: &Server) {
     }
     assert_eq!(server.get("/widget/nope/top").status, 404);
     // Exports carry titles, and an import of one keeps them.
-    let csv = luot(server, &["export", "--site", "demo", "--format", "pages-csv"]);
+    let csv = luot(
+        server,
+        &["export", "--site", "demo", "--format", "pages-csv"],
+    );
     assert!(csv.starts_with("page,total,title\n"), "{csv}");
     assert!(csv.contains("\n/a,5,Tin A mới\n"), "{csv}");
     assert!(csv.contains("\n/b,1,<b>x</b>\n"), "{csv}");

@@ -461,3 +461,62 @@ async fn redis_breakdown_hashes_all_expire_and_late_ones_are_not_created() {
         "a page's dimensions share its hash"
     );
 }
+
+/// What the rolling windows cost in Redis for a site of `pages` pages all
+/// read in one bucket: `MEMORY USAGE` of a bucket and of the window's sum
+/// (run by hand: `cargo test --test store_conformance -- --ignored
+/// window_memory --nocapture`; the numbers are in BENCHMARKS.md).
+#[tokio::test]
+#[ignore]
+async fn redis_window_memory() {
+    use luot::store::{RedisStore, Window, redis::window_key};
+    let server = tokio::task::spawn_blocking(common::redis::RedisServer::start)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let minute = jiff::Timestamp::now().as_second().div_euclid(60);
+    for (seq, pages) in [(1, 10_000u64), (2, 100_000)] {
+        let site = format!("mem{pages}");
+        let mut increments = Vec::new();
+        for i in 0..pages {
+            increments.push(Increment {
+                scope: Scope::Page(Arc::from(format!("/tin-tuc/bai-viet-so-{i:06}"))),
+                period: PeriodKey::Total,
+                hits: 1 + i % 50,
+                expires_at: None,
+            });
+        }
+        let batch = SiteBatch {
+            site: Arc::from(site.as_str()),
+            id: BatchId {
+                producer: Arc::from("p1"),
+                seq,
+            },
+            increments,
+            visitors: Vec::new(),
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
+            titles: Vec::new(),
+            minute: Some(minute),
+        };
+        store.apply(&batch).await.unwrap();
+        for window in Window::ALL {
+            let bucket = window.bucket_of(minute).to_string();
+            let usage = |key: String| match common::redis::must(
+                server.addr(),
+                &["MEMORY", "USAGE", &key, "SAMPLES", "0"],
+            ) {
+                common::redis::RespValue::Integer(n) => n,
+                other => panic!("{other:?}"),
+            };
+            let one = usage(window_key(&site, window, &bucket));
+            let sum = usage(window_key(&site, window, "all"));
+            println!(
+                "{pages} pages, {}: a bucket {one} bytes, the sum {sum} bytes; \
+                 every page in every bucket: {} bytes",
+                window.as_str(),
+                sum + one * window.buckets()
+            );
+        }
+    }
+}
