@@ -55,11 +55,12 @@ TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 LUA = os.path.join(ROOT, "benches", "wrk", "luot.lua")
 ROUTES = [
     ("quiet", "POST /hit?quiet=1"),
+    ("titled", "POST /hit?quiet=1 (titles)"),
     ("gif", "GET /hit.gif"),
     ("answer", "POST /hit (figures)"),
     ("counters", "GET /api/v1/sites/{site}/counters"),
 ]
-INGEST = {"quiet", "gif", "answer"}
+INGEST = {"quiet", "titled", "gif", "answer"}
 # A run is client-bound when wrk used more than this share of its core
 # while the server used less.
 CLIENT_BOUND = 0.90

@@ -1,7 +1,9 @@
 -- wrk script for benches/load.py (and soak.py): realistic beacons and reads,
 -- built once and cycled, so that wrk spends little per request.
 --
--- LUOT_BENCH_MODE: quiet (POST /hit?quiet=1), gif (GET /hit.gif),
+-- LUOT_BENCH_MODE: quiet (POST /hit?quiet=1), titled (the same, each
+-- page's beacons carrying its title, as luot.js sends document.title),
+-- gif (GET /hit.gif),
 -- answer (POST /hit answering figures), counters (GET the site's figures),
 -- flood (GET the figures of a page never seen, a new one each request).
 -- LUOT_BENCH_SITE (default demo), LUOT_BENCH_PAGES (default 10000),
@@ -42,7 +44,7 @@ local delay_ms = tonumber(os.getenv("LUOT_BENCH_DELAY_MS") or "0")
 if delay_ms > 0 then
   function delay() return delay_ms end
 end
-local beacon_mode = mode == "quiet" or mode == "gif" or mode == "answer"
+local beacon_mode = mode == "quiet" or mode == "titled" or mode == "gif" or mode == "answer"
 local started = nil
 local stopped = false
 local built = {}
@@ -136,10 +138,14 @@ local function build(page_no)
     return wrk.format("GET", "/api/v1/sites/" .. site .. "/counters", headers)
   end
   headers["Content-Type"] = "text/plain;charset=UTF-8"
+  local title = ""
+  if mode == "titled" then
+    title = ',"title":"Bài viết số ' .. page_no .. ' – Tin tức trong ngày | News Example"'
+  end
   local body = '{"site":"' .. site .. '","page":"https://news.example' .. page ..
-    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid .. '"}'
+    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid .. '"' .. title .. '}'
   local path = "/hit"
-  if mode == "quiet" then path = "/hit?quiet=1" end
+  if mode == "quiet" or mode == "titled" then path = "/hit?quiet=1" end
   return wrk.format("POST", path, headers, body)
 end
 
