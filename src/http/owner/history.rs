@@ -403,11 +403,45 @@ pub fn top_period_named(name: &str, today: Date, site: &Site) -> Result<TopPerio
 
 /// The `limit` most-read pages of `site` in `period` with their titles:
 /// two store reads (the kept ranking, then the listed pages' titles; a
-/// title this instance saw but has not flushed yet stands in for none).
+/// title this instance saw but has not flushed yet stands in for none),
+/// or the same list answered less than a second ago
+/// ([`Site::kept_top_list`]): a most-read box on every page view would
+/// otherwise read the store at every view.
 ///
 /// # Errors
 /// 503 when the store cannot answer.
 pub async fn top_pages(
+    state: &State,
+    site: &Site,
+    period: TopPeriod,
+    limit: usize,
+) -> Result<Vec<TopPage>, ApiError> {
+    let key = format!("{period:?}/{limit}");
+    let now_ms = Timestamp::now().as_millisecond();
+    let list = match site.kept_top_list(&key, now_ms) {
+        Some(list) => list,
+        None => {
+            let list: crate::site::TopEntries = read_top_pages(state, site, period, limit)
+                .await?
+                .into_iter()
+                .map(|p| (p.page, p.title, p.hits))
+                .collect();
+            site.keep_top_list(&key, now_ms, std::sync::Arc::clone(&list));
+            list
+        }
+    };
+    Ok(list
+        .iter()
+        .map(|(page, title, hits)| TopPage {
+            page: page.clone(),
+            title: title.clone(),
+            hits: *hits,
+        })
+        .collect())
+}
+
+/// [`top_pages`] from the store.
+async fn read_top_pages(
     state: &State,
     site: &Site,
     period: TopPeriod,
