@@ -673,6 +673,9 @@ fn add_windows(tx: &redb::WriteTransaction, batch: &SiteBatch) -> Result<(), Sto
             marks.insert((site, code), at).map_err(unavailable)?;
         }
         for &(page, hits) in &pages {
+            // Six small writes a page and window: yield the core as the
+            // counters' loop does.
+            crate::background::pace();
             let was = buckets
                 .get((site, code, at, page))
                 .map_err(unavailable)?
