@@ -11,7 +11,7 @@
 //! | `luot:{s}:b:<dimension>:2026-11-27` | hash | the site's breakdown by one dimension on one day: value → hits, at most `bounds.site` values besides `(other)` |
 //! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
 //! | `luot:{s}:titles` | hash | page → its last title seen (never expires) |
-//! | `luot:{s}:r1h:<minute>`, `luot:{s}:r24h:<hour>` | sorted set | page hits of the batches applied in one bucket of a rolling window (Unix minute or hour index); expire two buckets after leaving the window |
+//! | `luot:{s}:r1h:<minute>`, `luot:{s}:r24h:<hour>` | hash | page → hits of the batches applied in one bucket of a rolling window (Unix minute or hour index); deleted when the window moves past it, else expire two buckets after leaving it |
 //! | `luot:{s}:r1h:all`, `…:r24h:all` | sorted set | the window's sum of its buckets, pages with hits only: `top?period=1h|24h` |
 //! | `luot:{s}:r1h:at`, `…:r24h:at` | string | the bucket the sum was last moved to |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |

@@ -199,8 +199,10 @@ if ntitles > 0 then
   a = a + 2 * ntitles
 end
 -- Rolling windows ('most read' in the last hour, day). Per window: a
--- sorted set per bucket ('<name>:<index>', page -> hits), the window's
--- sum ('<name>:all') and the bucket it was last moved to ('<name>:at').
+-- hash per bucket ('<name>:<index>', page -> hits: 40% smaller than a
+-- sorted set, and a bucket is only ever read whole), the window's sum
+-- ('<name>:all', a sorted set) and the bucket it was last moved to
+-- ('<name>:at').
 -- Moving on by one bucket takes the bucket that left out of the sum;
 -- after a longer pause the sum is rebuilt from the buckets still in the
 -- window. A batch stamped before the window's bucket (another
@@ -220,6 +222,19 @@ local function add_scores(key, first, n, hits)
     redis.call('ZADD', key, unpack(scored))
   end
 end
+local function add_fields(key, first, n, hits)
+  for c = 0, n - 1, 1000 do
+    local len = math.min(1000, n - c)
+    local m = first + c
+    local held = redis.call('HMGET', key, unpack(ARGV, m, m + len - 1))
+    local fields = {}
+    for i = 0, len - 1 do
+      fields[2 * i + 1] = ARGV[m + i]
+      fields[2 * i + 2] = format('%d', (tonumber(held[i + 1]) or 0) + hits[c + i + 1])
+    end
+    redis.call('HSET', key, unpack(fields))
+  end
+end
 local nwindows = tonumber(ARGV[a])
 a = a + 1
 for w = 1, nwindows do
@@ -233,7 +248,7 @@ for w = 1, nwindows do
   end
   if mark and at == mark + 1 then
     local gone = base .. (at - count)
-    local left = redis.call('ZRANGE', gone, 0, -1, 'WITHSCORES')
+    local left = redis.call('HGETALL', gone)
     for c = 1, #left, 2000 do
       local members, minus = {}, {}
       for i = c, math.min(c + 1999, #left), 2 do
@@ -260,15 +275,32 @@ for w = 1, nwindows do
     end
     redis.call('DEL', gone)
   elseif not mark or at > mark then
-    local live = {}
+    -- The sum of the buckets still in the window.
+    local summed, order = {}, {}
     for b = at - count + 1, at do
-      live[#live + 1] = base .. b
+      local got = redis.call('HGETALL', base .. b)
+      for i = 1, #got, 2 do
+        local page = got[i]
+        if not summed[page] then
+          order[#order + 1] = page
+          summed[page] = 0
+        end
+        summed[page] = summed[page] + tonumber(got[i + 1])
+      end
     end
-    redis.call('ZUNIONSTORE', sum, #live, unpack(live))
+    redis.call('DEL', sum)
+    for c = 1, #order, 1000 do
+      local scored = {}
+      for i = c, math.min(c + 999, #order) do
+        scored[#scored + 1] = format('%d', summed[order[i]])
+        scored[#scored + 1] = order[i]
+      end
+      redis.call('ZADD', sum, unpack(scored))
+    end
   end
   local bucket = base .. at
   for _, t in ipairs(totals) do
-    add_scores(bucket, t[1], t[2], t[3])
+    add_fields(bucket, t[1], t[2], t[3])
     add_scores(sum, t[1], t[2], t[3])
   end
   -- A bucket lives until it has left the window (and one more, for a

@@ -14,16 +14,28 @@ if at - mark <= 1 then
   return redis.call('ZRANGE', KEYS[2], 0, limit - 1, 'REV', 'WITHSCORES')
 end
 -- A quiet site: its sum still holds buckets that have left since its
--- last batch; sum the live ones.
-local args = {#KEYS - 2}
-for i = 3, #KEYS do
-  args[#args + 1] = KEYS[i]
+-- last batch; sum the live ones (hashes, page -> hits).
+local summed, order = {}, {}
+for k = 3, #KEYS do
+  local got = redis.call('HGETALL', KEYS[k])
+  for i = 1, #got, 2 do
+    local page = got[i]
+    if not summed[page] then
+      order[#order + 1] = page
+      summed[page] = 0
+    end
+    summed[page] = summed[page] + tonumber(got[i + 1])
+  end
 end
-args[#args + 1] = 'WITHSCORES'
-local got = redis.call('ZUNION', unpack(args))
+table.sort(order, function(x, y)
+  if summed[x] ~= summed[y] then
+    return summed[x] > summed[y]
+  end
+  return x < y
+end)
 local out = {}
-for i = #got - 1, math.max(1, #got - 2 * limit + 1), -2 do
-  out[#out + 1] = got[i]
-  out[#out + 1] = got[i + 1]
+for i = 1, math.min(limit, #order) do
+  out[#out + 1] = order[i]
+  out[#out + 1] = string.format('%d', summed[order[i]])
 end
 return out
