@@ -1151,13 +1151,28 @@ pub async fn rolling_windows_count_a_minute_until_it_leaves<S: Store>(store: &S)
         store.top_window(site, Day, m0 + 90, 2).await.unwrap().len(),
         2
     );
-    // A day later, both hours have left the day window.
+    // After a pause the sum is made again of the live buckets: a page in
+    // two of them counts both.
     store
-        .apply(&pages_batch(site, 8, Some(m0 + 25 * 60), &[("/e", 1)]))
+        .apply(&pages_batch(site, 8, Some(m0 + 100), &[("/a", 1)]))
         .await
         .unwrap();
-    assert_eq!(top(Day, m0 + 25 * 60).await, ranked(&[("/e", 1)]));
-    assert_eq!(top(Hour, m0 + 25 * 60).await, ranked(&[("/e", 1)]));
+    store
+        .apply(&pages_batch(site, 9, Some(m0 + 180), &[("/f", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        top(Day, m0 + 180).await,
+        ranked(&[("/b", 6), ("/a", 4), ("/c", 2), ("/d", 2), ("/f", 1)])
+    );
+    // A day later, every hour has left the day window.
+    let later = m0 + 28 * 60;
+    store
+        .apply(&pages_batch(site, 10, Some(later), &[("/e", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Day, later).await, ranked(&[("/e", 1)]));
+    assert_eq!(top(Hour, later).await, ranked(&[("/e", 1)]));
     assert!(
         store
             .top_window("conf-windows-none", Hour, m0, 5)
