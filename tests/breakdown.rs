@@ -552,10 +552,11 @@ fn beacons_are_broken_down_by_where_they_came_from_and_on_what() {
         ),
     ];
     for (i, (page, referrer, agent)) in beacons.iter().enumerate() {
-        let r = server.hit_as(
-            &json!({"site": "demo", "page": page, "ref": referrer, "vid": format!("v{i}")}),
-            agent,
-        );
+        let mut beacon = json!({"site": "demo", "page": page, "vid": format!("v{i}")});
+        if !referrer.is_empty() {
+            beacon["ref"] = json!(referrer);
+        }
+        let r = server.hit_as(&beacon, agent);
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let mut last = Value::Null;
