@@ -60,7 +60,16 @@ fn flush_batch(c: &mut Criterion) {
     let producer: Arc<str> = Arc::from("bench");
     let retention = Retention::default();
     c.bench_function("build batch of 10k page deltas", |b| {
-        b.iter(|| build_batch(&site, &producer, 1, black_box(&deltas), &cal, &retention))
+        b.iter(|| {
+            build_batch(
+                &site,
+                &producer,
+                1,
+                (black_box(&deltas), &[]),
+                &cal,
+                &retention,
+            )
+        })
     });
 }
 
@@ -77,8 +86,9 @@ fn page_figures(c: &mut Criterion) {
     let pages: Vec<String> = (0..10_000).map(|i| format!("/news/article-{i}")).collect();
     let tally = SiteTally::new(100_000);
     let ledger = Ledger::new(1);
-    let build =
-        |seq, deltas: &[Delta]| build_batch(&site, &producer, seq, deltas, &cal, &retention);
+    let build = |seq, deltas: &[Delta], dims: &[luot::count::breakdown::DimDelta]| {
+        build_batch(&site, &producer, seq, (deltas, dims), &cal, &retention)
+    };
     let count_all = || {
         for p in &pages {
             tally.count(p, day);
@@ -183,7 +193,7 @@ fn bench_apply<S: luot::store::Store>(c: &mut Criterion, group: &str, store: &S)
     group.bench_function("apply a flush of 10k page deltas", |b| {
         b.iter(|| {
             seq += 1;
-            let batch = build_batch(&site, &producer, seq, &deltas, &cal, &retention);
+            let batch = build_batch(&site, &producer, seq, (&deltas, &[]), &cal, &retention);
             runtime.block_on(store.apply(&batch)).expect("applied")
         })
     });

@@ -47,6 +47,23 @@ pub const ANONYMOUS_HITS: &str = "luot_anonymous_hits_total";
 pub const PAGE_READS: &str = "luot_page_reads_total";
 pub const STORE_READS: &str = "luot_store_reads_total";
 pub const BUILD_INFO: &str = "luot_build_info";
+/// Hits whose value in a dimension counted as `(other)`: the dimension's
+/// values for the day were full (`max_values`, or `max_page_values` for a
+/// page's source), by `dimension` ([`DIMENSIONS`]).
+pub const BREAKDOWN_OVERFLOW: &str = "luot_breakdown_overflow_total";
+/// The `dimension` labels of [`BREAKDOWN_OVERFLOW`], in the store's
+/// dimension order (a test in `store` holds them equal).
+pub const DIMENSIONS: [&str; 9] = [
+    "channel",
+    "source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "browser",
+    "os",
+    "device",
+    "country",
+];
 
 /// Why a hit was or was not counted: the `result` label of [`HITS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +157,10 @@ fn describe() {
         "Distinct visitors in the online window, per declared site."
     );
     describe_counter!(
+        BREAKDOWN_OVERFLOW,
+        "Hits whose value in a dimension counted as (other): the day's values were full."
+    );
+    describe_counter!(
         PAGE_OVERFLOW,
         "Hits on new pages beyond max_pages, counted for the site only."
     );
@@ -228,6 +249,8 @@ pub struct HitCounters {
     by_result: [Counter; HitResult::ALL.len()],
     pub anonymous_no_track: Counter,
     pub anonymous_no_salt: Counter,
+    /// [`BREAKDOWN_OVERFLOW`], by the dimension's index in [`DIMENSIONS`].
+    pub breakdown_overflow: [Counter; 9],
 }
 
 impl HitCounters {
@@ -236,6 +259,8 @@ impl HitCounters {
             by_result: HitResult::ALL.map(|r| metrics::counter!(HITS, "result" => r.label())),
             anonymous_no_track: metrics::counter!(ANONYMOUS_HITS, "reason" => "no_track"),
             anonymous_no_salt: metrics::counter!(ANONYMOUS_HITS, "reason" => "no_salt"),
+            breakdown_overflow: DIMENSIONS
+                .map(|d| metrics::counter!(BREAKDOWN_OVERFLOW, "dimension" => d)),
         }
     }
 

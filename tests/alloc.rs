@@ -122,6 +122,7 @@ fn state(dir: &std::path::Path) -> State {
         counters: HitCounters::new(),
         http_metrics: HttpMetrics::new(),
         bots: BotDetector::new().expect("bot list"),
+        classifier: luot::ingest::classify::Classifier::new().expect("source list"),
         trusted_proxies: Vec::new(),
         max_body_bytes: 8192,
         max_header_bytes: 8192,
@@ -163,12 +164,27 @@ fn a_quiet_beacon_for_a_known_page_and_visitor_allocates_nothing() {
     // this thread's page buffer, and two flushes so both halves of the
     // tally's dirty list have their capacity.
     let mut taken = Vec::new();
+    let mut dims = Vec::new();
+    let today = site.clock.day_at(jiff::Timestamp::now().as_second());
     for _ in 0..3 {
         assert_eq!(hit().status(), StatusCode::NO_CONTENT);
         site.tally.take(&mut taken);
+        site.breakdown.take(today, &mut dims);
     }
     assert_eq!(hit().status(), StatusCode::NO_CONTENT);
     site.tally.take(&mut taken);
+    site.breakdown.take(today, &mut dims);
+    // Classified and counted in every dimension: the referrer is Google's,
+    // the campaign's source `fb`.
+    let value_hits = |dimension: &str, value: &str| -> u64 {
+        dims.iter()
+            .filter(|d| d.page.is_none() && d.dimension.as_str() == dimension && &*d.value == value)
+            .map(|d| d.hits)
+            .sum()
+    };
+    assert_eq!(value_hits("source", "Google"), 4, "{dims:?}");
+    assert_eq!(value_hits("utm_source", "fb"), 4, "{dims:?}");
+    assert_eq!(value_hits("browser", "Chrome"), 4, "{dims:?}");
     let counted_before: u64 = taken
         .iter()
         .filter(|d| d.page.is_none())

@@ -63,6 +63,8 @@ pub enum AppError {
     Wal(#[from] WalError),
     #[error("bot list: {0}")]
     Bots(#[from] crate::ingest::bots::BotsError),
+    #[error("source list: {0}")]
+    Sources(#[from] crate::ingest::classify::ClassifyError),
 }
 
 /// The addresses the service listens on (useful when configured with port 0).
@@ -581,6 +583,7 @@ fn build_state(
         counters: HitCounters::new(),
         http_metrics: crate::http::route_metrics(),
         bots,
+        classifier: crate::ingest::classify::Classifier::new()?,
         trusted_proxies: server.trusted_proxies.clone(),
         max_body_bytes: config.limits.max_body_bytes,
         max_header_bytes: config.limits.max_header_bytes,

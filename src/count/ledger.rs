@@ -20,6 +20,7 @@ use jiff::civil::Date;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use serde::Serialize;
 
+use crate::count::breakdown::DimDelta;
 use crate::count::tally::{Delta, SiteTally};
 use crate::period::{DayNumber, LocalDay, SiteCalendar, day_number, month_of, week_of};
 use crate::store::{PeriodKey, Reading, SiteBatch};
@@ -177,6 +178,8 @@ impl Composer {
 struct Frozen {
     batch: Arc<SiteBatch>,
     deltas: Deltas,
+    /// The breakdown deltas in the batch (kept to rebuild a folded tail).
+    dims: Vec<DimDelta>,
     acked: bool,
     /// Handed to the store at least once: from then on it never changes.
     sent: bool,
@@ -338,6 +341,9 @@ struct State {
     stale: bool,
     /// Deltas taken from the tally, not yet in a batch.
     open: Deltas,
+    /// Breakdown deltas taken from the site's breakdowns, not yet in a
+    /// batch (summed when a batch is built).
+    open_dims: Vec<DimDelta>,
     /// Frozen batches in sequence order. Only the first is ever sent, so a
     /// site's batches reach the store strictly in order; more than one
     /// exists only after a replay or a shutdown that froze what remained.
@@ -375,6 +381,7 @@ impl Ledger {
                 stored: None,
                 stale: false,
                 open: Deltas::default(),
+                open_dims: Vec::new(),
                 frozen: VecDeque::new(),
                 dropped_through: 0,
                 next_seq: first_seq.max(1),
@@ -402,7 +409,8 @@ impl Ledger {
     /// anything new. Its deltas are sorted before the write lock is taken.
     pub fn adopt(&self, batch: SiteBatch) {
         let deltas = adopted_deltas(&batch);
-        self.write().adopt_with(batch, deltas);
+        let dims = adopted_dims(&batch);
+        self.write().adopt_with(batch, deltas, dims);
     }
 
     /// The batch to send: the frozen one if it is not acknowledged yet
@@ -421,7 +429,7 @@ impl Ledger {
         &self,
         also_when_empty: bool,
         max_keys: usize,
-        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+        build: impl FnOnce(u64, &[Delta], &[DimDelta]) -> SiteBatch,
     ) -> Option<ToSend> {
         let state = self.state.upgradable_read();
         if state.frozen.iter().any(|f| !f.acked) {
@@ -436,16 +444,23 @@ impl Ledger {
                 fresh,
             });
         }
-        if !state.frozen.is_empty() || (state.open.is_empty() && !also_when_empty) {
+        if !state.frozen.is_empty()
+            || (state.open.is_empty() && state.open_dims.is_empty() && !also_when_empty)
+        {
             return None;
         }
         let n = state.open.len().min(max_keys.max(1));
-        let batch = Arc::new(build(state.next_seq, &state.open.as_slice()[..n]));
+        let n_dims = state.open_dims.len().min(max_keys.max(1));
+        let batch = Arc::new(build(
+            state.next_seq,
+            &state.open.as_slice()[..n],
+            &state.open_dims[..n_dims],
+        ));
         let mut write = LedgerWrite {
             state: RwLockUpgradableReadGuard::upgrade(state),
             _unpaced: crate::background::Unpaced::new(),
         };
-        write.freeze_built(n, Arc::clone(&batch));
+        write.freeze_built(n, n_dims, Arc::clone(&batch));
         if let Some(f) = write.state.frozen.back_mut() {
             f.logged = true;
             f.sent = true;
@@ -463,7 +478,7 @@ impl LedgerRead<'_> {
     /// Distinct (scope, day) keys taken from the tally and not yet in a
     /// batch.
     pub fn open_keys(&self) -> usize {
-        self.state.open.len()
+        self.state.open.len() + self.state.open_dims.len()
     }
 
     /// Whether the last store read failed.
@@ -608,6 +623,24 @@ fn adopted_deltas(batch: &SiteBatch) -> Deltas {
     deltas.freeze()
 }
 
+/// The breakdown deltas of a batch recovered from the write-ahead file.
+fn adopted_dims(batch: &SiteBatch) -> Vec<DimDelta> {
+    batch
+        .breakdowns
+        .iter()
+        .map(|b| DimDelta {
+            page: match &b.scope {
+                crate::store::Scope::Site => None,
+                crate::store::Scope::Page(p) => Some(Arc::clone(p)),
+            },
+            dimension: b.dimension,
+            day: day_number(b.day),
+            value: Arc::clone(&b.value),
+            hits: b.hits,
+        })
+        .collect()
+}
+
 /// What the flusher should send next.
 pub struct ToSend {
     pub batch: Arc<SiteBatch>,
@@ -619,6 +652,12 @@ pub struct ToSend {
 impl LedgerWrite<'_> {
     /// Moves every pending delta from the tally into the open deltas.
     /// Returns how many distinct keys are now open.
+    /// Adds breakdown deltas taken from the site's breakdowns (outside the
+    /// lock: taking them paces).
+    pub fn add_dims(&mut self, dims: &mut Vec<DimDelta>) {
+        self.state.open_dims.append(dims);
+    }
+
     pub fn take_from(&mut self, tally: &SiteTally) -> usize {
         let open = &mut self.state.open;
         let sorted = open.len();
@@ -633,28 +672,38 @@ impl LedgerWrite<'_> {
     pub fn freeze(
         &mut self,
         also_when_empty: bool,
-        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+        build: impl FnOnce(u64, &[Delta], &[DimDelta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
-        if self.state.open.is_empty() && !also_when_empty {
+        if self.state.open.is_empty() && self.state.open_dims.is_empty() && !also_when_empty {
             return None;
         }
         let n = self.state.open.len();
-        let batch = Arc::new(build(self.state.next_seq, self.state.open.as_slice()));
-        self.freeze_built(n, Arc::clone(&batch));
+        let n_dims = self.state.open_dims.len();
+        let batch = Arc::new(build(
+            self.state.next_seq,
+            self.state.open.as_slice(),
+            &self.state.open_dims,
+        ));
+        self.freeze_built(n, n_dims, Arc::clone(&batch));
         Some(batch)
     }
 
-    /// Freezes the first `n` open deltas with `batch`, built from them
-    /// under the next sequence number.
-    fn freeze_built(&mut self, n: usize, batch: Arc<SiteBatch>) {
+    /// Freezes the first `n` open deltas and `n_dims` breakdown deltas
+    /// with `batch`, built from them under the next sequence number.
+    fn freeze_built(&mut self, n: usize, n_dims: usize, batch: Arc<SiteBatch>) {
         let mut deltas = std::mem::take(&mut self.state.open);
         if deltas.len() > n {
             self.state.open = deltas.split_off(n);
+        }
+        let mut dims = std::mem::take(&mut self.state.open_dims);
+        if dims.len() > n_dims {
+            self.state.open_dims = dims.split_off(n_dims);
         }
         self.state.next_seq += 1;
         self.state.frozen.push_back(Frozen {
             batch,
             deltas: deltas.freeze(),
+            dims,
             acked: false,
             sent: false,
             logged: false,
@@ -669,23 +718,26 @@ impl LedgerWrite<'_> {
     /// stays bounded by keys. `None` when nothing is in flight or open.
     pub fn fold_open(
         &mut self,
-        build: impl FnOnce(u64, &[Delta]) -> SiteBatch,
+        build: impl FnOnce(u64, &[Delta], &[DimDelta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
         let in_flight = self.state.frozen.iter().any(|f| f.sent && !f.acked);
-        if !in_flight || self.state.open.is_empty() {
+        if !in_flight || (self.state.open.is_empty() && self.state.open_dims.is_empty()) {
             return None;
         }
         let open = std::mem::take(&mut self.state.open);
+        let mut open_dims = std::mem::take(&mut self.state.open_dims);
         match self.state.frozen.back_mut() {
             Some(tail) if !tail.sent => {
                 tail.deltas.merge(open);
-                let batch = Arc::new(build(tail.batch.id.seq, tail.deltas.as_slice()));
+                tail.dims.append(&mut open_dims);
+                let batch = Arc::new(build(tail.batch.id.seq, tail.deltas.as_slice(), &tail.dims));
                 tail.batch = Arc::clone(&batch);
                 tail.logged = true;
                 Some(batch)
             }
             _ => {
                 self.state.open = open;
+                self.state.open_dims = open_dims;
                 let batch = self.freeze(false, build)?;
                 if let Some(f) = self.state.frozen.back_mut() {
                     f.logged = true;
@@ -697,11 +749,12 @@ impl LedgerWrite<'_> {
 
     /// Queues `batch` (recovered from the write-ahead file) with its
     /// `deltas` ([`adopted_deltas`]) behind the frozen batches.
-    fn adopt_with(&mut self, batch: SiteBatch, deltas: Deltas) {
+    fn adopt_with(&mut self, batch: SiteBatch, deltas: Deltas, dims: Vec<DimDelta>) {
         self.state.next_seq = self.state.next_seq.max(batch.id.seq + 1);
         self.state.frozen.push_back(Frozen {
             batch: Arc::new(batch),
             deltas,
+            dims,
             acked: false,
             sent: false,
             logged: true,
@@ -745,17 +798,20 @@ impl LedgerWrite<'_> {
 
     /// Whether anything is still to be flushed.
     pub fn is_idle(&self) -> bool {
-        self.state.open.is_empty() && self.state.frozen.is_empty()
+        self.state.open.is_empty()
+            && self.state.open_dims.is_empty()
+            && self.state.frozen.is_empty()
     }
 
     /// Number of keys waiting: open deltas plus the frozen batch's.
     pub fn pending_keys(&self) -> usize {
         self.state.open.len()
+            + self.state.open_dims.len()
             + self
                 .state
                 .frozen
                 .iter()
-                .map(|f| f.deltas.len())
+                .map(|f| f.deltas.len() + f.dims.len())
                 .sum::<usize>()
     }
 }
@@ -773,7 +829,7 @@ mod tests {
         )
     }
 
-    fn build(seq: u64, deltas: &[Delta]) -> SiteBatch {
+    fn build(seq: u64, deltas: &[Delta], _: &[DimDelta]) -> SiteBatch {
         SiteBatch {
             site: Arc::from("demo"),
             id: BatchId {
@@ -932,6 +988,58 @@ mod tests {
         assert_eq!(seen.len(), 11, "every key sent exactly once");
     }
 
+    /// A batch whose breakdowns are the dimension deltas' hits, by value.
+    fn build_dims(seq: u64, deltas: &[Delta], dims: &[DimDelta]) -> SiteBatch {
+        let mut batch = build(seq, deltas, dims);
+        batch.breakdowns = dims
+            .iter()
+            .map(|d| crate::store::BreakdownIncrement {
+                scope: Scope::Site,
+                dimension: d.dimension,
+                day: Date::constant(2026, 11, 27),
+                value: Arc::clone(&d.value),
+                hits: d.hits,
+                expires_at: None,
+            })
+            .collect();
+        batch
+    }
+
+    fn dim(value: &str, hits: u64) -> DimDelta {
+        DimDelta {
+            page: None,
+            dimension: crate::store::Dimension::Source,
+            day: 1,
+            value: Arc::from(value),
+            hits,
+        }
+    }
+
+    #[test]
+    fn breakdowns_ride_in_exactly_one_batch_through_folds_and_retries() {
+        let ledger = Ledger::new(1);
+        ledger.write().add_dims(&mut vec![dim("Zalo", 2)]);
+        assert!(!ledger.write().is_idle());
+        let first = ledger.next_batch(false, usize::MAX, build_dims).unwrap();
+        assert_eq!(
+            first.batch.breakdowns.len(),
+            1,
+            "dimensions alone make a batch"
+        );
+        // Unanswered: what arrives is folded into one tail, again and again.
+        for _ in 0..3 {
+            ledger.write().add_dims(&mut vec![dim("Google", 1)]);
+            ledger.write().fold_open(build_dims).expect("a tail");
+        }
+        let again = ledger.next_batch(false, usize::MAX, build_dims).unwrap();
+        assert_eq!(again.batch, first.batch, "the retry is unchanged");
+        ledger.write().acknowledge(first.batch.id.seq);
+        let tail = ledger.next_batch(false, usize::MAX, build_dims).unwrap();
+        let hits: u64 = tail.batch.breakdowns.iter().map(|b| b.hits).sum();
+        assert_eq!(hits, 3, "the three folded deltas, once each");
+        assert_eq!(ledger.read().open_keys(), 0);
+    }
+
     #[test]
     fn while_a_batch_is_unanswered_new_hits_fold_into_one_unsent_tail() {
         let today = Date::constant(2026, 11, 27);
@@ -1045,11 +1153,11 @@ mod tests {
     }
 
     /// A batch builder that paces per delta, as `flush::build_batch` does.
-    fn build_paced(seq: u64, deltas: &[Delta]) -> SiteBatch {
+    fn build_paced(seq: u64, deltas: &[Delta], dims: &[DimDelta]) -> SiteBatch {
         for _ in deltas {
             crate::background::pace();
         }
-        build(seq, deltas)
+        build(seq, deltas, dims)
     }
 
     #[test]

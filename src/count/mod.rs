@@ -3,6 +3,8 @@
 //!
 //! - [`tally`]: the lock-free pending deltas a hit increments and the
 //!   flusher takes;
+//! - [`breakdown`]: the same for the hit's dimensions (channel, source,
+//!   campaign, browser, system, device, country), bounded per day;
 //! - [`ledger`]: the last store reading plus this instance's deltas not in
 //!   it yet (open and frozen batches), what readers compose figures from;
 //! - [`visitor`]: visitor identity, the online ring, the visitor batcher;
@@ -15,6 +17,7 @@
 //! (`config`, `period`, `page`, `sketch`, `metrics`, `background`). Knows
 //! nothing of sites, HTTP or the flusher.
 
+pub mod breakdown;
 pub mod dedupe;
 pub mod ledger;
 pub mod limit;

@@ -35,19 +35,81 @@ fn unpack(slot: u64) -> (DayNumber, u64) {
     ((slot >> COUNT_BITS) as DayNumber, slot & COUNT_MASK)
 }
 
-/// Pending hits of one scope (a page, or the whole site), per local day.
-///
-/// Two slots, chosen by the day's parity, each packing `(day, count)` in one
-/// atomic word, so a flush taken at local midnight still knows which day each
-/// hit belongs to: the period is fixed when the hit arrives, not when it is
-/// flushed.
+/// Pending hits of one counter per local day: two slots, chosen by the
+/// day's parity, each packing `(day, count)` in one atomic word, so a flush
+/// taken at local midnight still knows which day each hit belongs to (the
+/// period is fixed when the hit arrives, not when it is flushed). 16 bytes,
+/// lock-free; shared by the tally's cells and the breakdowns' counters.
+#[derive(Debug, Default)]
+pub struct DaySlots([AtomicU64; 2]);
+
+impl DaySlots {
+    /// Adds `n` hits on `day`. Returns a `(day, count)` that had to be moved
+    /// out of the way: only when a slot still holds hits from two days ago,
+    /// which happens only if the flusher has not run for a whole day.
+    pub fn add(&self, day: DayNumber, n: u64) -> Option<(DayNumber, u64)> {
+        let slot = &self.0[(day & 1) as usize];
+        let mut current = slot.load(Ordering::Acquire);
+        loop {
+            let (held_day, count) = unpack(current);
+            if count != 0 && held_day != day {
+                // Evict the stale day; the caller hands it to a spill list.
+                match slot.compare_exchange_weak(
+                    current,
+                    pack(day, n),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some((held_day, count)),
+                    Err(seen) => current = seen,
+                }
+                continue;
+            }
+            let next = pack(day, (count + n).min(COUNT_MASK));
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return None,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Takes every pending `(day, hits)` out.
+    pub fn take(&self, mut sink: impl FnMut(DayNumber, u64)) {
+        for slot in &self.0 {
+            let (day, count) = unpack(slot.swap(0, Ordering::AcqRel));
+            if count != 0 {
+                sink(day, count);
+            }
+        }
+    }
+
+    /// The pending hits, without taking them.
+    pub fn peek(&self, mut sink: impl FnMut(DayNumber, u64)) {
+        for slot in &self.0 {
+            let (day, count) = unpack(slot.load(Ordering::Acquire));
+            if count != 0 {
+                sink(day, count);
+            }
+        }
+    }
+
+    /// Whether any hit is pending.
+    pub fn holds_hits(&self) -> bool {
+        self.0
+            .iter()
+            .any(|slot| unpack(slot.load(Ordering::Acquire)).1 != 0)
+    }
+}
+
+/// Pending hits of one scope (a page, or the whole site), per local day
+/// ([`DaySlots`]), with the page's latest reading.
 ///
 /// A page's cell lives inline in the tally's map, next to its key (32 bytes,
 /// no allocation of its own): the page's name is the map's key, and the
 /// dirty list names cells by it.
 #[derive(Debug, Default)]
 pub struct Cell {
-    slots: [AtomicU64; 2],
+    slots: DaySlots,
     /// The page's latest store reading, for readers; the site's cell keeps
     /// none (the ledger holds the site's).
     reading: ArcSwapOption<Stored>,
@@ -97,33 +159,9 @@ fn wrap_ms(unix_ms: i64) -> u32 {
 }
 
 impl Cell {
-    /// Adds `n` hits on `day`. Returns a `(day, count)` that had to be moved
-    /// out of the way: only when a slot still holds hits from two days ago,
-    /// which happens only if the flusher has not run for a whole day.
+    /// Adds `n` hits on `day` (see [`DaySlots::add`]).
     fn add(&self, day: DayNumber, n: u64) -> Option<(DayNumber, u64)> {
-        let slot = &self.slots[(day & 1) as usize];
-        let mut current = slot.load(Ordering::Acquire);
-        loop {
-            let (held_day, count) = unpack(current);
-            if count != 0 && held_day != day {
-                // Evict the stale day; the caller hands it to the spill list.
-                match slot.compare_exchange_weak(
-                    current,
-                    pack(day, n),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Some((held_day, count)),
-                    Err(seen) => current = seen,
-                }
-                continue;
-            }
-            let next = pack(day, (count + n).min(COUNT_MASK));
-            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return None,
-                Err(seen) => current = seen,
-            }
-        }
+        self.slots.add(day, n)
     }
 
     /// Marks the cell dirty; true when this call did (the caller queues it).
@@ -146,24 +184,14 @@ impl Cell {
     }
 
     /// Takes every pending `(day, hits)` out of the cell.
-    fn take(&self, mut sink: impl FnMut(DayNumber, u64)) {
+    fn take(&self, sink: impl FnMut(DayNumber, u64)) {
         self.flags.fetch_and(!DIRTY, Ordering::AcqRel);
-        for slot in &self.slots {
-            let (day, count) = unpack(slot.swap(0, Ordering::AcqRel));
-            if count != 0 {
-                sink(day, count);
-            }
-        }
+        self.slots.take(sink);
     }
 
     /// The pending hits, without taking them (for reads).
-    fn peek(&self, mut sink: impl FnMut(DayNumber, u64)) {
-        for slot in &self.slots {
-            let (day, count) = unpack(slot.load(Ordering::Acquire));
-            if count != 0 {
-                sink(day, count);
-            }
-        }
+    fn peek(&self, sink: impl FnMut(DayNumber, u64)) {
+        self.slots.peek(sink);
     }
 
     /// The reading kept in the cell, if any. When it was taken `max_age`
@@ -394,10 +422,7 @@ impl SiteTally {
     /// the site's cell first, then queues the cells it made dirty, so a
     /// hit under way shows in one or the other.
     pub fn holds_hits(&self) -> bool {
-        self.site
-            .slots
-            .iter()
-            .any(|slot| unpack(slot.load(Ordering::Acquire)).1 != 0)
+        self.site.slots.holds_hits()
             || !self.dirty.lock().is_empty()
             || !self.spill.lock().is_empty()
     }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::config::Retention;
+use crate::count::breakdown::DimDelta;
 use crate::count::ledger::{Stored, Visitors, read_keys};
 use crate::count::tally::Delta;
 use crate::flush::wal::Wal;
@@ -34,8 +35,8 @@ use crate::period::{SiteCalendar, date_of_number, month_of, week_of};
 use crate::site::{Site, Sites};
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 use crate::store::{
-    Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
-    StoreError, VisitorDelta,
+    Applied, BatchId, BreakdownIncrement, Increment, Members, PeriodKey, Scope, SiteBatch,
+    SketchKey, Store, StoreError, ValueBounds, VisitorDelta,
 };
 
 /// Shortest pause after a store error.
@@ -107,7 +108,7 @@ pub fn build_batch(
     site: &Arc<str>,
     producer: &Arc<str>,
     seq: u64,
-    deltas: &[Delta],
+    (deltas, dims): (&[Delta], &[DimDelta]),
     calendar: &SiteCalendar,
     retention: &Retention,
 ) -> SiteBatch {
@@ -179,9 +180,103 @@ pub fn build_batch(
         },
         increments,
         visitors: Vec::new(),
-        breakdowns: Vec::new(),
+        breakdowns: breakdown_increments(dims, calendar, retention),
         bounds: Default::default(),
     }
+}
+
+/// Takes a site's counted hits and breakdowns into its ledger. The
+/// breakdowns are taken first, outside the lock (taking them paces): a hit
+/// counts in the tally before its breakdown, so every breakdown taken has
+/// its hit taken too, and a period's values never exceed its hits.
+fn take_counts(site: &Site) {
+    let today = site.clock.day_at(Timestamp::now().as_second());
+    let mut dims = Vec::new();
+    site.breakdown.take(today, &mut dims);
+    let mut ledger = site.ledger.write();
+    ledger.take_from(&site.tally);
+    ledger.add_dims(&mut dims);
+}
+
+/// How a site's batches are built: [`build_batch`] with the site's value
+/// bounds.
+fn builder<'a>(
+    site: &'a Site,
+    producer: &'a Arc<str>,
+    retention: &'a Retention,
+) -> impl FnOnce(u64, &[Delta], &[DimDelta]) -> SiteBatch + 'a {
+    move |seq, deltas, dims| {
+        let mut batch = build_batch(
+            &site.id,
+            producer,
+            seq,
+            (deltas, dims),
+            site.calendar(),
+            retention,
+        );
+        batch.bounds = ValueBounds {
+            site: site.counting.max_values,
+            page: site.counting.max_page_values,
+        };
+        batch
+    }
+}
+
+/// The breakdown deltas as a batch's increments: summed per scope,
+/// dimension, day and value, in that order, each expiring with its day
+/// counter (site or page retention).
+fn breakdown_increments(
+    dims: &[DimDelta],
+    calendar: &SiteCalendar,
+    retention: &Retention,
+) -> Vec<BreakdownIncrement> {
+    let mut sorted: Vec<&DimDelta> = dims.iter().collect();
+    sorted.sort_unstable_by(|a, b| {
+        (a.page.as_deref(), a.dimension, a.day, &*a.value).cmp(&(
+            b.page.as_deref(),
+            b.dimension,
+            b.day,
+            &*b.value,
+        ))
+    });
+    let mut days: Vec<(u32, (jiff::civil::Date, Timestamp))> = Vec::new();
+    let mut out: Vec<BreakdownIncrement> = Vec::with_capacity(sorted.len());
+    for (i, d) in sorted.into_iter().enumerate() {
+        if let Some(last) = out.last_mut()
+            && last.scope.as_key() == d.page.as_deref().unwrap_or("")
+            && last.dimension == d.dimension
+            && last.day == date_of_number(d.day)
+            && *last.value == *d.value
+        {
+            last.hits = last.hits.saturating_add(d.hits);
+            continue;
+        }
+        let (day, day_end) = match days.iter().find(|(n, _)| *n == d.day) {
+            Some((_, info)) => *info,
+            None => {
+                let day = date_of_number(d.day);
+                let info = (day, calendar.day_bounds(day).1);
+                days.push((d.day, info));
+                info
+            }
+        };
+        let (scope, keep) = match &d.page {
+            None => (Scope::Site, retention.site_days),
+            Some(p) => (Scope::Page(Arc::clone(p)), retention.page_days),
+        };
+        out.push(BreakdownIncrement {
+            scope,
+            dimension: d.dimension,
+            day,
+            value: Arc::clone(&d.value),
+            hits: d.hits,
+            expires_at: Some(plus(day_end, keep)),
+        });
+        if i % 256 == 255 {
+            crate::background::pace();
+        }
+    }
+    out
 }
 
 /// What a batch needs to know about one local day.
@@ -433,17 +528,13 @@ impl<S: Store> Flusher<S> {
     /// unanswered) the deltas that arrived since are folded into one
     /// unsent batch and kept in the write-ahead file too.
     async fn take_site(&mut self, site: &Arc<Site>) {
-        site.ledger.write().take_from(&site.tally);
+        take_counts(site);
         self.gather_visitors(site);
         if self.wal.is_some() {
-            let folded = {
-                let producer = &self.producer;
-                let retention = &self.retention;
-                let calendar = site.calendar();
-                site.ledger.write().fold_open(|seq, deltas| {
-                    build_batch(&site.id, producer, seq, deltas, calendar, retention)
-                })
-            };
+            let folded =
+                site.ledger
+                    .write()
+                    .fold_open(builder(site, &self.producer, &self.retention));
             if let Some(batch) = folded {
                 self.log_ahead(&batch).await;
             }
@@ -510,15 +601,12 @@ impl<S: Store> Flusher<S> {
         // same pass, each once the last one is applied and read back.
         for _ in 0..MAX_BATCHES_PER_PASS {
             let to_send = {
-                let producer = &self.producer;
-                let retention = &self.retention;
-                let calendar = site.calendar();
+                let build = builder(site, &self.producer, &self.retention);
                 let visitors = &mut unused_visitors;
                 let has_visitors = visitors.is_some();
                 site.ledger
-                    .next_batch(has_visitors, MAX_BATCH_KEYS, |seq, deltas| {
-                        let mut batch =
-                            build_batch(&site.id, producer, seq, deltas, calendar, retention);
+                    .next_batch(has_visitors, MAX_BATCH_KEYS, |seq, deltas, dims| {
+                        let mut batch = build(seq, deltas, dims);
                         batch.visitors = visitors.take().unwrap_or_default();
                         batch
                     })
@@ -716,15 +804,11 @@ impl<S: Store> Flusher<S> {
             return;
         }
         for site in self.all_sites().iter() {
-            site.ledger.write().take_from(&site.tally);
-            let frozen = {
-                let producer = &self.producer;
-                let retention = &self.retention;
-                let calendar = site.calendar();
-                site.ledger.write().freeze(false, |seq, deltas| {
-                    build_batch(&site.id, producer, seq, deltas, calendar, retention)
-                })
-            };
+            take_counts(site);
+            let frozen = site
+                .ledger
+                .write()
+                .freeze(false, builder(site, &self.producer, &self.retention));
             if let Some(batch) = frozen {
                 self.log_ahead(&batch).await;
                 tracing::info!(site = %site.id, seq = batch.id.seq, "kept unsent hits in the write-ahead file for the next start");
@@ -737,6 +821,7 @@ impl<S: Store> Flusher<S> {
 mod tests {
     use super::*;
     use crate::period::{WeekStart, day_number};
+    use crate::store::Dimension;
     use jiff::civil::Date;
 
     fn calendar() -> SiteCalendar {
@@ -780,7 +865,7 @@ mod tests {
             &Arc::from("demo"),
             &Arc::from("p"),
             9,
-            &deltas,
+            (&deltas, &[]),
             &calendar(),
             &Retention::default(),
         );
@@ -810,6 +895,59 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_are_summed_sorted_and_expire_with_their_day() {
+        let day = Date::constant(2026, 11, 27);
+        let n = day_number(day);
+        let page: Arc<str> = Arc::from("/a");
+        let dim = |page: Option<&Arc<str>>, dimension, value: &str, hits| DimDelta {
+            page: page.cloned(),
+            dimension,
+            day: n,
+            value: Arc::from(value),
+            hits,
+        };
+        let dims = vec![
+            dim(Some(&page), Dimension::Source, "Zalo", 1),
+            dim(None, Dimension::Source, "Zalo", 2),
+            dim(None, Dimension::Channel, "social", 3),
+            dim(None, Dimension::Source, "Zalo", 5),
+            dim(None, Dimension::Source, "Google", 1),
+        ];
+        let retention = Retention::default();
+        let b = build_batch(
+            &Arc::from("demo"),
+            &Arc::from("p"),
+            1,
+            (&[], &dims),
+            &calendar(),
+            &retention,
+        );
+        let got: Vec<(&str, &str, &str, u64)> = b
+            .breakdowns
+            .iter()
+            .map(|i| (i.scope.as_key(), i.dimension.as_str(), &*i.value, i.hits))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("", "channel", "social", 3),
+                ("", "source", "Google", 1),
+                ("", "source", "Zalo", 7),
+                ("/a", "source", "Zalo", 1),
+            ]
+        );
+        let end = calendar().day_bounds(day).1;
+        assert_eq!(
+            b.breakdowns[0].expires_at,
+            Some(plus(end, retention.site_days))
+        );
+        assert_eq!(
+            b.breakdowns[3].expires_at,
+            Some(plus(end, retention.page_days))
+        );
+    }
+
+    #[test]
     fn retention_sets_expiry_per_level_and_never_for_month_and_total() {
         let day = Date::constant(2026, 11, 27);
         let deltas = vec![
@@ -828,7 +966,7 @@ mod tests {
             &Arc::from("demo"),
             &Arc::from("p"),
             1,
-            &deltas,
+            (&deltas, &[]),
             &calendar(),
             &Retention::default(),
         );

@@ -57,7 +57,9 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{BatchId, Increment, PeriodKey, Scope, SiteBatch};
+use crate::store::{
+    BatchId, BreakdownIncrement, Dimension, Increment, PeriodKey, Scope, SiteBatch, ValueBounds,
+};
 
 /// The write-ahead file's name inside the data directory.
 pub const FILE_NAME: &str = "luot.wal";
@@ -560,6 +562,31 @@ struct BatchRecord {
     seq: u64,
     #[serde(rename = "i")]
     increments: Vec<IncrementRecord>,
+    /// Absent in records written before breakdowns existed.
+    #[serde(rename = "b", default, skip_serializing_if = "Vec::is_empty")]
+    breakdowns: Vec<BreakdownRecord>,
+    /// The value bounds, `(site, page)`.
+    #[serde(rename = "v", default)]
+    bounds: Option<(u32, u32)>,
+}
+
+/// The serialized form of a [`BreakdownIncrement`].
+#[derive(Serialize, Deserialize)]
+struct BreakdownRecord {
+    /// The page, or `None` for the site.
+    #[serde(rename = "g")]
+    page: Option<Arc<str>>,
+    /// [`Dimension::as_str`].
+    #[serde(rename = "n")]
+    dimension: String,
+    #[serde(rename = "d")]
+    day: Date,
+    #[serde(rename = "v")]
+    value: Arc<str>,
+    #[serde(rename = "h")]
+    hits: u64,
+    #[serde(rename = "x")]
+    expires_at: Option<(i64, i32)>,
 }
 
 /// The serialized form of an [`Increment`].
@@ -615,6 +642,22 @@ fn encode_batch(batch: &SiteBatch) -> Result<Vec<u8>, WalError> {
                     .map(|t| (t.as_second(), t.subsec_nanosecond())),
             })
             .collect(),
+        breakdowns: batch
+            .breakdowns
+            .iter()
+            .map(|b| BreakdownRecord {
+                page: match &b.scope {
+                    Scope::Site => None,
+                    Scope::Page(p) => Some(p.clone()),
+                },
+                dimension: b.dimension.as_str().to_owned(),
+                day: b.day,
+                value: b.value.clone(),
+                hits: b.hits,
+                expires_at: b.expires_at.map(|t| (t.as_second(), t.subsec_nanosecond())),
+            })
+            .collect(),
+        bounds: Some((batch.bounds.site, batch.bounds.page)),
     };
     serde_json::to_vec(&record).map_err(|source| WalError::Encode {
         site: batch.site.clone(),
@@ -647,6 +690,24 @@ fn decode_batch(payload: &[u8]) -> Option<SiteBatch> {
             expires_at,
         });
     }
+    let mut breakdowns = Vec::with_capacity(record.breakdowns.len());
+    for b in record.breakdowns {
+        let expires_at = match b.expires_at {
+            None => None,
+            Some((seconds, nanos)) => Some(Timestamp::new(seconds, nanos).ok()?),
+        };
+        breakdowns.push(BreakdownIncrement {
+            scope: match b.page {
+                None => Scope::Site,
+                Some(p) => Scope::Page(p),
+            },
+            dimension: Dimension::from_name(&b.dimension)?,
+            day: b.day,
+            value: b.value,
+            hits: b.hits,
+            expires_at,
+        });
+    }
     Some(SiteBatch {
         site: record.site,
         id: BatchId {
@@ -656,8 +717,13 @@ fn decode_batch(payload: &[u8]) -> Option<SiteBatch> {
         increments,
         // Visitor sketches are not kept in the file (see SiteBatch).
         visitors: Vec::new(),
-        breakdowns: Vec::new(),
-        bounds: Default::default(),
+        breakdowns,
+        bounds: record
+            .bounds
+            .map_or_else(ValueBounds::default, |(site, page)| ValueBounds {
+                site,
+                page,
+            }),
     })
 }
 
@@ -726,8 +792,25 @@ mod tests {
                 },
             ],
             visitors: Vec::new(),
-            breakdowns: Vec::new(),
-            bounds: Default::default(),
+            breakdowns: vec![
+                BreakdownIncrement {
+                    scope: Scope::Site,
+                    dimension: Dimension::Country,
+                    day: date(2026, 11, 27),
+                    value: "VN".into(),
+                    hits: 2 + seq,
+                    expires_at: Some(Timestamp::new(1_800_000_000, 5).unwrap()),
+                },
+                BreakdownIncrement {
+                    scope: Scope::Page("/blog/ünïcödé".into()),
+                    dimension: Dimension::Source,
+                    day: date(2026, 11, 27),
+                    value: "\"zalo\"\n".into(),
+                    hits: 1,
+                    expires_at: None,
+                },
+            ],
+            bounds: ValueBounds { site: 7, page: 3 },
         }
     }
 

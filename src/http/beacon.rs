@@ -172,6 +172,7 @@ pub(super) fn count_beacon(
             identity: &state.identity,
             counters: &state.counters,
             bots: &state.bots,
+            classifier: &state.classifier,
         };
         let page = ingest.count(site, beacon, sender, now, |page, _, entry| {
             (!quiet).then(|| match entry {

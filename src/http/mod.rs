@@ -82,6 +82,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::count::visitor::Identity;
 use crate::ingest;
 use crate::ingest::bots::BotDetector;
+use crate::ingest::classify::Classifier;
 use crate::metrics::{self, HitCounters};
 use crate::read::Reader;
 use crate::site::{Site, Sites};
@@ -119,6 +120,8 @@ pub struct State {
     pub counters: HitCounters,
     pub http_metrics: metrics::HttpMetrics,
     pub bots: BotDetector,
+    /// Finds each counted hit's dimensions (source, device, …).
+    pub classifier: Classifier,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
     /// Request head limits; hyper enforces twice these as a backstop.

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use hyper::header::{self, HeaderMap, HeaderValue};
 
 use super::State;
+use crate::ingest::classify::ClientHints;
 use crate::ingest::{self, Sender};
 
 pub(super) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -20,9 +21,14 @@ pub(super) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Optio
 /// name given as a string is parsed at each use.
 const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 const SEC_GPC: header::HeaderName = header::HeaderName::from_static("sec-gpc");
+const SEC_CH_UA: header::HeaderName = header::HeaderName::from_static("sec-ch-ua");
+const SEC_CH_UA_MOBILE: header::HeaderName = header::HeaderName::from_static("sec-ch-ua-mobile");
+const SEC_CH_UA_PLATFORM: header::HeaderName =
+    header::HeaderName::from_static("sec-ch-ua-platform");
 
 /// Who sent a request: the client's address (behind trusted proxies, from
-/// `X-Forwarded-For`), its User-Agent, DNT or GPC, Origin and Referer.
+/// `X-Forwarded-For`), its User-Agent and Client Hints, DNT or GPC, Origin
+/// and Referer.
 ///
 /// The fields are found in one pass over the head rather than looked up by
 /// name one by one, which hashed each name (the six lookups took ~1,100
@@ -32,6 +38,7 @@ const SEC_GPC: header::HeaderName = header::HeaderName::from_static("sec-gpc");
 pub(super) fn sender<'r>(state: &State, headers: &'r HeaderMap, peer: SocketAddr) -> Sender<'r> {
     let (mut user_agent, mut dnt, mut gpc, mut origin, mut referer) =
         (None, None, None, None, None);
+    let (mut ch_ua, mut ch_mobile, mut ch_platform) = (None, None, None);
     // The first X-Forwarded-For field, and whether there are more (a proxy
     // chain may add its own): one field is taken from the pass, several
     // are looked up by name in order (~400 instructions a lookup).
@@ -51,6 +58,12 @@ pub(super) fn sender<'r>(state: &State, headers: &'r HeaderMap, peer: SocketAddr
             &mut dnt
         } else if *name == SEC_GPC {
             &mut gpc
+        } else if *name == SEC_CH_UA {
+            &mut ch_ua
+        } else if *name == SEC_CH_UA_MOBILE {
+            &mut ch_mobile
+        } else if *name == SEC_CH_UA_PLATFORM {
+            &mut ch_platform
         } else {
             continue;
         };
@@ -76,5 +89,10 @@ pub(super) fn sender<'r>(state: &State, headers: &'r HeaderMap, peer: SocketAddr
         no_track: flag(dnt) || flag(gpc),
         origin: text(origin).filter(|o| *o != "null"),
         referer: text(referer),
+        hints: ClientHints {
+            ua: ch_ua.map(HeaderValue::as_bytes),
+            mobile: ch_mobile.map(HeaderValue::as_bytes),
+            platform: ch_platform.map(HeaderValue::as_bytes),
+        },
     }
 }

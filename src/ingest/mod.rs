@@ -25,9 +25,11 @@ use std::cell::RefCell;
 
 use jiff::Timestamp;
 
+use crate::count::breakdown::{HitValues, Pick};
 use crate::count::tally::{Counted, PageEntry};
 use crate::count::visitor::{Anonymous, Identity, VisitorParts};
 use crate::ingest::bots::BotDetector;
+use crate::ingest::classify::{Classifier, Dimensions, Hit, NONE, Value};
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
 use crate::site::Site;
@@ -93,6 +95,7 @@ pub struct Ingest<'s> {
     pub identity: &'s Identity,
     pub counters: &'s HitCounters,
     pub bots: &'s BotDetector,
+    pub classifier: &'s Classifier,
 }
 
 impl Ingest<'_> {
@@ -150,6 +153,20 @@ impl Ingest<'_> {
             if counted == Counted::SiteOnlyOverflow {
                 site.metrics.overflow.increment(1);
             }
+            // After the tally: the flusher takes breakdowns before the
+            // tally, so a period's values never exceed its hits.
+            let hit = Hit {
+                page: raw_page,
+                referrer: beacon.referrer.as_deref(),
+                user_agent: sender.user_agent,
+                hints: sender.hints,
+            };
+            let dims = self.classifier.classify(&hit, &site.config.hosts);
+            let kept = (counted == Counted::Page).then_some(buf.as_str());
+            let overflow = site.breakdown.count(&hit_values(&dims), kept, day);
+            for dim in overflow.dimensions() {
+                self.counters.breakdown_overflow[dim.index()].increment(1);
+            }
             site.metrics.hits.increment(1);
             self.counters.record(HitResult::Counted);
             match visitor {
@@ -166,6 +183,36 @@ impl Ingest<'_> {
         })
     }
 }
+
+/// A hit's dimensions as the breakdowns count them: values luot names
+/// by a fixed slot, request text as open values.
+fn hit_values<'a>(dims: &'a Dimensions<'_>) -> HitValues<'a> {
+    let index = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
+    let utm = |value: &'a Value<'_>| match value {
+        Value::Known(NONE) => Pick::Fixed(0, NONE),
+        other => Pick::Open(other.as_str()),
+    };
+    let source = match &dims.source {
+        Value::Known(name) => Pick::Open(name),
+        other => Pick::Open(other.as_str()),
+    };
+    HitValues {
+        by: [
+            Pick::Fixed(index(dims.channel as usize), dims.channel.as_str()),
+            source,
+            utm(&dims.utm_source),
+            utm(&dims.utm_medium),
+            utm(&dims.utm_campaign),
+            Pick::Fixed(index(dims.browser as usize), dims.browser.as_str()),
+            Pick::Fixed(index(dims.os as usize), dims.os.as_str()),
+            Pick::Fixed(index(dims.device as usize), dims.device.as_str()),
+            Pick::Fixed(UNKNOWN_COUNTRY, "ZZ"),
+        ],
+    }
+}
+
+/// The country slot of `ZZ` (unknown): `Z` × 26 + `Z`.
+const UNKNOWN_COUNTRY: u16 = 25 * 26 + 25;
 
 /// The dedupe key of a visitor on a page.
 fn repeat_key(visitor: u64, page: &str) -> u64 {

@@ -5,6 +5,8 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+use super::classify::ClientHints;
 /// The client's address: the peer, or — when the peer is a trusted proxy —
 /// the right-most `X-Forwarded-For` hop that is not itself trusted. A spoofed
 /// header from an untrusted peer is ignored.
@@ -64,4 +66,6 @@ pub struct Sender<'a> {
     pub origin: Option<&'a str>,
     /// The `Referer` header, used when the beacon names no page.
     pub referer: Option<&'a str>,
+    /// The `Sec-CH-UA*` Client Hints, which win over the User-Agent.
+    pub hints: ClientHints<'a>,
 }

@@ -21,6 +21,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use jiff::civil::Date;
 
 use crate::config::{Config, Retention, SiteConfig, SiteRules};
+use crate::count::breakdown::SiteBreakdown;
 use crate::count::dedupe::DedupeFilter;
 use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::count::limit::{ClientLimiter, RateLimit};
@@ -52,6 +53,11 @@ const ONLINE_EAGER: u64 = 16;
 /// and cheap to unite.
 const ONLINE_EAGER_BELOW: u64 = crate::sketch::EXACT_LIMIT as u64;
 
+/// Page `(channel, source)` pairs kept in memory per page the tally may
+/// keep, on average (with each page's own entry): beyond them, new pairs
+/// are not kept and their hits read as `(unknown)` by source.
+const PAIRS_PER_PAGE: usize = 4;
+
 /// Most readings of pages the tally does not keep, per site; beyond it
 /// the cache evicts one reading per new one ([`PageCache`]).
 const PAGE_CACHE_MAX: usize = 50_000;
@@ -74,6 +80,8 @@ pub struct Site {
     // hands it to the site's new snapshot: a hit counted through the old
     // snapshot lands in the same tally.
     pub tally: Arc<SiteTally>,
+    /// The hits' dimensions, counted beside the tally.
+    pub breakdown: Arc<SiteBreakdown>,
     pub online: Arc<OnlineRing>,
     pub ledger: Arc<Ledger>,
     /// Visitors to ship to the store's sketches (unique visitors; with
@@ -144,6 +152,11 @@ impl Site {
                 max_len: global.counting.max_page_length,
             },
             tally: Arc::new(SiteTally::new(counting.max_pages)),
+            breakdown: Arc::new(SiteBreakdown::new(
+                counting.max_values,
+                counting.max_page_values,
+                counting.max_pages.saturating_mul(PAIRS_PER_PAGE),
+            )),
             counting,
             limiter: Arc::new(limiter),
             read_limiter: Arc::new(read_limiter),
@@ -221,6 +234,10 @@ impl Site {
         let mut fresh = Site::new(config, global, 1);
         fresh.tally = Arc::clone(&self.tally);
         fresh.tally.set_max_pages(fresh.counting.max_pages);
+        fresh.breakdown = Arc::clone(&self.breakdown);
+        fresh
+            .breakdown
+            .set_bounds(fresh.counting.max_values, fresh.counting.max_page_values);
         fresh.ledger = Arc::clone(&self.ledger);
         fresh.page_cache = Arc::clone(&self.page_cache);
         fresh.visitors = self.visitors.clone();

@@ -668,6 +668,15 @@ mod tests {
     }
 
     #[test]
+    fn dimension_names_are_the_overflow_metric_labels() {
+        let names = Dimension::ALL.map(Dimension::as_str);
+        assert_eq!(names, crate::metrics::DIMENSIONS);
+        for (i, d) in Dimension::ALL.into_iter().enumerate() {
+            assert_eq!((d.index(), Dimension::from_name(d.as_str())), (i, Some(d)));
+        }
+    }
+
+    #[test]
     fn only_unknown_outcomes_are_retriable() {
         assert!(StoreError::Timeout.is_retriable());
         assert!(StoreError::Unavailable("down".into()).is_retriable());
