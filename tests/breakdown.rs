@@ -429,14 +429,17 @@ fn imported_breakdowns_read_back_on_redis() {
 
 // ---- export → import into an empty store ----
 
-/// Every dimension's breakdown of each imported day and of the range.
+/// Every dimension's breakdown of each imported day, of today, and of
+/// them all.
 fn every_breakdown(server: &Server, imported: &Imported) -> Vec<Value> {
     let mut ranges: Vec<String> = imported
         .days
         .iter()
-        .map(|(d, _, _)| format!("from={d}&to={d}"))
+        .map(|(d, _, _)| d)
+        .chain([&imported.today])
+        .map(|d| format!("from={d}&to={d}"))
         .collect();
-    ranges.push(imported.range());
+    ranges.push(format!("from={}&to={}", imported.days[0].0, imported.today));
     let mut out = Vec::new();
     for range in &ranges {
         for by in [
@@ -463,6 +466,22 @@ fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
     let old = Server::start_with(NO_LIMITS, &[]);
     let (status, answer) = post_import(&old, &imported.request());
     assert_eq!(status, 200, "{answer}");
+    // Today's hits, broken down as counted.
+    for (i, referrer) in ["https://www.google.com/", "https://www.bing.com/", ""]
+        .iter()
+        .enumerate()
+    {
+        let mut beacon = json!({"site": "demo", "page": "/a", "vid": format!("v{i}")});
+        if !referrer.is_empty() {
+            beacon["ref"] = json!(referrer);
+        }
+        assert_eq!(old.hit_as(&beacon, BROWSER_UA).status, 200);
+    }
+    let counted = poll(SETTLE, || {
+        let today = ok_json(&old, "by=channel");
+        (values(&today) == owned(&[("search", 2), ("direct", 1)])).then_some(())
+    });
+    assert!(counted.is_some(), "{}", ok_json(&old, "by=channel"));
     let before = every_breakdown(&old, &imported);
     assert!(
         before.iter().any(|b| values(b).len() > 2),
@@ -495,9 +514,16 @@ fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
         first["breakdown"]["source"].get("(unknown)").is_none(),
         "(unknown) is implied by the day's hits, never carried: {first}"
     );
+    assert_eq!(
+        day(imported.today)["breakdown"]["channel"],
+        json!({"direct": 1, "search": 2})
+    );
+    assert_eq!(day(imported.today)["breakdown"]["source"]["Bing"], 1);
+    let empty = day(days_before(imported.today, 20));
+    assert_eq!(empty["hits"], 0);
     assert!(
-        day(imported.today).get("breakdown").is_none(),
-        "a day without hits carries no breakdown"
+        empty.get("breakdown").is_none(),
+        "a day without hits carries no breakdown: {empty}"
     );
     // The breakdowns as a spreadsheet.
     let csv = luot(

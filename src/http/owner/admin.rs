@@ -400,19 +400,28 @@ pub async fn export(
     if from > to || (to - from).get_days() as i64 >= super::history::MAX_SERIES_DAYS {
         return Err(bad("bad_range", "at most 400 days, from before to"));
     }
-    let points: Vec<Point> = series_points(state, &site, None, from, to, false).await?;
-    let pages = state
-        .store
-        .top(&site.id, PeriodKey::Total, usize::MAX)
-        .await
-        .map_err(|e| unavailable(&e.to_string()))?;
-    let mut breakdowns = Vec::with_capacity(points.len());
-    for point in &points {
+    // The breakdowns are read between two readings of the series, and each
+    // day's hits are the second's: a store's counters only grow, so a day
+    // then holds at least its values' hits even while hits keep arriving
+    // (an import refuses a day whose values exceed its hits).
+    let first: Vec<Point> = series_points(state, &site, None, from, to, false).await?;
+    let mut breakdowns = Vec::with_capacity(first.len());
+    for point in &first {
         breakdowns.push(match point.date.parse::<Date>() {
             Ok(day) if point.hits > 0 => day_breakdowns(state, &site, day).await?,
             _ => Breakdowns::new(),
         });
     }
+    let points: Vec<Point> = series_points(state, &site, None, from, to, false).await?;
+    for (point, breakdown) in points.iter().zip(&mut breakdowns) {
+        // Unless the day expired between the readings: then it has none.
+        breakdown.retain(|_, values| values.values().sum::<u64>() <= point.hits);
+    }
+    let pages = state
+        .store
+        .top(&site.id, PeriodKey::Total, usize::MAX)
+        .await
+        .map_err(|e| unavailable(&e.to_string()))?;
     let figures = state.reader.site_figures(&site, now);
     let export = Export {
         site: site.id.to_string(),
