@@ -75,10 +75,12 @@ pub enum HitResult {
     Invalid,
     UnknownSite,
     Forbidden,
+    /// From one of the site's `ignore_addresses`: answered, not counted.
+    Ignored,
 }
 
 impl HitResult {
-    pub const ALL: [HitResult; 7] = [
+    pub const ALL: [HitResult; 8] = [
         HitResult::Counted,
         HitResult::Bot,
         HitResult::RateLimited,
@@ -86,6 +88,7 @@ impl HitResult {
         HitResult::Invalid,
         HitResult::UnknownSite,
         HitResult::Forbidden,
+        HitResult::Ignored,
     ];
 
     pub fn label(self) -> &'static str {
@@ -97,6 +100,7 @@ impl HitResult {
             HitResult::Invalid => "invalid",
             HitResult::UnknownSite => "unknown_site",
             HitResult::Forbidden => "forbidden",
+            HitResult::Ignored => "ignored",
         }
     }
 }

@@ -62,7 +62,15 @@ type Routes = HashMap<String, (&'static str, Vec<u8>)>;
 
 impl PageServer {
     fn start(routes: Routes) -> PageServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
+        PageServer::start_on(
+            TcpListener::bind("127.0.0.1:0").expect("bind the page server"),
+            routes,
+        )
+    }
+
+    /// Serves `routes` on `listener`, bound by a test that must know the
+    /// site's origin before it starts luot.
+    fn start_on(listener: TcpListener, routes: Routes) -> PageServer {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -433,4 +441,76 @@ fn an_unmodified_busuanzi_client_fills_its_three_figures() {
     assert_eq!(total(&luot, Some("/posts/hello-world")), 1);
     eprintln!("busuanzi page filled in {:?}", started.elapsed());
     Launch::new(&url).screenshot("busuanzi.png", 900, 260);
+}
+
+#[test]
+fn the_ignore_links_stop_the_snippets_beacons_and_undo_brings_them_back() {
+    // The site's origin is declared, so luot's /ignore page links to it.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let config = format!(
+        "[[sites]]\nid = \"demo\"\ntimezone = \"Asia/Ho_Chi_Minh\"\norigins = [\"{origin}\"]\n\
+         initial_total = 0\nlanguage = \"en\"\n"
+    );
+    let luot = Server::start_with(&config, &[]);
+
+    // The links an editor follows, as luot's page gives them.
+    let page = luot.get("/ignore/demo").text();
+    let link = |state: &str| {
+        let href = format!("{origin}/#luot-ignore={state}");
+        assert!(
+            page.contains(&format!("href=\"{href}\"")),
+            "{href} missing:\n{page}"
+        );
+        href
+    };
+    let (on, off) = (link("on"), link("off"));
+    let flow = String::from_utf8(web_page("ignore-flow.html", &luot))
+        .unwrap()
+        .replace("{{ON}}", &on)
+        .replace("{{OFF}}", &off);
+    let site = PageServer::start_on(
+        listener,
+        routes(vec![
+            ("/", HTML, web_page("snippet.html", &luot)),
+            ("/flow.html", HTML, flow.into_bytes()),
+        ]),
+    );
+    let flow_url = format!("{origin}/flow.html");
+    let mut launch = Launch::new(&flow_url);
+    launch.budget_ms = 20_000;
+    let dom = launch.dump_dom();
+    assert_eq!(text_of(&dom, "done"), "done", "{dom}");
+    // Beacons each view sent, and the flag after it: none while left out,
+    // one a view again once undone.
+    assert_eq!(
+        text_of(&dom, "log"),
+        "on=0:1 again=0:1 off=1:null after=1:null",
+        "{dom}"
+    );
+    // What luot received: the two views after the undo, nothing else.
+    let received = poll(Duration::from_secs(20), || {
+        let all: f64 = [
+            "counted",
+            "bot",
+            "ignored",
+            "forbidden",
+            "invalid",
+            "rate_limited",
+        ]
+        .iter()
+        .map(|r| luot.metric_or_zero(&format!("luot_hits_total{{result=\"{r}\"}}")))
+        .sum();
+        (all == 2.0 && total(&luot, None) == 2).then_some(())
+    });
+    assert!(
+        received.is_some(),
+        "expected exactly 2 beacons counted; figures {}, metrics:\n{}",
+        luot.counters("demo", None),
+        luot.metrics()
+    );
+    assert_eq!(total(&luot, Some("/")), 2);
+    Launch::new(&luot.url("/ignore/demo")).screenshot("ignore-en.png", 640, 560);
+    // Four views of the site's page; a fragment never reaches a server.
+    assert_eq!(site.requests().iter().filter(|t| *t == "/").count(), 4);
 }

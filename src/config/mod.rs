@@ -370,6 +370,12 @@ pub struct SiteConfig {
     pub read_token: Option<String>,
     #[serde(default = "default_true")]
     pub public: bool,
+    /// Client addresses or CIDRs whose hits are answered as usual but not
+    /// counted (the newsroom's office, its monitoring): at most
+    /// [`MAX_IGNORE_ADDRESSES`], matched against the client address behind
+    /// `trusted_proxies`. Written as `"10.0.0.1"` or `"10.0.0.0/8"`.
+    #[serde(default, with = "net_list")]
+    pub ignore_addresses: Vec<IpNet>,
 }
 
 fn default_true() -> bool {
@@ -663,6 +669,12 @@ impl SiteConfig {
                 "must be at most 24h",
             ));
         }
+        if self.ignore_addresses.len() > MAX_IGNORE_ADDRESSES {
+            return Err(ConfigError::invalid(
+                format!("{key}.ignore_addresses"),
+                format!("at most {MAX_IGNORE_ADDRESSES} addresses or CIDRs"),
+            ));
+        }
         if matches!(&self.read_token, Some(t) if t.len() < 16) {
             return Err(ConfigError::invalid(
                 format!("{key}.read_token"),
@@ -694,6 +706,12 @@ impl SiteConfig {
         }
     }
 
+    /// Whether hits from client address `ip` are left out (answered, not
+    /// counted). An empty list, the common case, costs one length check.
+    pub fn ignores(&self, ip: std::net::IpAddr) -> bool {
+        !self.ignore_addresses.is_empty() && self.ignore_addresses.iter().any(|n| n.contains(&ip))
+    }
+
     /// Whether a browser at `origin` may send beacons and read answers.
     pub fn allows_origin(&self, origin: &str) -> bool {
         self.origins
@@ -712,6 +730,9 @@ fn check_value_bound(name: &str, value: Option<u32>) -> Result<(), ConfigError> 
         _ => Ok(()),
     }
 }
+
+/// `ignore_addresses` is scanned on every hit of its site: a short list.
+pub const MAX_IGNORE_ADDRESSES: usize = 256;
 
 /// A dedupe window beyond a day is a different feature (unique visitors).
 const MAX_DEDUPE_WINDOW: Duration = Duration::from_secs(86_400);
@@ -859,6 +880,35 @@ mod opt_duration_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         super::duration_str::deserialize(d).map(Some)
+    }
+}
+
+/// Lists of addresses or CIDRs (`"10.0.0.1"`, `"10.0.0.0/8"`), each
+/// parsed by [`parse_net`]; an error names the item (`…ignore_addresses[1]`).
+mod net_list {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(nets.iter().map(ToString::to_string))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+        /// One item, read through the (path-tracking) sequence.
+        struct Net(IpNet);
+        impl<'de> Deserialize<'de> for Net {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Net, D::Error> {
+                let text = String::deserialize(d)?;
+                parse_net(&text).map(Net).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is not an address (\"10.0.0.1\") or a CIDR (\"10.0.0.0/8\")"
+                    ))
+                })
+            }
+        }
+        Ok(Vec::<Net>::deserialize(d)?
+            .into_iter()
+            .map(|n| n.0)
+            .collect())
     }
 }
 
@@ -1037,6 +1087,55 @@ mod tests {
         assert_eq!(
             invalid_key(Config::from_toml_str(twice).unwrap_err()),
             "sites[1].id"
+        );
+    }
+
+    #[test]
+    fn ignore_addresses_take_addresses_and_cidrs_and_name_a_bad_item() {
+        let site = |list: &str| {
+            format!(
+                "[[sites]]\nid = \"a\"\ntimezone = \"UTC\"\norigins = []\ninitial_total = 0\nignore_addresses = {list}\n"
+            )
+        };
+        let c = Config::from_toml_str(&site(r#"["203.0.113.7", "10.0.0.0/8", "2001:db8::/32"]"#))
+            .unwrap();
+        let s = &c.sites[0];
+        for (ip, ignored) in [
+            ("203.0.113.7", true),
+            ("203.0.113.8", false),
+            ("10.200.1.2", true),
+            ("2001:db8:1::9", true),
+            ("2001:db9::1", false),
+        ] {
+            assert_eq!(s.ignores(ip.parse().unwrap()), ignored, "{ip}");
+        }
+        assert!(
+            !Config::from_toml_str(&site("[]")).unwrap().sites[0]
+                .ignores("203.0.113.7".parse().unwrap())
+        );
+        for bad in [
+            r#"["10.0.0.1", "office"]"#,
+            r#"["10.0.0.1", "10.0.0.0/33"]"#,
+        ] {
+            assert_eq!(
+                invalid_key(Config::from_toml_str(&site(bad)).unwrap_err()),
+                "sites[0].ignore_addresses[1]",
+                "{bad}"
+            );
+        }
+        let many: Vec<String> = (0..=MAX_IGNORE_ADDRESSES)
+            .map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256))
+            .collect();
+        assert_eq!(
+            invalid_key(
+                Config::from_toml_str(&site(&format!("[{}]", many.join(",")))).unwrap_err()
+            ),
+            "sites[0].ignore_addresses"
+        );
+        // Logged as CIDRs.
+        assert!(
+            c.masked_json()
+                .contains(r#""ignore_addresses":["203.0.113.7/32","10.0.0.0/8","2001:db8::/32"]"#)
         );
     }
 

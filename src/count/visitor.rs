@@ -22,12 +22,22 @@ use crate::sketch::{Sketch, SketchUnion};
 /// Longest accepted `vid`.
 pub const MAX_VID_LEN: usize = 64;
 
+/// Longest accepted AMP client id (`amp-` and base64url characters):
+/// `${clientId(…)}` in an `amp-analytics` request. Ids from AMP caches
+/// run to about 90 characters, over [`MAX_VID_LEN`].
+pub const MAX_AMP_VID_LEN: usize = 128;
+
 /// Whether `vid` is an identifier the snippet could have made: 1–64
-/// characters of `A-Z a-z 0-9 _ -`. Anything else is ignored and the hash
-/// is used instead.
+/// characters of `A-Z a-z 0-9 _ -`, or an AMP client id (`amp-` and up to
+/// 128 in all). Anything else is ignored and the hash is used instead.
 pub fn is_valid_vid(vid: &str) -> bool {
+    let max = if vid.starts_with("amp-") {
+        MAX_AMP_VID_LEN
+    } else {
+        MAX_VID_LEN
+    };
     !vid.is_empty()
-        && vid.len() <= MAX_VID_LEN
+        && vid.len() <= max
         && vid
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -340,6 +350,14 @@ mod tests {
         assert!(!is_valid_vid("a b"));
         assert!(!is_valid_vid("ü"));
         assert!(!is_valid_vid("a.b"));
+        // AMP client ids, longer than the snippet's.
+        let amp = format!("amp-{}", "AbC_9-".repeat(15));
+        assert_eq!(amp.len(), 94);
+        assert!(is_valid_vid(&amp));
+        assert!(is_valid_vid(&format!("amp-{}", "x".repeat(124))));
+        assert!(!is_valid_vid(&format!("amp-{}", "x".repeat(125))));
+        assert!(!is_valid_vid(&format!("amp+{}", "x".repeat(80))));
+        assert!(!is_valid_vid(&format!("amp-{}.", "x".repeat(80))));
     }
 
     #[test]

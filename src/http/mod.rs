@@ -24,7 +24,8 @@
 //!
 //! The faces readers see live in [`faces`]: the snippet (`/luot.js`), the
 //! widget (`/widget/{site}`), the badge (`/badge/{site}.svg`), busuanzi
-//! (`/busuanzi`, JSONP) and the figures' JSON writer; [`text`] holds the
+//! (`/busuanzi`, JSONP), the own-visits page (`/ignore/{site}`) and the
+//! figures' JSON writer; [`text`] holds the
 //! number formatting and query parameters they and the owner's pages
 //! share. The owner's side lives in [`owner`]: history (series and top
 //! pages, and the read-token rule), breakdowns, the dashboard (`/dashboard/{site}`)
@@ -60,7 +61,7 @@ use beacon::{count_beacon, hit_gif, post_hit};
 use body::head_too_large;
 use cors::preflight;
 use counters::counters;
-use faces::{badge, busuanzi, snippet, widget};
+use faces::{badge, busuanzi, ignore, snippet, widget};
 use health::{Health, readyz};
 use owner::{admin, breakdown, dashboard, history};
 use sender::{header_str, sender};
@@ -109,6 +110,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sites/{site}/top"),
     ("GET", "/api/v1/sites/{site}/breakdown"),
     ("GET", "/dashboard/{site}"),
+    ("GET", "/ignore/{site}"),
 ];
 
 /// Everything the handlers share. Cheap to clone (an `Arc`).
@@ -151,13 +153,14 @@ enum Route {
     Top,
     Breakdown,
     Dashboard,
+    Ignore,
     Unknown,
 }
 
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 15] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -171,6 +174,7 @@ impl Route {
         Route::Top,
         Route::Breakdown,
         Route::Dashboard,
+        Route::Ignore,
         Route::Unknown,
     ];
 
@@ -189,6 +193,7 @@ impl Route {
             Route::Widget => "widget",
             Route::Badge => "badge",
             Route::Busuanzi => "busuanzi",
+            Route::Ignore => "ignore",
             Route::Unknown => "unknown",
         }
     }
@@ -223,6 +228,11 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                 && one_segment(site)
             {
                 return (Route::Dashboard, Some(site));
+            }
+            if let Some(site) = path.strip_prefix("/ignore/")
+                && one_segment(site)
+            {
+                return (Route::Ignore, Some(site));
             }
             if let Some(site) = path
                 .strip_prefix("/badge/")
@@ -372,6 +382,11 @@ async fn dispatch_public(
             ))
             .await
         }
+        (Route::Ignore, &Method::GET | &Method::HEAD) => ignore::serve(
+            state,
+            site_param.as_deref().unwrap_or_default(),
+            req.uri().query(),
+        ),
         (Route::Unknown, _) => Err(ApiError::not_found()),
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -499,6 +514,9 @@ mod tests {
         );
         assert_eq!(route_of("/dashboard/").0, Route::Unknown);
         assert_eq!(route_of("/dashboard/a/b").0, Route::Unknown);
+        assert_eq!(route_of("/ignore/demo"), (Route::Ignore, Some("demo")));
+        assert_eq!(route_of("/ignore/").0, Route::Unknown);
+        assert_eq!(route_of("/ignore/a/b").0, Route::Unknown);
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub enum Verdict {
     Bot,
     /// The same visitor on the same page within the dedupe window.
     Duplicate,
+    /// From one of the site's `ignore_addresses` (its own staff).
+    Ignored,
 }
 
 thread_local! {
@@ -128,6 +130,12 @@ impl Ingest<'_> {
         PAGE_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             normalize_into(raw_page, site.rules, &mut buf)?;
+            // Own visits: after origin and rate limit (an ignored client
+            // is refused like any other), before any bot or visitor work.
+            if site.config.ignores(sender.ip) {
+                self.counters.record(HitResult::Ignored);
+                return Ok(on_page(&buf, Verdict::Ignored, None));
+            }
             if !site.counting.count_bots && self.bots.is_bot(sender.user_agent) {
                 self.counters.record(HitResult::Bot);
                 return Ok(on_page(&buf, Verdict::Bot, None));

@@ -2,7 +2,9 @@
 //! beacon script), [`widget`] (`/widget/{site}`, an HTML page to embed),
 //! [`badge`] (`/badge/{site}.svg`), [`busuanzi`] (`/busuanzi`, the JSONP
 //! API of the service of that name, whose hit is an ordinary beacon) and
-//! [`figures`] (figures as JSON, written straight into the answer).
+//! [`figures`] (figures as JSON, written straight into the answer) and
+//! [`ignore`] (`/ignore/{site}`, the page that leaves an editor's own
+//! visits out).
 //!
 //! They read figures and never count, except `busuanzi`. May use what the
 //! router in `http` gives them (imported below, so each face names it as
@@ -12,6 +14,7 @@
 pub mod badge;
 pub mod busuanzi;
 pub mod figures;
+pub mod ignore;
 pub mod snippet;
 pub mod widget;
 

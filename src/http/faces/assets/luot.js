@@ -2,7 +2,8 @@
  * <script async src="https://HOST/luot.js" data-site="demo"></script>
  * <span data-luot="total|today|yesterday|week|month|online"></span> (site figures)
  * <span data-luot-page="total|today|…"></span> (this page's figures)
- * data-luot-pad="8" zero-pads to 8 digits, without digit grouping. */
+ * data-luot-pad="8" zero-pads to 8 digits, without digit grouping.
+ * #luot-ignore=on in a page's URL: this browser sends nothing (=off undoes). */
 (function () {
   "use strict";
   var d = document, w = window, n = navigator;
@@ -13,6 +14,22 @@
   var endpoint = new URL("hit", me.src).href;
   var keys = ["total", "today", "yesterday", "week", "month", "online"];
   var noTrack = n.doNotTrack == "1" || w.doNotTrack == "1" || n.globalPrivacyControl === true;
+  var ignoreKey = "luot_ignore:" + site;
+
+  // Own visits (/ignore/SITE): storage is per origin, so the flag is set
+  // here, on the site's pages.
+  function flag() {
+    var m = /luot-ignore=(on|off)/.exec(location.hash);
+    try {
+      if (m && m[1] == "on") w.localStorage.setItem(ignoreKey, "1");
+      else if (m) w.localStorage.removeItem(ignoreKey);
+      return w.localStorage.getItem(ignoreKey) == "1";
+    } catch (e) {
+      return false;
+    }
+  }
+  flag();
+  w.addEventListener("hashchange", flag);
 
   // A random visitor id kept in localStorage (none under DNT / GPC).
   function visitor() {
@@ -45,6 +62,7 @@
   }
 
   function send(ref) {
+    if (flag()) return;
     var body = JSON.stringify({ site: site, page: location.href, ref: ref, vid: visitor() });
     // text/plain (fetch's default for a string body): no CORS preflight.
     if (w.fetch) {
