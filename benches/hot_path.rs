@@ -315,9 +315,69 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
+/// A hit's country (issue 24): a trusted proxy's header, and addresses
+/// looked up in the shipped registry data — a fixed one (its table
+/// entries stay in cache, as under a few busy clients) and 4,096
+/// addresses spread over the IPv4 space or a few IPv6 blocks (more of
+/// the table is touched, as under many clients).
+fn country(c: &mut Criterion) {
+    use std::net::IpAddr;
+
+    use luot::ingest::classify::country;
+    let mut group = c.benchmark_group("country");
+    group.bench_function("CF-IPCountry header", |b| {
+        let ip: IpAddr = "8.8.8.8".parse().expect("address");
+        b.iter(|| country(black_box(Some("VN")), black_box(ip)))
+    });
+    for (name, ip) in [
+        ("one IPv4 address (VNPT)", "14.160.0.1"),
+        ("one IPv6 address (Viettel)", "2402:800::1"),
+        ("private IPv4 address", "192.168.1.1"),
+    ] {
+        let ip: IpAddr = ip.parse().expect("address");
+        group.bench_function(name, |b| b.iter(|| country(None, black_box(ip))));
+    }
+    // A fixed pseudo-random walk (an LCG), so every run sees the same mix.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        seed >> 16
+    };
+    let v4: Vec<IpAddr> = (0..4096)
+        .map(|_| IpAddr::from(std::net::Ipv4Addr::from(next() as u32)))
+        .collect();
+    let blocks = [
+        0x2402_0800_u128,
+        0x2001_0ee0,
+        0x2003_0000,
+        0x2001_4860,
+        0x2a01_0cb0,
+    ];
+    let v6: Vec<IpAddr> = (0..4096)
+        .map(|i| {
+            let high = blocks[i % blocks.len()] << 96;
+            let low = u128::from(next()) << 40 | u128::from(next() & 0xff_ffff);
+            IpAddr::from(std::net::Ipv6Addr::from(high | low))
+        })
+        .collect();
+    for (name, addresses) in [("4,096 IPv4 addresses", &v4), ("4,096 IPv6 addresses", &v6)] {
+        let mut i = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                country(None, black_box(addresses[i]))
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     classify,
+    country,
     hot_path,
     flush_batch,
     page_figures,

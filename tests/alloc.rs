@@ -124,6 +124,7 @@ fn state(dir: &std::path::Path) -> State {
         bots: BotDetector::new().expect("bot list"),
         classifier: luot::ingest::classify::Classifier::new().expect("source list"),
         trusted_proxies: Vec::new(),
+        country_header: None,
         max_body_bytes: 8192,
         max_header_bytes: 8192,
         max_headers: 64,
@@ -260,6 +261,27 @@ fn classifying_a_hit_allocates_nothing() {
             let (n, d) = allocations_in(|| classifier.classify(hit, &site));
             assert_eq!(n, 0, "{round}: {hit:?} -> {d:?}");
         }
+    }
+}
+
+/// Finding a hit's country allocates nothing: from a trusted proxy's
+/// header, from the registry data for IPv4 and IPv6, for special ranges.
+#[test]
+fn finding_a_country_allocates_nothing() {
+    use luot::ingest::classify::country;
+    for (header, ip) in [
+        (Some("vn"), "8.8.8.8"),
+        (Some("XX"), "8.8.8.8"),
+        (Some("garbage"), "14.160.0.1"),
+        (None, "8.8.8.8"),
+        (None, "2402:800::1"),
+        (None, "::ffff:193.99.144.80"),
+        (None, "10.0.0.1"),
+        (None, "2001:db8::1"),
+    ] {
+        let ip = ip.parse().expect("an address");
+        let (n, c) = allocations_in(|| country(header, ip));
+        assert_eq!(n, 0, "{header:?} {ip} -> {c}");
     }
 }
 

@@ -38,6 +38,7 @@ async fn embedded_store_keeps_counters_watermarks_and_secrets_across_reopen() {
         visitors: Vec::new(),
         breakdowns: Vec::new(),
         bounds: Default::default(),
+        titles: Vec::new(),
     };
     {
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -267,6 +268,7 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
             }],
             breakdowns: Vec::new(),
             bounds: Default::default(),
+            titles: Vec::new(),
         };
         store.apply(&batch).await.unwrap();
     }
@@ -318,6 +320,7 @@ async fn redis_keeps_watermarks_of_producers_idle_for_years() {
         visitors: Vec::new(),
         breakdowns: Vec::new(),
         bounds: Default::default(),
+        titles: Vec::new(),
     };
     store.apply(&batch).await.unwrap();
     let names = |key: &str| {

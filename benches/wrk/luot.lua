@@ -10,8 +10,12 @@
 -- pages and 10000), LUOT_BENCH_FLOOD_CLIENTS (default 10).
 --
 -- Each built request has its own page (every page is in each cycle, in a
--- shuffled order), a random visitor, one of eight browser User-Agents and
--- an X-Forwarded-For client address (documentation ranges). init() builds
+-- shuffled order), a random visitor, one of twenty browser User-Agents
+-- (in-app browsers among them), a referrer from a Vietnamese newsroom's mix
+-- (Google and Discover, Facebook, Zalo's in-app browser with none, Cốc Cốc,
+-- Báo Mới, internal, direct), campaign parameters on a tenth, and an
+-- X-Forwarded-For client address, most in Vietnamese blocks, some from
+-- other countries. init() builds
 -- them with wrk.format; request() only returns the next one. Building them
 -- per request (random numbers, concatenation, wrk.format's header table)
 -- cost wrk a whole core and capped every server at wrk's pace. The flood
@@ -58,18 +62,61 @@ local agents = {
   "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0",
   "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) coc_coc_browser/134.0.232 Chrome/128.0.6613.232 Safari/537.36",
   "Mozilla/5.0 (Linux; Android 13; 2201117TG Build/TKQ1.221114.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.144 Mobile Safari/537.36 Zalo android/12100562 ZaloTheme/light ZaloLanguage/vi",
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/485.0.0.44.107;FBBV/650000000;FBDV/iPhone14,5;FBMD/iPhone;FBSN/iOS;FBSV/17.6;FBSS/3;FBCR/;FBID/phone;FBLC/vi_VN;FBOP/80]",
+  "Mozilla/5.0 (Linux; Android 14; SM-A546E Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/131.0.6778.39 Mobile Safari/537.36 [FB_IAB/FB4A;FBAV/490.0.0.48.109;]",
+  "Mozilla/5.0 (Linux; Android 14; CPH2591 Build/UP1A.231005.007; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/130.0.6723.107 Mobile Safari/537.36 Instagram 357.0.0.25.101 Android (34/14; 480dpi; 1080x2400; OPPO; CPH2591; OP5961L1; qcom; vi_VN; 658000000)",
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 musical_ly_36.5.0 JsSdk/2.0 NetType/WIFI Channel/App Store ByteLocale/vi Region/VN",
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 Zalo iOS/452 ZaloTheme/light ZaloLanguage/vi",
+  "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+  "Mozilla/5.0 (iPad; CPU OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
+  "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+  "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
+  "Mozilla/5.0 (Linux; U; Android 10; vi-VN; Redmi Note 9 Build/QP1A.190711.020) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/100.0.4896.58 UCBrowser/13.4.0.1306 Mobile Safari/537.36",
+  "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0",
 }
 
--- Client addresses: the three IPv4 documentation /24s, then distinct IPv6
--- documentation /64s (luot keys IPv6 clients by /64).
+-- Where readers come from, weighted like a Vietnamese news site's day: "" is
+-- no referrer (direct, or an in-app browser's).
+local referrers = {
+  "android-app://com.google.android.googlequicksearchbox/", "android-app://com.google.android.googlequicksearchbox/",
+  "https://www.google.com/", "https://www.google.com.vn/", "https://www.google.com.vn/",
+  "https://l.facebook.com/", "https://m.facebook.com/", "https://lm.facebook.com/",
+  "", "", "", "",
+  "https://coccoc.com/search?query=tin+moi", "https://baomoi.com/", "https://baomoi.com/",
+  "http://localhost/", "http://localhost/tin-tuc/", "https://news.google.com/",
+  "https://www.bing.com/", "https://vnexpress.net/", "https://zalo.me/", "https://t.co/abc",
+}
+
+-- Campaigns on a tenth of the page views.
+local campaigns = {
+  "?utm_source=newsletter&utm_medium=email&utm_campaign=sang-nay",
+  "?utm_source=facebook&utm_medium=social&utm_campaign=tet-2027",
+  "?utm_source=zalo&utm_medium=oa&utm_campaign=thoi-su",
+}
+
+-- Client addresses (only ever written into X-Forwarded-For; every request
+-- goes to loopback): most in Vietnamese carriers' blocks (VNPT, Viettel,
+-- FPT), the rest in Japanese, Singaporean, US and German ones, and a few
+-- documentation addresses (unknown country), each distinct, so the rate
+-- limiter keys them apart.
+local blocks = {
+  "14.160", "14.161", "113.160", "113.161", "171.224", "171.225", "27.72", "27.73", "1.52", "1.53",
+  "126.0", "175.41", "8.34", "84.128",
+}
 local function client(i)
   if i <= 254 then return "192.0.2." .. i end
-  if i <= 508 then return "198.51.100." .. (i - 254) end
-  if i <= 762 then return "203.0.113." .. (i - 508) end
-  return string.format("2001:db8:%x:%x::1", math.floor(i / 65536), i % 65536)
+  local n = i - 255
+  local block = blocks[n % #blocks + 1]
+  local host = math.floor(n / #blocks)
+  return block .. "." .. (math.floor(host / 254) % 256) .. "." .. (host % 254 + 1)
 end
 
 local function pick(n) return math.random(1, n) end
+
+-- A query parameter's value, percent-encoded.
+local function escape(text)
+  return (text:gsub("[^%w%-%._~/]", function(c) return string.format("%%%02X", c:byte()) end))
+end
 
 -- One beacon or read, as wrk will send it.
 local function build(page_no)
@@ -79,14 +126,18 @@ local function build(page_no)
     ["User-Agent"] = agents[pick(#agents)],
     ["X-Forwarded-For"] = client(pick(clients)),
   }
+  local query = ""
+  if pick(10) == 1 then query = campaigns[pick(#campaigns)] end
+  local ref = referrers[pick(#referrers)]
   if mode == "gif" then
-    return wrk.format("GET", "/hit.gif?site=" .. site .. "&page=" .. page .. "&vid=" .. vid, headers)
+    return wrk.format("GET", "/hit.gif?site=" .. site .. "&page=" .. escape(page .. query) ..
+      "&ref=" .. escape(ref) .. "&vid=" .. vid, headers)
   elseif mode == "counters" then
     return wrk.format("GET", "/api/v1/sites/" .. site .. "/counters", headers)
   end
   headers["Content-Type"] = "text/plain;charset=UTF-8"
   local body = '{"site":"' .. site .. '","page":"https://news.example' .. page ..
-    '?utm_source=fb#top","ref":"https://www.google.com/","vid":"' .. vid .. '"}'
+    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid .. '"}'
   local path = "/hit"
   if mode == "quiet" then path = "/hit?quiet=1" end
   return wrk.format("POST", path, headers, body)

@@ -585,6 +585,9 @@ fn build_state(
         bots,
         classifier: crate::ingest::classify::Classifier::new()?,
         trusted_proxies: server.trusted_proxies.clone(),
+        // Checked by `Config::validate`; empty is none.
+        country_header: hyper::header::HeaderName::from_bytes(server.country_header.as_bytes())
+            .ok(),
         max_body_bytes: config.limits.max_body_bytes,
         max_header_bytes: config.limits.max_header_bytes,
         max_headers: config.limits.max_headers,

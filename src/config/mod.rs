@@ -124,6 +124,11 @@ pub struct ServerConfig {
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// A header that names the reader's country (two letters), set by a
+    /// proxy in `trusted_proxies` and believed only from one, besides the
+    /// standard `CF-IPCountry` and `CloudFront-Viewer-Country`, over which
+    /// it wins. Empty: only those two.
+    pub country_header: String,
     /// Secret; masked when the configuration is logged.
     pub metrics_token: String,
     pub log_format: LogFormat,
@@ -138,6 +143,7 @@ impl Default for ServerConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             trusted_proxies: Vec::new(),
+            country_header: String::new(),
             metrics_token: String::new(),
             log_format: LogFormat::Text,
         }
@@ -439,7 +445,7 @@ impl Config {
     }
 
     /// `[server]`: a flush interval the flusher can keep, a grace period,
-    /// two distinct listeners.
+    /// two distinct listeners, a country header that is a header name.
     fn validate_server(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if s.flush_interval < Duration::from_millis(10)
@@ -460,6 +466,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "server.admin_listen",
                 "must differ from server.listen",
+            ));
+        }
+        if !s.country_header.is_empty() && !is_header_name(&s.country_header) {
+            return Err(ConfigError::invalid(
+                "server.country_header",
+                format!("`{}` is not an HTTP header name", s.country_header),
             ));
         }
         Ok(())
@@ -844,6 +856,15 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// Whether `name` is an HTTP field name: a token of RFC 9110 (§5.1,
+/// §5.6.2), which is what hyper accepts.
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// An address (`10.0.0.1`, `::1`) or a CIDR (`10.0.0.0/8`).
 pub fn parse_net(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
@@ -981,6 +1002,7 @@ mod tests {
         assert_eq!(c.server.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(c.server.flush_interval, DEFAULT_FLUSH_INTERVAL);
         assert_eq!(c.server.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(c.server.country_header, "");
         let l = Limits::default();
         assert_eq!(c.limits.header_read_timeout, l.header_read_timeout);
         assert_eq!(c.limits.max_header_bytes, l.max_header_bytes);
@@ -1146,6 +1168,20 @@ mod tests {
             invalid_key(Config::from_toml_str(text).unwrap_err()),
             "sites[0].origins[0]"
         );
+    }
+
+    #[test]
+    fn country_header_is_a_header_name_or_empty() {
+        for name in ["X-Country", "x-geo-country", "Fly-Client-Country_2"] {
+            let text = format!("[server]\ncountry_header = \"{name}\"\n");
+            let c = Config::from_toml_str(&text).unwrap();
+            assert_eq!(c.server.country_header, name);
+        }
+        for name in ["X Country", "X-Country:", "Việt", "x/y", "(country)"] {
+            let text = format!("[server]\ncountry_header = \"{name}\"\n");
+            let err = Config::from_toml_str(&text).unwrap_err();
+            assert_eq!(invalid_key(err), "server.country_header", "{name:?}");
+        }
     }
 
     #[test]

@@ -848,6 +848,7 @@ mod tests {
             visitors: Vec::new(),
             breakdowns: Vec::new(),
             bounds: Default::default(),
+            titles: Vec::new(),
         }
     }
 

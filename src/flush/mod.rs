@@ -182,6 +182,7 @@ pub fn build_batch(
         visitors: Vec::new(),
         breakdowns: breakdown_increments(dims, calendar, retention),
         bounds: Default::default(),
+        titles: Vec::new(),
     }
 }
 

@@ -568,6 +568,9 @@ struct BatchRecord {
     /// The value bounds, `(site, page)`.
     #[serde(rename = "v", default)]
     bounds: Option<(u32, u32)>,
+    /// Page titles, `(page, title)`.
+    #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
+    titles: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// The serialized form of a [`BreakdownIncrement`].
@@ -658,6 +661,7 @@ fn encode_batch(batch: &SiteBatch) -> Result<Vec<u8>, WalError> {
             })
             .collect(),
         bounds: Some((batch.bounds.site, batch.bounds.page)),
+        titles: batch.titles.clone(),
     };
     serde_json::to_vec(&record).map_err(|source| WalError::Encode {
         site: batch.site.clone(),
@@ -718,6 +722,7 @@ fn decode_batch(payload: &[u8]) -> Option<SiteBatch> {
         // Visitor sketches are not kept in the file (see SiteBatch).
         visitors: Vec::new(),
         breakdowns,
+        titles: record.titles,
         bounds: record
             .bounds
             .map_or_else(ValueBounds::default, |(site, page)| ValueBounds {
@@ -811,6 +816,7 @@ mod tests {
                 },
             ],
             bounds: ValueBounds { site: 7, page: 3 },
+            titles: vec![("/blog/ünïcödé".into(), "Tin <b>nóng</b> \"hôm nay\"".into())],
         }
     }
 
@@ -1144,6 +1150,7 @@ mod tests {
                 visitors: Vec::new(),
                 breakdowns: Vec::new(),
                 bounds: Default::default(),
+                titles: Vec::new(),
             };
             let payload = encode_batch(&b).unwrap();
             prop_assert_eq!(decode_batch(&payload), Some(b.clone()));

@@ -125,6 +125,9 @@ pub struct State {
     /// Finds each counted hit's dimensions (source, device, …).
     pub classifier: Classifier,
     pub trusted_proxies: Vec<IpNet>,
+    /// `server.country_header`, believed only from `trusted_proxies`;
+    /// `None` when empty.
+    pub country_header: Option<hyper::header::HeaderName>,
     pub max_body_bytes: usize,
     /// Request head limits; hyper enforces twice these as a backstop.
     pub max_header_bytes: usize,

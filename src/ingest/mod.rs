@@ -29,7 +29,7 @@ use crate::count::breakdown::{HitValues, Pick};
 use crate::count::tally::{Counted, PageEntry};
 use crate::count::visitor::{Anonymous, Identity, VisitorParts};
 use crate::ingest::bots::BotDetector;
-use crate::ingest::classify::{Classifier, Dimensions, Hit, NONE, Value};
+use crate::ingest::classify::{Classifier, Country, Dimensions, Hit, NONE, Value};
 use crate::metrics::{HitCounters, HitResult};
 use crate::page::{PageError, normalize_into};
 use crate::site::Site;
@@ -136,7 +136,14 @@ impl Ingest<'_> {
                 self.counters.record(HitResult::Ignored);
                 return Ok(on_page(&buf, Verdict::Ignored, None));
             }
-            if !site.counting.count_bots && self.bots.is_bot(sender.user_agent) {
+            // One cache lookup gives the bot verdict and the browser,
+            // system and device the breakdowns count.
+            let (agent, bot) =
+                self.classifier
+                    .agent_and_bot(sender.user_agent, sender.hints, |ua| {
+                        self.bots.matches_uncached(ua)
+                    });
+            if !site.counting.count_bots && bot {
                 self.counters.record(HitResult::Bot);
                 return Ok(on_page(&buf, Verdict::Bot, None));
             }
@@ -169,9 +176,12 @@ impl Ingest<'_> {
                 user_agent: sender.user_agent,
                 hints: sender.hints,
             };
-            let dims = self.classifier.classify(&hit, &site.config.hosts);
+            let dims = self
+                .classifier
+                .classify_with(&hit, agent, &site.config.hosts);
             let kept = (counted == Counted::Page).then_some(buf.as_str());
-            let overflow = site.breakdown.count(&hit_values(&dims), kept, day);
+            let country = classify::country(sender.country, sender.ip);
+            let overflow = site.breakdown.count(&hit_values(&dims, country), kept, day);
             for dim in overflow.dimensions() {
                 self.counters.breakdown_overflow[dim.index()].increment(1);
             }
@@ -194,7 +204,7 @@ impl Ingest<'_> {
 
 /// A hit's dimensions as the breakdowns count them: values luot names
 /// by a fixed slot, request text as open values.
-fn hit_values<'a>(dims: &'a Dimensions<'_>) -> HitValues<'a> {
+fn hit_values<'a>(dims: &'a Dimensions<'_>, country: Country) -> HitValues<'a> {
     let index = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
     let utm = |value: &'a Value<'_>| match value {
         Value::Known(NONE) => Pick::Fixed(0, NONE),
@@ -214,13 +224,10 @@ fn hit_values<'a>(dims: &'a Dimensions<'_>) -> HitValues<'a> {
             Pick::Fixed(index(dims.browser as usize), dims.browser.as_str()),
             Pick::Fixed(index(dims.os as usize), dims.os.as_str()),
             Pick::Fixed(index(dims.device as usize), dims.device.as_str()),
-            Pick::Fixed(UNKNOWN_COUNTRY, "ZZ"),
+            Pick::Fixed(country.index(), country.as_str()),
         ],
     }
 }
-
-/// The country slot of `ZZ` (unknown): `Z` × 26 + `Z`.
-const UNKNOWN_COUNTRY: u16 = 25 * 26 + 25;
 
 /// The dedupe key of a visitor on a page.
 fn repeat_key(visitor: u64, page: &str) -> u64 {

@@ -68,4 +68,9 @@ pub struct Sender<'a> {
     pub referer: Option<&'a str>,
     /// The `Sec-CH-UA*` Client Hints, which win over the User-Agent.
     pub hints: ClientHints<'a>,
+    /// The country header a trusted proxy set (`server.country_header`,
+    /// else `CF-IPCountry`, else `CloudFront-Viewer-Country`); `None` when
+    /// the peer is not in `trusted_proxies`, whatever the request says.
+    /// `classify::country` reads it.
+    pub country: Option<&'a str>,
 }

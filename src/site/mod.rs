@@ -588,6 +588,7 @@ mod tests {
             visitors: Vec::new(),
             breakdowns: Vec::new(),
             bounds: Default::default(),
+            titles: Vec::new(),
         }
     }
 

@@ -49,6 +49,7 @@ fn batch(site: &str, producer: &str, seq: u64, increments: Vec<Increment>) -> Si
         visitors: Vec::new(),
         breakdowns: Vec::new(),
         bounds: Default::default(),
+        titles: Vec::new(),
     }
 }
 

@@ -869,6 +869,7 @@ mod tests {
             visitors: Vec::new(),
             breakdowns: Vec::new(),
             bounds: Default::default(),
+            titles: Vec::new(),
         }
     }
 

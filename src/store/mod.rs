@@ -144,6 +144,10 @@ pub struct SiteBatch {
     /// How many distinct values a breakdown counter may hold; a store puts
     /// a value beyond them in [`OTHER`].
     pub bounds: ValueBounds,
+    /// Page titles seen in this batch's interval, the last one per page,
+    /// each page once: a store keeps the last title of each page (like the
+    /// page's total, without expiry), replacing the one it had.
+    pub titles: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// A breakdown dimension: one question about a hit, with exactly one
@@ -481,6 +485,21 @@ pub trait Store: Send + Sync + 'static {
         async { Err(StoreError::Refused("breakdowns are not kept yet".into())) }
     }
 
+    /// The kept title of each of `pages` of a site, in order (`None`: no
+    /// title was ever seen).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn titles(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+    ) -> impl Future<Output = Result<Vec<Option<String>>, StoreError>> + Send {
+        let _ = site;
+        let none = vec![None; pages.len()];
+        async move { Ok(none) }
+    }
+
     /// A site's refresh: [`Store::read`] of the site scope and
     /// [`Store::distinct`] of each group of sketches (online minutes, the
     /// days of this week…), which a store may answer in one round trip.
@@ -604,6 +623,17 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.breakdown(site, scope, dimension, days).await,
             AnyStore::Redis(s) => s.breakdown(site, scope, dimension, days).await,
+        }
+    }
+
+    async fn titles(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.titles(site, pages).await,
+            AnyStore::Redis(s) => s.titles(site, pages).await,
         }
     }
 

@@ -128,6 +128,7 @@ pub fn import_batch(
             site: site.counting.max_values,
             page: site.counting.max_page_values,
         },
+        titles: Vec::new(),
     })
 }
 

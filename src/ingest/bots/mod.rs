@@ -219,9 +219,11 @@ impl BotDetector {
         self.count
     }
 
-    /// The matcher's verdict, bypassing the cache (same bounding rules).
-    #[cfg(test)]
-    fn matches_uncached(&self, user_agent: &[u8]) -> bool {
+    /// The matcher's verdict, bypassing this detector's cache (same
+    /// bounding rules): for a caller that caches verdicts itself (the
+    /// classifier keeps one with each User-Agent's browser, system and
+    /// device, so a hit looks its User-Agent up once).
+    pub fn matches_uncached(&self, user_agent: &[u8]) -> bool {
         let ua = bounded(user_agent);
         ua.trim_ascii().is_empty() || self.matcher.is_match(ua)
     }

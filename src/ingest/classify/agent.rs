@@ -473,6 +473,13 @@ fn platform(value: &[u8]) -> Option<Os> {
 }
 
 /// The parsed verdicts of recently seen header sets.
+/// The bits of a cache slot's low word holding the packed [`Agent`].
+const AGENT_BITS: u32 = (1 << 27) - 1;
+/// Set in a slot whose bot verdict is known.
+const VERDICT_KNOWN: u32 = 1 << 30;
+/// Set in a slot whose User-Agent is a bot's.
+const BOT: u32 = 1 << 31;
+
 pub(crate) struct AgentCache {
     /// Keyed SipHash: an outsider cannot aim a header set at another's slot.
     hasher: RandomState,
@@ -492,18 +499,55 @@ impl AgentCache {
     /// parsed and stored. Only the first [`MAX_UA_BYTES`] bytes of the
     /// User-Agent and [`MAX_HINT_BYTES`] of each hint count.
     pub fn agent(&self, user_agent: &[u8], hints: ClientHints<'_>) -> Agent {
+        self.lookup(user_agent, hints, None::<fn(&[u8]) -> bool>).0
+    }
+
+    /// [`AgentCache::agent`] and the bot verdict `is_bot` gives for the
+    /// User-Agent, both kept in the same slot: one lookup per hit.
+    pub fn agent_and_bot(
+        &self,
+        user_agent: &[u8],
+        hints: ClientHints<'_>,
+        is_bot: impl FnOnce(&[u8]) -> bool,
+    ) -> (Agent, bool) {
+        let (agent, bot) = self.lookup(user_agent, hints, Some(is_bot));
+        (agent, bot.unwrap_or(false))
+    }
+
+    /// The agent, and the bot verdict when `is_bot` is given: from the
+    /// slot when it holds them, else worked out and stored. A slot's low
+    /// word is the packed agent (bits 0–26), [`VERDICT_KNOWN`] and
+    /// [`BOT`].
+    fn lookup(
+        &self,
+        user_agent: &[u8],
+        hints: ClientHints<'_>,
+        is_bot: Option<impl FnOnce(&[u8]) -> bool>,
+    ) -> (Agent, Option<bool>) {
         let ua = &user_agent[..user_agent.len().min(MAX_UA_BYTES)];
         let hints = hints.bounded();
         let hash = self.hasher.hash_one((ua, hints));
         let tag = (hash >> 32) | 1;
         let slot = &self.slots[(hash as usize) & (CACHE_SLOTS - 1)];
         let entry = slot.load(Ordering::Relaxed);
-        if entry >> 32 == tag {
-            return Agent::unpack(entry as u32);
+        let found = (entry >> 32 == tag).then_some(entry as u32);
+        let agent = found.map_or_else(|| parse(ua, hints), |word| Agent::unpack(word & AGENT_BITS));
+        let known = found
+            .filter(|word| word & VERDICT_KNOWN != 0)
+            .map(|word| word & BOT != 0);
+        let verdict = match (known, is_bot) {
+            (Some(bot), _) => Some(bot),
+            (None, Some(is_bot)) => Some(is_bot(ua)),
+            (None, None) => None,
+        };
+        if found.is_none() || (known.is_none() && verdict.is_some()) {
+            let flags = verdict.map_or(0, |bot| VERDICT_KNOWN | if bot { BOT } else { 0 });
+            slot.store(
+                (tag << 32) | u64::from(agent.pack() | flags),
+                Ordering::Relaxed,
+            );
         }
-        let agent = parse(ua, hints);
-        slot.store((tag << 32) | u64::from(agent.pack()), Ordering::Relaxed);
-        agent
+        (agent, verdict)
     }
 
     /// The slot and word a header set would use (tests forge entries).
@@ -544,6 +588,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_bot_verdict_is_kept_in_the_agents_slot() {
+        let cache = AgentCache::new();
+        let ua = b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        let hints = ClientHints::default();
+        let mut asked = 0;
+        let (_, bot) = cache.agent_and_bot(ua, hints, |_| {
+            asked += 1;
+            true
+        });
+        assert!(bot);
+        let (_, again) = cache.agent_and_bot(ua, hints, |_| {
+            asked += 1;
+            false
+        });
+        assert!(again, "answered from the slot");
+        assert_eq!(asked, 1, "the matcher ran once");
+        // An entry made without a verdict asks for it once, then keeps it.
+        let other = b"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+        let agent = cache.agent(other, hints);
+        let (same, bot) = cache.agent_and_bot(other, hints, |_| {
+            asked += 1;
+            false
+        });
+        assert_eq!((same, bot, asked), (agent, false, 2));
+        let (slot, _) = cache.slot_of(other, hints);
+        let word = slot.load(Ordering::Relaxed) as u32;
+        assert_eq!(word & (VERDICT_KNOWN | BOT), VERDICT_KNOWN);
+        assert_eq!(
+            cache.agent(other, hints),
+            agent,
+            "the flags never leak into the agent"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! and beside them: `referrer` (a referrer's host, the named-source table
 //! read from `sources.json`), `utm` (the page URL's campaign parameters) and
 //! `agent` ([`Browser`], [`Os`], [`Device`] from the User-Agent and Client
-//! Hints, cached per distinct header set).
+//! Hints, cached per distinct header set) and `country` ([`Country`] from a
+//! trusted proxy's header or the client address, through [`country()`];
+//! not yet part of [`Dimensions`]).
 //!
 //! # What it must not do
 //!
@@ -54,10 +56,12 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod country;
 mod referrer;
 mod utm;
 
 pub use agent::{Agent, Browser, ClientHints, Device, InApp, Os};
+pub use country::{Country, country};
 pub use referrer::SOURCES_JSON;
 
 use agent::AgentCache;
@@ -326,8 +330,19 @@ impl Classifier {
     /// site's configured `hosts`, compared without regard to case). Never
     /// allocates, never panics.
     pub fn classify<'a, S: AsRef<str>>(&self, hit: &Hit<'a>, site_hosts: &[S]) -> Dimensions<'a> {
-        let utm = Utm::from_page(hit.page);
         let agent = self.agents.agent(hit.user_agent, hit.hints);
+        self.classify_with(hit, agent, site_hosts)
+    }
+
+    /// [`Classifier::classify`] with the hit's agent already looked up
+    /// ([`Classifier::agent_and_bot`]).
+    pub fn classify_with<'a, S: AsRef<str>>(
+        &self,
+        hit: &Hit<'a>,
+        agent: Agent,
+        site_hosts: &[S],
+    ) -> Dimensions<'a> {
+        let utm = Utm::from_page(hit.page);
         let (mut channel, mut source) = self.origin(hit.referrer, &utm, agent.in_app, site_hosts);
         // Rule 1 overrides the channel of whatever rules 2–7 found, and
         // their source when the campaign names one.
@@ -357,6 +372,18 @@ impl Classifier {
     /// Client Hints, through the cache.
     pub fn agent(&self, user_agent: &[u8], hints: ClientHints<'_>) -> Agent {
         self.agents.agent(user_agent, hints)
+    }
+
+    /// [`Classifier::agent`] and whether the User-Agent is a bot's, as
+    /// `is_bot` (uncached) says: both kept in the one cache slot of the
+    /// User-Agent and Client Hints, so a hit looks them up once.
+    pub fn agent_and_bot(
+        &self,
+        user_agent: &[u8],
+        hints: ClientHints<'_>,
+        is_bot: impl FnOnce(&[u8]) -> bool,
+    ) -> (Agent, bool) {
+        self.agents.agent_and_bot(user_agent, hints, is_bot)
     }
 
     /// Rules 2–7: channel and source from the referrer, the in-app browser
