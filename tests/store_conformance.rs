@@ -130,6 +130,17 @@ mod redis_single {
         {
             self.store.top(site, period, limit)
         }
+        fn breakdown(
+            &self,
+            site: &str,
+            scope: &luot::store::Scope,
+            dimension: luot::store::Dimension,
+            days: &[jiff::civil::Date],
+        ) -> impl std::future::Future<
+            Output = Result<luot::store::BreakdownReading, luot::store::StoreError>,
+        > + Send {
+            self.store.breakdown(site, scope, dimension, days)
+        }
         fn read_site(
             &self,
             site: &str,
@@ -218,6 +229,13 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::site_refresh_reads_counters_watermark_and_sketches(&store).await;
     c::day_and_all_time_visitors_are_kept_and_merge(&store).await;
     c::top_pages_are_ranked_per_period(&store).await;
+    c::breakdown_values_add_up_over_days(&store).await;
+    c::a_duplicate_batch_adds_no_breakdown(&store).await;
+    c::a_full_breakdown_counts_new_values_as_other(&store).await;
+    c::an_expired_breakdown_increment_is_skipped(&store).await;
+    c::page_and_site_breakdowns_are_separate(&store).await;
+    c::breakdowns_in_any_order_land(&store).await;
+    c::a_large_breakdown_is_bounded_exactly(&store).await;
     c::ping_answers(&store).await;
     let aging = ClusterAging(&cluster);
     c::an_import_repeated_after_a_long_idle_is_a_duplicate(&store, &aging).await;
@@ -342,4 +360,80 @@ async fn redis_keeps_watermarks_of_producers_idle_for_years() {
     assert!(seen >= before - 1, "{seen} < {before}");
     let gone = common::redis::must(addr, &["HGET", "luot:{pr}:wm", "gone"]).text();
     assert_eq!(gone.as_deref(), Some("00000000000000000005"));
+}
+
+/// Every breakdown hash the apply script creates carries its day's
+/// expiry, an expired increment creates no key at all, and the layout is
+/// one hash per site dimension and day and one per page and day.
+#[tokio::test]
+async fn redis_breakdown_hashes_all_expire_and_late_ones_are_not_created() {
+    use luot::store::{BreakdownIncrement, Dimension, ValueBounds};
+    let store = redis_single::fresh().await;
+    let addr = store.server().addr();
+    let now = jiff::Timestamp::now();
+    let day = jiff::civil::Date::constant(2026, 11, 27);
+    let old = jiff::civil::Date::constant(2020, 1, 1);
+    let keep = now + jiff::SignedDuration::from_hours(24 * 30);
+    let gone = now - jiff::SignedDuration::from_hours(1);
+    let bd = |scope: &Scope, dimension, day, value: &str, expires| BreakdownIncrement {
+        scope: scope.clone(),
+        dimension,
+        day,
+        value: Arc::from(value),
+        hits: 1,
+        expires_at: Some(expires),
+    };
+    let page = Scope::Page(Arc::from("/a"));
+    let mut breakdowns = Vec::new();
+    for dimension in Dimension::ALL {
+        breakdowns.push(bd(&Scope::Site, dimension, day, "x", keep));
+        breakdowns.push(bd(&Scope::Site, dimension, old, "x", gone));
+    }
+    for dimension in [Dimension::Channel, Dimension::Source] {
+        breakdowns.push(bd(&page, dimension, day, "x", keep));
+        breakdowns.push(bd(&page, dimension, old, "x", gone));
+    }
+    let batch = SiteBatch {
+        site: Arc::from("ttl"),
+        id: BatchId {
+            producer: Arc::from("p"),
+            seq: 1,
+        },
+        increments: Vec::new(),
+        visitors: Vec::new(),
+        breakdowns: BreakdownIncrement::into_order(breakdowns),
+        bounds: ValueBounds::default(),
+        titles: Vec::new(),
+    };
+    store.apply(&batch).await.unwrap();
+    let mut keys: Vec<String> = common::redis::must(addr, &["KEYS", "luot:{ttl}:b*"])
+        .array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.text())
+        .collect();
+    keys.sort();
+    let mut want: Vec<String> = Dimension::ALL
+        .iter()
+        .map(|d| format!("luot:{{ttl}}:b:{}:2026-11-27", d.as_str()))
+        .collect();
+    want.push("luot:{ttl}:bp:2026-11-27:/a".to_string());
+    want.sort();
+    assert_eq!(keys, want, "no key for the expired day");
+    for key in &keys {
+        let at = common::redis::must(addr, &["EXPIRETIME", key]).int();
+        assert_eq!(at, Some(keep.as_second()), "{key}");
+    }
+    let fields = common::redis::must(addr, &["HGETALL", "luot:{ttl}:bp:2026-11-27:/a"]);
+    let fields: Vec<String> = fields
+        .array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.text())
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["0:x", "1", "1:x", "1"],
+        "a page's dimensions share its hash"
+    );
 }

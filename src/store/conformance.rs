@@ -14,7 +14,10 @@ use std::sync::Arc;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Applied, BatchId, EmbeddedStore, Increment, PeriodKey, Scope, SiteBatch, Store};
+use super::{
+    Applied, BatchId, BreakdownIncrement, Dimension, EmbeddedStore, Increment, OTHER, PeriodKey,
+    Scope, SiteBatch, Store, ValueBounds,
+};
 
 /// Makes a producer look idle: whatever a store records of when a
 /// producer's last batch was applied is set `idle` into the past, as if no
@@ -584,6 +587,439 @@ pub async fn top_pages_are_ranked_per_period<S: Store>(store: &S) {
     );
 }
 
+/// A breakdown increment of `value` on `day`, kept 30 days from now.
+fn bd(
+    scope: &Scope,
+    dimension: Dimension,
+    day: Date,
+    value: &str,
+    hits: u64,
+) -> BreakdownIncrement {
+    BreakdownIncrement {
+        scope: scope.clone(),
+        dimension,
+        day,
+        value: Arc::from(value),
+        hits,
+        expires_at: Some(Timestamp::now() + SignedDuration::from_hours(24 * 30)),
+    }
+}
+
+/// A batch of `increments` and `breakdowns` (put in order) under `bounds`.
+fn with_breakdowns(
+    site: &str,
+    seq: u64,
+    increments: Vec<Increment>,
+    breakdowns: Vec<BreakdownIncrement>,
+    bounds: ValueBounds,
+) -> SiteBatch {
+    SiteBatch {
+        breakdowns: BreakdownIncrement::into_order(breakdowns),
+        bounds,
+        ..batch(site, "p1", seq, increments)
+    }
+}
+
+/// The values of a breakdown read, sorted by value.
+async fn breakdown_of<S: Store>(
+    store: &S,
+    site: &str,
+    scope: &Scope,
+    dimension: Dimension,
+    days: &[Date],
+) -> (u64, Vec<(String, u64)>) {
+    let mut r = store.breakdown(site, scope, dimension, days).await.unwrap();
+    r.values.sort();
+    (r.hits, r.values)
+}
+
+fn pairs(values: &[(&str, u64)]) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = values.iter().map(|&(s, n)| (s.to_string(), n)).collect();
+    v.sort();
+    v
+}
+
+const D1: Date = Date::constant(2026, 11, 25);
+const D2: Date = Date::constant(2026, 11, 26);
+const D3: Date = Date::constant(2026, 11, 27);
+
+/// A breakdown's values add up over the asked days; its hits are the day
+/// counters' (what `read` gives for those days), hits counted without
+/// dimensions included; another dimension, or a day never written, reads
+/// no values.
+pub async fn breakdown_values_add_up_over_days<S: Store>(store: &S) {
+    let site = "conf-bd-days";
+    let s = Scope::Site;
+    let ch = Dimension::Channel;
+    let first = with_breakdowns(
+        site,
+        1,
+        vec![
+            inc(&s, PeriodKey::Day(D1), 5),
+            inc(&s, PeriodKey::Day(D2), 7),
+        ],
+        vec![
+            bd(&s, ch, D1, "direct", 2),
+            bd(&s, ch, D1, "search", 3),
+            bd(&s, ch, D2, "search", 4),
+            bd(&s, ch, D2, "social", 1),
+            bd(&s, Dimension::Country, D2, "VN", 7),
+        ],
+        ValueBounds::default(),
+    );
+    assert_eq!(
+        store.apply(&first).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    // Hits without dimensions (imported) on D3, then a value on it.
+    let second = with_breakdowns(
+        site,
+        2,
+        vec![inc(&s, PeriodKey::Day(D3), 10)],
+        vec![bd(&s, ch, D3, "search", 6)],
+        ValueBounds::default(),
+    );
+    assert_eq!(
+        store.apply(&second).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    let days = [D1, D2, D3];
+    let day_hits: u64 = store
+        .read(site, &s, &days.map(PeriodKey::Day), "p1")
+        .await
+        .unwrap()
+        .values
+        .iter()
+        .sum();
+    assert_eq!(day_hits, 22);
+    assert_eq!(
+        breakdown_of(store, site, &s, ch, &days).await,
+        (
+            day_hits,
+            pairs(&[("direct", 2), ("search", 13), ("social", 1)])
+        )
+    );
+    assert_eq!(
+        breakdown_of(store, site, &s, ch, &[D2]).await,
+        (7, pairs(&[("search", 4), ("social", 1)]))
+    );
+    assert_eq!(
+        breakdown_of(store, site, &s, ch, &[D3, D1]).await,
+        (15, pairs(&[("direct", 2), ("search", 9)])),
+        "only the asked days, not those between"
+    );
+    assert_eq!(
+        breakdown_of(store, site, &s, Dimension::Country, &days).await,
+        (22, pairs(&[("VN", 7)]))
+    );
+    assert_eq!(
+        breakdown_of(store, site, &s, Dimension::Browser, &days).await,
+        (22, Vec::new()),
+        "a dimension never written"
+    );
+    let never = Date::constant(2026, 11, 1);
+    assert_eq!(
+        breakdown_of(store, site, &s, ch, &[never]).await,
+        (0, Vec::new()),
+        "a day never written"
+    );
+    assert_eq!(
+        breakdown_of(store, "conf-bd-nobody", &s, ch, &days).await,
+        (0, Vec::new()),
+        "a site never written"
+    );
+    assert_eq!(
+        breakdown_of(store, site, &s, ch, &[]).await,
+        (0, Vec::new())
+    );
+}
+
+/// A replayed batch adds nothing to a breakdown.
+pub async fn a_duplicate_batch_adds_no_breakdown<S: Store>(store: &S) {
+    let site = "conf-bd-once";
+    let page = Scope::Page(Arc::from("/a"));
+    let b = with_breakdowns(
+        site,
+        1,
+        vec![
+            inc(&Scope::Site, PeriodKey::Day(D3), 3),
+            inc(&page, PeriodKey::Day(D3), 3),
+        ],
+        vec![
+            bd(&Scope::Site, Dimension::Source, D3, "Google", 3),
+            bd(&page, Dimension::Source, D3, "Google", 3),
+        ],
+        ValueBounds::default(),
+    );
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Fresh { late: 0 });
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Duplicate);
+    for scope in [&Scope::Site, &page] {
+        assert_eq!(
+            breakdown_of(store, site, scope, Dimension::Source, &[D3]).await,
+            (3, pairs(&[("Google", 3)])),
+            "{scope:?}"
+        );
+    }
+}
+
+/// A counter holds at most its bound of distinct values, `(other)` not
+/// counted: a new value beyond goes to `(other)`, in the batch's value
+/// order, while values it holds keep counting; the site's bound and a
+/// page's apply separately, a page's per dimension.
+pub async fn a_full_breakdown_counts_new_values_as_other<S: Store>(store: &S) {
+    let site = "conf-bd-bound";
+    let s = Scope::Site;
+    let page = Scope::Page(Arc::from("/p"));
+    let (ch, src) = (Dimension::Channel, Dimension::Source);
+    let bounds = ValueBounds { site: 3, page: 2 };
+    let first = with_breakdowns(
+        site,
+        1,
+        Vec::new(),
+        vec![
+            // (other) sent as a value does not take a place.
+            bd(&s, src, D3, OTHER, 1),
+            bd(&s, src, D3, "a", 1),
+            bd(&s, src, D3, "b", 1),
+            bd(&s, src, D3, "c", 1),
+            bd(&s, src, D3, "d", 1),
+            bd(&s, src, D3, "e", 1),
+            bd(&page, src, D3, "a", 1),
+            bd(&page, src, D3, "b", 1),
+            bd(&page, src, D3, "c", 1),
+            bd(&page, ch, D3, "direct", 1),
+            bd(&page, ch, D3, "search", 1),
+            // Another day is another counter; on it the page's channels
+            // are full and its sources are not.
+            bd(&s, src, D2, "z", 1),
+            bd(&page, src, D2, "x", 1),
+            bd(&page, src, D2, OTHER, 1),
+            bd(&page, ch, D2, "direct", 1),
+            bd(&page, ch, D2, "search", 1),
+        ],
+        bounds,
+    );
+    store.apply(&first).await.unwrap();
+    let second = with_breakdowns(
+        site,
+        2,
+        Vec::new(),
+        vec![
+            bd(&s, src, D3, "a", 10),
+            bd(&s, src, D3, "f", 10),
+            bd(&page, src, D3, "b", 10),
+            bd(&page, src, D3, "d", 10),
+            bd(&page, src, D3, DISCOVER, 5),
+            bd(&page, ch, D3, "social", 10),
+            bd(&page, ch, D3, "direct", 10),
+            bd(&page, src, D2, "y", 10),
+        ],
+        bounds,
+    );
+    store.apply(&second).await.unwrap();
+    let (_, values) = breakdown_of(store, site, &s, src, &[D3]).await;
+    assert_eq!(
+        values,
+        pairs(&[("a", 11), ("b", 1), ("c", 1), (OTHER, 13)]),
+        "site bound 3"
+    );
+    let (_, values) = breakdown_of(store, site, &page, src, &[D3]).await;
+    assert_eq!(
+        values,
+        pairs(&[("a", 1), ("b", 11), (OTHER, 16)]),
+        "page bound 2"
+    );
+    let (_, values) = breakdown_of(store, site, &page, ch, &[D3]).await;
+    assert_eq!(
+        values,
+        pairs(&[("direct", 11), ("search", 1), (OTHER, 10)]),
+        "a page's bound is per dimension"
+    );
+    let (_, values) = breakdown_of(store, site, &s, src, &[D2, D3]).await;
+    assert_eq!(
+        values,
+        pairs(&[("a", 11), ("b", 1), ("c", 1), ("z", 1), (OTHER, 13)]),
+        "each day its own bound"
+    );
+    let (_, values) = breakdown_of(store, site, &page, src, &[D2]).await;
+    assert_eq!(
+        values,
+        pairs(&[("x", 1), ("y", 10), (OTHER, 1)]),
+        "a page's sources are not full because its channels are"
+    );
+    // A raised bound lets new values in again.
+    let third = with_breakdowns(
+        site,
+        3,
+        Vec::new(),
+        vec![bd(&s, src, D3, "g", 5)],
+        ValueBounds { site: 4, page: 2 },
+    );
+    store.apply(&third).await.unwrap();
+    let (_, values) = breakdown_of(store, site, &s, src, &[D3]).await;
+    assert_eq!(
+        values,
+        pairs(&[("a", 11), ("b", 1), ("c", 1), ("g", 5), (OTHER, 13)])
+    );
+}
+
+/// A breakdown increment whose expiry has passed is skipped (its counter
+/// is not brought back), beside a fresh one in the same batch.
+pub async fn an_expired_breakdown_increment_is_skipped<S: Store>(store: &S) {
+    let site = "conf-bd-late";
+    let old = Date::constant(2020, 1, 1);
+    let page = Scope::Page(Arc::from("/old"));
+    let gone = Some(Timestamp::now() - SignedDuration::from_hours(1));
+    let mut late = vec![
+        bd(&Scope::Site, Dimension::Device, old, "mobile", 4),
+        bd(&page, Dimension::Channel, old, "direct", 4),
+    ];
+    for b in &mut late {
+        b.expires_at = gone;
+    }
+    late.push(bd(&Scope::Site, Dimension::Device, D3, "mobile", 2));
+    let b = with_breakdowns(site, 1, Vec::new(), late, ValueBounds::default());
+    assert_eq!(store.apply(&b).await.unwrap(), Applied::Fresh { late: 0 });
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Site, Dimension::Device, &[old]).await,
+        (0, Vec::new())
+    );
+    assert_eq!(
+        breakdown_of(store, site, &page, Dimension::Channel, &[old]).await,
+        (0, Vec::new())
+    );
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Site, Dimension::Device, &[old, D3]).await,
+        (0, pairs(&[("mobile", 2)]))
+    );
+}
+
+/// A page's breakdown is its own: not the site's, not another page's.
+pub async fn page_and_site_breakdowns_are_separate<S: Store>(store: &S) {
+    let site = "conf-bd-scope";
+    let (a, b) = (Scope::Page(Arc::from("/a")), Scope::Page(Arc::from("/b")));
+    let ch = Dimension::Channel;
+    let batch = with_breakdowns(
+        site,
+        1,
+        vec![
+            inc(&Scope::Site, PeriodKey::Day(D3), 9),
+            inc(&a, PeriodKey::Day(D3), 5),
+            inc(&b, PeriodKey::Day(D3), 4),
+        ],
+        vec![
+            bd(&Scope::Site, ch, D3, "direct", 6),
+            bd(&Scope::Site, ch, D3, "search", 3),
+            bd(&a, ch, D3, "direct", 5),
+            bd(&a, Dimension::Source, D3, "(direct)", 5),
+            bd(&b, ch, D3, "search", 3),
+            bd(&b, ch, D3, "direct", 1),
+        ],
+        ValueBounds::default(),
+    );
+    store.apply(&batch).await.unwrap();
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Site, ch, &[D3]).await,
+        (9, pairs(&[("direct", 6), ("search", 3)]))
+    );
+    assert_eq!(
+        breakdown_of(store, site, &a, ch, &[D3]).await,
+        (5, pairs(&[("direct", 5)]))
+    );
+    assert_eq!(
+        breakdown_of(store, site, &a, Dimension::Source, &[D3]).await,
+        (5, pairs(&[("(direct)", 5)]))
+    );
+    assert_eq!(
+        breakdown_of(store, site, &b, ch, &[D3]).await,
+        (4, pairs(&[("direct", 1), ("search", 3)]))
+    );
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Page(Arc::from("/c")), ch, &[D3]).await,
+        (0, Vec::new())
+    );
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Site, Dimension::Source, &[D3]).await,
+        (9, Vec::new()),
+        "a page's source is not the site's"
+    );
+}
+
+/// A counter filled by more values than one store call carries, then
+/// added to: every value held lands once, the rest in `(other)`.
+pub async fn a_large_breakdown_is_bounded_exactly<S: Store>(store: &S) {
+    let site = "conf-bd-large";
+    let s = Scope::Site;
+    let campaign = Dimension::UtmCampaign;
+    let bounds = ValueBounds {
+        site: 1_200,
+        page: 50,
+    };
+    let values: Vec<String> = (0..1_500).map(|i| format!("campaign-{i:04}")).collect();
+    let first = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| bd(&s, campaign, D3, v, i as u64 + 1))
+        .collect();
+    store
+        .apply(&with_breakdowns(site, 1, Vec::new(), first, bounds))
+        .await
+        .unwrap();
+    let again = values.iter().map(|v| bd(&s, campaign, D3, v, 1)).collect();
+    store
+        .apply(&with_breakdowns(site, 2, Vec::new(), again, bounds))
+        .await
+        .unwrap();
+    let (_, got) = breakdown_of(store, site, &s, campaign, &[D3]).await;
+    let mut want: Vec<(String, u64)> = values[..1_200]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.clone(), i as u64 + 2))
+        .collect();
+    let over: u64 = (1_200..1_500u64).map(|i| i + 2).sum();
+    want.push((OTHER.to_string(), over));
+    want.sort();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+}
+
+/// A value with colons in it (Google Discover's referrer).
+const DISCOVER: &str = "android-app://com.google.android.googlequicksearchbox";
+
+/// Breakdown increments out of order, a value twice, land as if in order
+/// and merged; a value may hold colons.
+pub async fn breakdowns_in_any_order_land<S: Store>(store: &S) {
+    let site = "conf-bd-order";
+    let page = Scope::Page(Arc::from("/a"));
+    let (ch, src) = (Dimension::Channel, Dimension::Source);
+    let b = SiteBatch {
+        breakdowns: vec![
+            bd(&page, src, D3, "Zalo", 1),
+            bd(&page, ch, D3, "social", 1),
+            bd(&page, src, D2, "Zalo", 4),
+            bd(&page, src, D3, "Zalo", 2),
+            bd(&page, src, D3, DISCOVER, 1),
+            bd(&Scope::Site, ch, D3, "social", 2),
+            bd(&Scope::Site, ch, D3, "social", 3),
+            bd(&Scope::Site, ch, D3, "direct", 1),
+        ],
+        ..batch(site, "p1", 1, Vec::new())
+    };
+    store.apply(&b).await.unwrap();
+    assert_eq!(
+        breakdown_of(store, site, &Scope::Site, ch, &[D3]).await.1,
+        pairs(&[("direct", 1), ("social", 5)])
+    );
+    assert_eq!(
+        breakdown_of(store, site, &page, src, &[D2, D3]).await.1,
+        pairs(&[("Zalo", 7), (DISCOVER, 1)])
+    );
+    assert_eq!(
+        breakdown_of(store, site, &page, ch, &[D2, D3]).await.1,
+        pairs(&[("social", 1)])
+    );
+}
+
 /// A reachable store answers a ping.
 pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.unwrap();
@@ -609,6 +1045,13 @@ macro_rules! store_conformance_tests {
             site_refresh_reads_counters_watermark_and_sketches,
             day_and_all_time_visitors_are_kept_and_merge,
             top_pages_are_ranked_per_period,
+            breakdown_values_add_up_over_days,
+            a_duplicate_batch_adds_no_breakdown,
+            a_full_breakdown_counts_new_values_as_other,
+            an_expired_breakdown_increment_is_skipped,
+            page_and_site_breakdowns_are_separate,
+            breakdowns_in_any_order_land,
+            a_large_breakdown_is_bounded_exactly,
             ping_answers,
         );
         $crate::store_conformance_tests!(@aged $make;

@@ -3,6 +3,12 @@
 //! checks and advances the producer's watermark, so a batch is applied at
 //! most once even if it is replayed.
 //!
+//! Breakdowns are one redb entry per counter (scope, dimension, day),
+//! holding how many values it has and its expiry, and one per value,
+//! keyed by the counter and the value, so a scope's dimension over days is
+//! one key range and the bound check two lookups; expired counters are
+//! pruned whole through an expiry index, a bounded amount per batch.
+//!
 //! redb is synchronous; every call runs on tokio's blocking pool so the
 //! runtime's workers never wait on the disk.
 
@@ -13,8 +19,8 @@ use jiff::Timestamp;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
-    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store,
-    StoreError, TOP_KEPT,
+    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, OTHER, PeriodKey,
+    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, TOP_KEPT,
 };
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
@@ -39,6 +45,24 @@ const RANKINGS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("ranki
 /// When rankings expire: (expiry in Unix seconds, site hash, period code)
 /// → (), pruned like the sketches' index.
 const RANKING_EXPIRY: TableDefinition<(i64, u64, u32), ()> = TableDefinition::new("ranking_expiry");
+/// Breakdown values: a counter's key ([`counter_key`]: the scope's row
+/// key, the dimension, the day) followed by the value's bytes → hits. A
+/// scope and dimension over days is one key range, and a counter's values
+/// are one range within it.
+const BREAKDOWN_VALUES: TableDefinition<&[u8], u64> = TableDefinition::new("breakdown_values");
+/// Breakdown counters: counter key → (how many distinct values it holds,
+/// [`OTHER`] not counted; expiry in Unix seconds, 0 for never). Makes the
+/// bound check one lookup, and a counter's expiry one value.
+const BREAKDOWN_COUNTERS: TableDefinition<&[u8; COUNTER_KEY_LEN], (u32, i64)> =
+    TableDefinition::new("breakdown_counters");
+/// When breakdown counters expire: (expiry in Unix seconds, counter key)
+/// → (), pruned like the sketches' index.
+const BREAKDOWN_EXPIRY: TableDefinition<(i64, &[u8; COUNTER_KEY_LEN]), ()> =
+    TableDefinition::new("breakdown_expiry");
+/// A breakdown counter's key: the 16-byte row key of its scope (as
+/// [`find_row`] resolves it, so scopes whose hashes collide keep apart),
+/// the dimension's index, the day number big-endian (days sort in time).
+const COUNTER_KEY_LEN: usize = 21;
 /// Shared secrets (salts): name → 32 bytes.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Visitor sketches: (site, sketch name) → an encoded `SketchUnion`. Only
@@ -432,6 +456,9 @@ impl EmbeddedStore {
             tx.open_table(WATERMARKS).map_err(unavailable)?;
             tx.open_table(SECRETS).map_err(unavailable)?;
             tx.open_table(SKETCHES).map_err(unavailable)?;
+            tx.open_table(BREAKDOWN_VALUES).map_err(unavailable)?;
+            tx.open_table(BREAKDOWN_COUNTERS).map_err(unavailable)?;
+            tx.open_table(BREAKDOWN_EXPIRY).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(EmbeddedStore {
@@ -474,7 +501,8 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Applies `batch` in one write transaction, unless its watermark shows
-/// it applied already: the counters, the rankings, the visitor sketches.
+/// it applied already: the counters, the rankings, the breakdowns, the
+/// visitor sketches.
 fn apply_blocking(
     db: &Database,
     batch: &SiteBatch,
@@ -485,7 +513,8 @@ fn apply_blocking(
     if !advance_watermark(&tx, batch, now)? {
         return Ok(Applied::Duplicate);
     }
-    let late = add_increments(&tx, batch, scope_hash, now)?;
+    let (late, rows) = add_increments(&tx, batch, scope_hash, now)?;
+    add_breakdowns(&tx, batch, &rows, scope_hash, now)?;
     merge_visitors(&tx, batch, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(Applied::Fresh { late })
@@ -517,17 +546,23 @@ fn advance_watermark(
     Ok(true)
 }
 
+/// Where a batch's scopes' rows are ([`find_row`]'s answer), kept from
+/// the increments for the breakdowns of the same scopes.
+type RowKeys<'a> = std::collections::HashMap<&'a str, [u8; 16]>;
+
 /// Adds the batch's increments to their rows, in key order, dropping
 /// expired periods, and keeps the site's rankings of the pages it
 /// touched. Returns how many increments came too late (their period had
-/// expired).
-fn add_increments(
+/// expired), and where each scope's row is when the batch has breakdowns
+/// to add.
+fn add_increments<'a>(
     tx: &redb::WriteTransaction,
-    batch: &SiteBatch,
+    batch: &'a SiteBatch,
     scope_hash: fn(&[u8]) -> u64,
     now: Timestamp,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, RowKeys<'a>), StoreError> {
     let mut rows = tx.open_table(ROWS).map_err(unavailable)?;
+    let mut resolved = RowKeys::new();
     let mut skipped = 0u64;
     let site_hash = key_hash(batch.site.as_bytes());
     let mut encoded = Vec::new();
@@ -557,6 +592,9 @@ fn add_increments(
         // another scope's, when their hashes collide.
         let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
         let (key, row) = find_row(&rows, site_hash, scope, hash)?;
+        if !batch.breakdowns.is_empty() {
+            resolved.insert(scope, key);
+        }
         let mut row = row.unwrap_or_else(|| Row::new(scope));
         for inc in run {
             if inc.expires_at.is_some_and(|at| at <= now) {
@@ -585,7 +623,293 @@ fn add_increments(
     }
     store_rankings(rankings, &mut ranking_table, &mut ranking_expiry, site_hash)?;
     prune_rankings(&mut ranking_table, &mut ranking_expiry, now.as_second())?;
-    Ok(skipped)
+    Ok((skipped, resolved))
+}
+
+fn counter_key(
+    row: &[u8; 16],
+    dimension: Dimension,
+    day: jiff::civil::Date,
+) -> [u8; COUNTER_KEY_LEN] {
+    let mut key = [0u8; COUNTER_KEY_LEN];
+    key[..16].copy_from_slice(row);
+    // Nine dimensions: the index always fits a byte.
+    key[16] = dimension.index() as u8;
+    key[17..].copy_from_slice(&crate::period::day_number(day).to_be_bytes());
+    key
+}
+
+/// The first key past every value of the counters from `from` on that
+/// share its first `len` bytes: values are UTF-8, which never holds the
+/// byte 0xFF.
+fn past_values(from: &[u8], len: usize) -> Vec<u8> {
+    let mut end = from[..len].to_vec();
+    end.push(0xFF);
+    end
+}
+
+/// Deletes a breakdown counter, its values and its expiry entry; returns
+/// how many values it held.
+fn remove_counter(
+    values: &mut redb::Table<&[u8], u64>,
+    counters: &mut redb::Table<&[u8; COUNTER_KEY_LEN], (u32, i64)>,
+    expiry: &mut redb::Table<(i64, &[u8; COUNTER_KEY_LEN]), ()>,
+    key: &[u8; COUNTER_KEY_LEN],
+    expires: i64,
+) -> Result<usize, StoreError> {
+    let end = past_values(key, COUNTER_KEY_LEN);
+    let mut removed = 0;
+    values
+        .retain_in::<&[u8], _>(key.as_slice()..end.as_slice(), |_, _| {
+            removed += 1;
+            false
+        })
+        .map_err(unavailable)?;
+    counters.remove(key).map_err(unavailable)?;
+    if expires != 0 {
+        expiry.remove((expires, key)).map_err(unavailable)?;
+    }
+    Ok(removed)
+}
+
+/// Adds the batch's breakdown increments to their counters, in key order:
+/// a value the counter holds grows; a new one enters while the counter
+/// holds fewer than its bound, else its hits go to [`OTHER`]. A counter's
+/// increments share its expiry (the day's retention; the first one's is
+/// used); past it they are skipped, like a late day increment, and the
+/// counter is not recreated. Then prunes expired counters.
+fn add_breakdowns(
+    tx: &redb::WriteTransaction,
+    batch: &SiteBatch,
+    resolved: &RowKeys<'_>,
+    scope_hash: fn(&[u8]) -> u64,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut values = tx.open_table(BREAKDOWN_VALUES).map_err(unavailable)?;
+    let mut counters = tx.open_table(BREAKDOWN_COUNTERS).map_err(unavailable)?;
+    let mut expiry = tx.open_table(BREAKDOWN_EXPIRY).map_err(unavailable)?;
+    let now_s = now.as_second();
+    if !batch.breakdowns.is_empty() {
+        let reordered;
+        let breakdowns = if BreakdownIncrement::in_order(&batch.breakdowns) {
+            &batch.breakdowns
+        } else {
+            reordered = BreakdownIncrement::into_order(batch.breakdowns.clone());
+            &reordered
+        };
+        let mut rows = tx.open_table(ROWS).map_err(unavailable)?;
+        let site_hash = key_hash(batch.site.as_bytes());
+        // One run per scope, visited in row-key order as the increments
+        // are (see `add_increments`).
+        let mut runs: Vec<([u8; 16], &[BreakdownIncrement])> = breakdowns
+            .chunk_by(|a, b| a.scope == b.scope)
+            .map(|run| {
+                let hash = scope_hash(run[0].scope.as_key().as_bytes());
+                (row_key(site_hash, hash), run)
+            })
+            .collect();
+        runs.sort_unstable_by_key(|r| r.0);
+        let mut value_key = Vec::new();
+        for (key, run) in runs {
+            crate::background::pace();
+            let scope = run[0].scope.as_key();
+            let row = match resolved.get(scope) {
+                // Its increments wrote the row just now.
+                Some(row) => *row,
+                None => {
+                    let hash = u64::from_be_bytes(key[8..].try_into().expect("8 bytes"));
+                    let (row, found) = find_row(&rows, site_hash, scope, hash)?;
+                    if found.is_none() {
+                        // The row key names the scope's breakdowns: claim
+                        // it, so no colliding scope takes it later.
+                        let mut encoded = Vec::new();
+                        Row::new(scope).encode(&mut encoded);
+                        rows.insert(&row, encoded.as_slice()).map_err(unavailable)?;
+                    }
+                    row
+                }
+            };
+            let bound = if scope.is_empty() {
+                batch.bounds.site
+            } else {
+                batch.bounds.page
+            };
+            for counter in run.chunk_by(|a, b| a.dimension == b.dimension && a.day == b.day) {
+                let first = &counter[0];
+                if first.expires_at.is_some_and(|at| at <= now) {
+                    continue;
+                }
+                let expires = first.expires_at.map_or(0, |t| t.as_second().max(1));
+                let ck = counter_key(&row, first.dimension, first.day);
+                let stored = counters.get(&ck).map_err(unavailable)?.map(|v| v.value());
+                let (mut held, was) = match stored {
+                    Some((held, at)) if at == 0 || at > now_s => (held, Some(at)),
+                    Some((_, at)) => {
+                        // Expired, not pruned yet: it is gone, as a Redis
+                        // key would be.
+                        remove_counter(&mut values, &mut counters, &mut expiry, &ck, at)?;
+                        (0, None)
+                    }
+                    None => (0, None),
+                };
+                let mut other = 0u64;
+                for inc in counter {
+                    if &*inc.value == OTHER {
+                        other = other.saturating_add(inc.hits);
+                        continue;
+                    }
+                    value_key.clear();
+                    value_key.extend_from_slice(&ck);
+                    value_key.extend_from_slice(inc.value.as_bytes());
+                    let had = values
+                        .get(value_key.as_slice())
+                        .map_err(unavailable)?
+                        .map(|v| v.value());
+                    let hits = match had {
+                        Some(h) => h.saturating_add(inc.hits),
+                        None if held < bound => {
+                            held += 1;
+                            inc.hits
+                        }
+                        None => {
+                            other = other.saturating_add(inc.hits);
+                            continue;
+                        }
+                    };
+                    values
+                        .insert(value_key.as_slice(), hits)
+                        .map_err(unavailable)?;
+                }
+                if other > 0 {
+                    value_key.clear();
+                    value_key.extend_from_slice(&ck);
+                    value_key.extend_from_slice(OTHER.as_bytes());
+                    let had = values
+                        .get(value_key.as_slice())
+                        .map_err(unavailable)?
+                        .map_or(0, |v| v.value());
+                    values
+                        .insert(value_key.as_slice(), had.saturating_add(other))
+                        .map_err(unavailable)?;
+                }
+                if stored != Some((held, expires)) {
+                    counters.insert(&ck, (held, expires)).map_err(unavailable)?;
+                }
+                if was != Some(expires) {
+                    if let Some(at) = was.filter(|at| *at != 0) {
+                        expiry.remove((at, &ck)).map_err(unavailable)?;
+                    }
+                    if expires != 0 {
+                        expiry.insert((expires, &ck), ()).map_err(unavailable)?;
+                    }
+                }
+            }
+        }
+    }
+    prune_breakdowns(&mut values, &mut counters, &mut expiry, now_s)
+}
+
+/// Deletes breakdown counters whose retention has passed, until about
+/// [`PRUNE_PER_BATCH`] values are gone (at least one counter a call).
+fn prune_breakdowns(
+    values: &mut redb::Table<&[u8], u64>,
+    counters: &mut redb::Table<&[u8; COUNTER_KEY_LEN], (u32, i64)>,
+    expiry: &mut redb::Table<(i64, &[u8; COUNTER_KEY_LEN]), ()>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut removed = 0;
+    while removed < PRUNE_PER_BATCH {
+        let due = match expiry.first().map_err(unavailable)? {
+            Some((k, _)) => {
+                let (at, key) = k.value();
+                (at <= now).then_some((at, *key))
+            }
+            None => None,
+        };
+        let Some((at, key)) = due else {
+            break;
+        };
+        removed += 1 + remove_counter(values, counters, expiry, &key, at)?;
+    }
+    Ok(())
+}
+
+/// [`Store::breakdown`] in one read transaction: the scope's day counters
+/// from its row, and one range scan each of the counters and the values
+/// of the scope and dimension from the first asked day to the last.
+fn breakdown_blocking(
+    db: &Database,
+    site: &str,
+    scope: &str,
+    dimension: Dimension,
+    days: &[jiff::civil::Date],
+    scope_hash: fn(&[u8]) -> u64,
+) -> Result<BreakdownReading, StoreError> {
+    let mut days = days.to_vec();
+    days.sort_unstable();
+    days.dedup();
+    let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
+        return Ok(BreakdownReading::default());
+    };
+    let tx = db.begin_read().map_err(unavailable)?;
+    let rows = tx.open_table(ROWS).map_err(unavailable)?;
+    let (row_key, row) = find_row(
+        &rows,
+        key_hash(site.as_bytes()),
+        scope,
+        scope_hash(scope.as_bytes()),
+    )?;
+    let Some(row) = row else {
+        return Ok(BreakdownReading::default());
+    };
+    let now = Timestamp::now().as_second();
+    let hits = days
+        .iter()
+        .map(|d| row.get(period_code(&PeriodKey::Day(*d)), now))
+        .fold(0u64, u64::saturating_add);
+    let counters = tx.open_table(BREAKDOWN_COUNTERS).map_err(unavailable)?;
+    let from = counter_key(&row_key, dimension, first);
+    let to = counter_key(&row_key, dimension, last);
+    let asked: std::collections::HashSet<[u8; 4]> = days
+        .iter()
+        .map(|d| crate::period::day_number(*d).to_be_bytes())
+        .collect();
+    let day_of = |key: &[u8]| -> [u8; 4] { key[17..COUNTER_KEY_LEN].try_into().expect("4 bytes") };
+    let mut live = std::collections::HashSet::new();
+    for entry in counters
+        .range::<&[u8; COUNTER_KEY_LEN]>(&from..=&to)
+        .map_err(unavailable)?
+    {
+        let (k, v) = entry.map_err(unavailable)?;
+        let (_, at) = v.value();
+        let day = day_of(k.value());
+        if (at == 0 || at > now) && asked.contains(&day) {
+            live.insert(day);
+        }
+    }
+    let mut sums: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    if !live.is_empty() {
+        let table = tx.open_table(BREAKDOWN_VALUES).map_err(unavailable)?;
+        let end = past_values(&to, COUNTER_KEY_LEN);
+        for entry in table
+            .range::<&[u8]>(from.as_slice()..end.as_slice())
+            .map_err(unavailable)?
+        {
+            let (k, v) = entry.map_err(unavailable)?;
+            let key = k.value();
+            if !live.contains(&day_of(key)) {
+                continue;
+            }
+            let value = std::str::from_utf8(&key[COUNTER_KEY_LEN..])
+                .map_err(|_| StoreError::Corrupt("breakdown value".into()))?;
+            let sum = sums.entry(value.to_string()).or_default();
+            *sum = sum.saturating_add(v.value());
+        }
+    }
+    Ok(BreakdownReading {
+        hits,
+        values: sums.into_iter().collect(),
+    })
 }
 
 /// Merges the batch's visitor deltas into the stored sketches (minute
@@ -832,6 +1156,21 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn breakdown(
+        &self,
+        site: &str,
+        scope: &Scope,
+        dimension: Dimension,
+        days: &[jiff::civil::Date],
+    ) -> Result<BreakdownReading, StoreError> {
+        let site = site.to_string();
+        let scope = scope.as_key().to_string();
+        let days = days.to_vec();
+        let scope_hash = self.scope_hash;
+        self.blocking(move |db| breakdown_blocking(db, &site, &scope, dimension, &days, scope_hash))
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
             .await
@@ -950,6 +1289,125 @@ mod tests {
         );
         let top = store.top("s", PeriodKey::Total, 1_000).await.unwrap();
         assert_eq!(top.len(), TOP_KEPT);
+    }
+
+    fn bd(
+        scope: &Scope,
+        dimension: Dimension,
+        day: jiff::civil::Date,
+        value: &str,
+        expires_at: Option<Timestamp>,
+    ) -> BreakdownIncrement {
+        BreakdownIncrement {
+            scope: scope.clone(),
+            dimension,
+            day,
+            value: Arc::from(value),
+            hits: 1,
+            expires_at,
+        }
+    }
+
+    fn len<K: redb::Key + 'static, V: redb::Value + 'static>(
+        store: &EmbeddedStore,
+        table: TableDefinition<K, V>,
+    ) -> u64 {
+        use redb::ReadableTableMetadata;
+        let tx = store.db.begin_read().unwrap();
+        tx.open_table(table).unwrap().len().unwrap()
+    }
+
+    /// Expired breakdown counters go, values and all: pruned by a later
+    /// batch, or dropped when a batch adds to one not pruned yet.
+    #[tokio::test]
+    async fn expired_breakdown_counters_are_pruned_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let soon = Some(Timestamp::now() + jiff::SignedDuration::from_secs(1));
+        let later = Some(Timestamp::now() + jiff::SignedDuration::from_hours(1));
+        let (d1, d2, d3) = (
+            jiff::civil::Date::constant(2026, 11, 25),
+            jiff::civil::Date::constant(2026, 11, 26),
+            jiff::civil::Date::constant(2026, 11, 27),
+        );
+        let ch = Dimension::Channel;
+        let site = Scope::Site;
+        let first = SiteBatch {
+            breakdowns: vec![
+                bd(&site, ch, d1, "gone", soon),
+                bd(&site, ch, d1, "gone too", soon),
+                bd(&site, ch, d2, "kept", None),
+                bd(&site, ch, d3, "old", soon),
+            ],
+            ..batch(1, std::iter::empty())
+        };
+        store.apply(&first).await.unwrap();
+        assert_eq!(len(&store, BREAKDOWN_VALUES), 4);
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        let second = SiteBatch {
+            breakdowns: vec![bd(&site, ch, d3, "new", later)],
+            ..batch(2, std::iter::empty())
+        };
+        store.apply(&second).await.unwrap();
+        let read = |day: jiff::civil::Date| {
+            let store = store.clone();
+            async move {
+                let mut r = store
+                    .breakdown("s", &Scope::Site, ch, &[day])
+                    .await
+                    .unwrap();
+                r.values.sort();
+                r.values
+            }
+        };
+        assert_eq!(read(d3).await, vec![("new".to_string(), 1)]);
+        assert_eq!(read(d2).await, vec![("kept".to_string(), 1)]);
+        assert_eq!(read(d1).await, vec![]);
+        assert_eq!(
+            len(&store, BREAKDOWN_VALUES),
+            2,
+            "d1 pruned, d3's old value dropped"
+        );
+        assert_eq!(len(&store, BREAKDOWN_COUNTERS), 2);
+        assert_eq!(len(&store, BREAKDOWN_EXPIRY), 1, "only d3 expires");
+    }
+
+    /// Scopes whose row keys collide keep their breakdowns apart, the
+    /// site's included.
+    #[tokio::test]
+    async fn breakdowns_of_colliding_scopes_keep_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with_scope_hash(dir.path(), |_| 7).unwrap();
+        let day = jiff::civil::Date::constant(2026, 11, 27);
+        let (a, b) = (Scope::Page(Arc::from("/a")), Scope::Page(Arc::from("/b")));
+        let ch = Dimension::Channel;
+        let one = SiteBatch {
+            breakdowns: BreakdownIncrement::into_order(vec![
+                bd(&a, ch, day, "a", None),
+                bd(&b, ch, day, "b", None),
+            ]),
+            ..batch(1, std::iter::empty())
+        };
+        store.apply(&one).await.unwrap();
+        let two = SiteBatch {
+            // "/b" has increments too: its row is found once for both.
+            breakdowns: vec![
+                bd(&Scope::Site, ch, day, "site", None),
+                bd(&b, ch, day, "b2", None),
+            ],
+            ..batch(2, [("/b".to_string(), 1)].into_iter())
+        };
+        store.apply(&two).await.unwrap();
+        for (scope, values) in [
+            (&Scope::Site, vec!["site"]),
+            (&a, vec!["a"]),
+            (&b, vec!["b", "b2"]),
+        ] {
+            let mut r = store.breakdown("s", scope, ch, &[day]).await.unwrap();
+            r.values.sort();
+            let want: Vec<(String, u64)> = values.iter().map(|v| (v.to_string(), 1)).collect();
+            assert_eq!(r.values, want, "{scope:?}");
+        }
     }
 
     #[test]

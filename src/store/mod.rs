@@ -252,6 +252,37 @@ pub struct BreakdownIncrement {
     pub expires_at: Option<Timestamp>,
 }
 
+impl BreakdownIncrement {
+    fn order_key(&self) -> (&Scope, Dimension, Date, &str) {
+        (&self.scope, self.dimension, self.day, &self.value)
+    }
+
+    /// Whether `breakdowns` are in the order a batch carries them (by
+    /// scope, dimension, day and value, each once): the stores apply a
+    /// counter's increments as one run.
+    pub fn in_order(breakdowns: &[BreakdownIncrement]) -> bool {
+        breakdowns
+            .windows(2)
+            .all(|w| w[0].order_key() < w[1].order_key())
+    }
+
+    /// `breakdowns` put in that order, the hits of a repeated counter and
+    /// value summed (the first one's expiry kept).
+    pub fn into_order(mut breakdowns: Vec<BreakdownIncrement>) -> Vec<BreakdownIncrement> {
+        breakdowns.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        let mut merged: Vec<BreakdownIncrement> = Vec::with_capacity(breakdowns.len());
+        for b in breakdowns {
+            match merged.last_mut() {
+                Some(last) if last.order_key() == b.order_key() => {
+                    last.hits = last.hits.saturating_add(b.hits);
+                }
+                _ => merged.push(b),
+            }
+        }
+        merged
+    }
+}
+
 /// A breakdown as read: the scope's hits over the asked days and the
 /// stored values' hits summed over them, read in one snapshot, so
 /// `hits - sum(values)` is what was counted without dimensions
@@ -704,6 +735,41 @@ mod tests {
         for (i, d) in Dimension::ALL.into_iter().enumerate() {
             assert_eq!((d.index(), Dimension::from_name(d.as_str())), (i, Some(d)));
         }
+    }
+
+    #[test]
+    fn breakdowns_are_put_in_order_and_merged() {
+        let day = Date::constant(2026, 11, 27);
+        let b = |scope: Scope, dimension, value: &str, hits| BreakdownIncrement {
+            scope,
+            dimension,
+            day,
+            value: Arc::from(value),
+            hits,
+            expires_at: None,
+        };
+        let page = || Scope::Page(Arc::from("/a"));
+        let mixed = vec![
+            b(page(), Dimension::Channel, "direct", 1),
+            b(Scope::Site, Dimension::Source, "Google", 2),
+            b(Scope::Site, Dimension::Channel, "search", 3),
+            b(Scope::Site, Dimension::Source, "Google", 4),
+        ];
+        assert!(!BreakdownIncrement::in_order(&mixed));
+        let ordered = BreakdownIncrement::into_order(mixed);
+        assert!(BreakdownIncrement::in_order(&ordered));
+        let shape: Vec<(Scope, Dimension, &str, u64)> = ordered
+            .iter()
+            .map(|b| (b.scope.clone(), b.dimension, &*b.value, b.hits))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Scope::Site, Dimension::Channel, "search", 3),
+                (Scope::Site, Dimension::Source, "Google", 6),
+                (page(), Dimension::Channel, "direct", 1),
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! |---|---|---|
 //! | `luot:{s}:h:d:2026-11-27`, `…:h:w:2026-11-23`, `…:h:m:2026-11`, `…:h:t` | string | site hits per day, week, month, ever; the day keys are the daily series |
 //! | `luot:{s}:p:d:…`, `…:p:w:…`, `…:p:m:…`, `…:p:t` | sorted set | hits per page per period: page figures and "most read" |
+//! | `luot:{s}:b:<dimension>:2026-11-27` | hash | the site's breakdown by one dimension on one day: value → hits, at most `bounds.site` values besides `(other)` |
+//! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
@@ -15,11 +17,22 @@
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
 //! | `luot:secret:<name>` | string | shared secrets (daily salts expire) |
 //!
-//! Day and week keys expire by `EXPIREAT` (their retention); months and
-//! totals never. The apply script checks and advances the producer's
-//! watermark in the same atomic step as the increments, and skips an
-//! increment whose key's expiry has passed (counted late; the key is not
-//! recreated without a TTL).
+//! Day and week keys and breakdown hashes expire by `EXPIREAT` (their
+//! retention); months and totals never. The apply script checks and
+//! advances the producer's watermark in the same atomic step as the
+//! increments and breakdowns, and skips an increment whose key's expiry
+//! has passed (counted late; the key is not recreated without a TTL), a
+//! breakdown increment likewise (not counted).
+//!
+//! A breakdown hash costs one `HMGET` and one `HSET` a batch (per 1,000
+//! fields), an `HINCRBY` of `(other)` when some value overflowed, and an
+//! `EXPIREAT`; the values a counter holds are counted (`HLEN` for a
+//! site's hash, `HKEYS` of a page's, at most two bounds' worth of fields)
+//! only when a value it does not hold arrives. A page's dimensions share
+//! one hash a day, so pages × days keys rather than twice that, and its
+//! fields name the dimension by its two-byte index, not its name. Reading
+//! a breakdown over N days is one script: N `GET`s or `ZSCORE`s of the day
+//! counters and N `HGETALL`s.
 //!
 //! Watermarks are never pruned, however long a producer stays idle: a
 //! forgotten watermark would let the same import (its own producer,
@@ -43,9 +56,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use super::{
-    Applied, Increment, Members, PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError,
+    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PeriodKey,
+    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -68,6 +83,8 @@ const READ_LUA: &str = include_str!("lua/read.lua");
 
 const READ_PAGES_LUA: &str = include_str!("lua/read_pages.lua");
 
+const BREAKDOWN_LUA: &str = include_str!("lua/breakdown.lua");
+
 /// Most pages one page-reading script reads (its reply carries five values
 /// per page).
 pub const MAX_PAGES_PER_READ: usize = 256;
@@ -86,6 +103,7 @@ pub struct RedisStore {
     apply: Script,
     read: Script,
     read_pages: Script,
+    breakdown: Script,
 }
 
 /// Whether a URL setting names a cluster: `redis+cluster://…`, or several
@@ -220,6 +238,111 @@ fn group_increments(increments: &[Increment]) -> Vec<Group<'_>> {
     groups
 }
 
+/// The hash holding the breakdown of `scope` on `day`: for the site one
+/// per dimension (`luot:{s}:b:<dimension>:<day>`, a field per value), for
+/// a page one for all its dimensions (`luot:{s}:bp:<day>:<page>`, a field
+/// per dimension and value, see [`field_prefix`]), so a page costs one
+/// key a day, not one per dimension.
+pub fn breakdown_key(site: &str, scope: &Scope, dimension: Dimension, day: Date) -> String {
+    match scope {
+        Scope::Site => key(site, &format!("b:{}:{day}", dimension.as_str())),
+        Scope::Page(page) => key(site, &format!("bp:{day}:{page}")),
+    }
+}
+
+/// What a field of a breakdown hash starts with before its value: nothing
+/// in a site's hash (one dimension a hash), the dimension's index and a
+/// colon in a page's (`0:direct`, `1:Google`): two bytes rather than a
+/// name, as a page's hashes are many (pages × days).
+fn field_prefix(scope: &Scope, dimension: Dimension) -> String {
+    match scope {
+        Scope::Site => String::new(),
+        Scope::Page(_) => format!("{}:", dimension.index()),
+    }
+}
+
+/// One breakdown hash and what a batch adds to it: each field once (a
+/// site hash's fields are values, a page hash's are
+/// [`field_prefix`]ed), with its hits.
+#[derive(Debug)]
+struct BreakdownHash<'a> {
+    key: String,
+    fields: Vec<(std::borrow::Cow<'a, str>, u64)>,
+}
+
+/// Breakdown hashes of one kind (site or page) that share their expiry,
+/// which the apply script takes once for them all.
+#[derive(Debug)]
+struct BreakdownGroup<'a> {
+    page: bool,
+    /// The first increment's: a counter's increments share the day's
+    /// retention.
+    expires: Option<Timestamp>,
+    bound: u32,
+    hashes: Vec<BreakdownHash<'a>>,
+}
+
+/// Groups breakdown increments in order ([`BreakdownIncrement::in_order`])
+/// by the hash they add to (a site counter alone, a page's counters of
+/// one day together), and hashes of one kind and expiry into one group: a
+/// flush is then a group of site hashes and one of page hashes (two of
+/// each across midnight), and a page's hash a few script arguments.
+fn group_breakdowns<'a>(
+    site: &str,
+    breakdowns: &'a [BreakdownIncrement],
+    bounds: ValueBounds,
+) -> Vec<BreakdownGroup<'a>> {
+    let mut groups: Vec<BreakdownGroup<'a>> = Vec::new();
+    for scope_run in breakdowns.chunk_by(|a, b| a.scope == b.scope) {
+        let scope = &scope_run[0].scope;
+        let page = matches!(scope, Scope::Page(_));
+        let mut counters: Vec<&[BreakdownIncrement]> = scope_run
+            .chunk_by(|a, b| a.dimension == b.dimension && a.day == b.day)
+            .collect();
+        if page {
+            // Stable: a day's counters stay in dimension order.
+            counters.sort_by_key(|c| c[0].day);
+        }
+        for day_run in counters.chunk_by(|a, b| page && a[0].day == b[0].day) {
+            let first = &day_run[0][0];
+            let fields = day_run
+                .iter()
+                .flat_map(|c| c.iter())
+                .map(|b| {
+                    let field = if page {
+                        std::borrow::Cow::Owned(format!(
+                            "{}{}",
+                            field_prefix(scope, b.dimension),
+                            b.value
+                        ))
+                    } else {
+                        std::borrow::Cow::Borrowed(&*b.value)
+                    };
+                    (field, b.hits)
+                })
+                .collect();
+            let hash = BreakdownHash {
+                key: breakdown_key(site, scope, first.dimension, first.day),
+                fields,
+            };
+            // Groups are few (a kind and an expiry each: a page seen on
+            // two days is in two), so they are found by a linear search.
+            let same =
+                |g: &&mut BreakdownGroup<'a>| g.page == page && g.expires == first.expires_at;
+            match groups.iter_mut().rev().find(same) {
+                Some(g) => g.hashes.push(hash),
+                None => groups.push(BreakdownGroup {
+                    page,
+                    expires: first.expires_at,
+                    bound: if page { bounds.page } else { bounds.site },
+                    hashes: vec![hash],
+                }),
+            }
+        }
+    }
+    groups
+}
+
 /// The key holding the visitor sketch `sketch` of a site.
 pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
     key(site, &format!("v:{sketch}"))
@@ -258,6 +381,7 @@ impl RedisStore {
             apply: Script::new(APPLY_LUA),
             read: Script::new(READ_LUA),
             read_pages: Script::new(READ_PAGES_LUA),
+            breakdown: Script::new(BREAKDOWN_LUA),
         })
     }
 
@@ -373,6 +497,30 @@ impl Store for RedisStore {
             }
             for &(_, hits) in &g.entries {
                 inv.arg(hits);
+            }
+        }
+        let reordered;
+        let breakdowns = if BreakdownIncrement::in_order(&batch.breakdowns) {
+            &batch.breakdowns
+        } else {
+            reordered = BreakdownIncrement::into_order(batch.breakdowns.clone());
+            &reordered
+        };
+        let groups = group_breakdowns(site, breakdowns, batch.bounds);
+        inv.arg(groups.len());
+        for g in &groups {
+            inv.arg(if g.page { "p" } else { "s" })
+                .arg(expire_arg(g.expires))
+                .arg(g.bound)
+                .arg(g.hashes.len());
+            for h in &g.hashes {
+                inv.key(&h.key).arg(h.fields.len());
+                for (field, _) in &h.fields {
+                    inv.arg(field.as_ref());
+                }
+                for (_, hits) in &h.fields {
+                    inv.arg(*hits);
+                }
             }
         }
         for delta in &batch.visitors {
@@ -518,6 +666,49 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+    /// One script call: the days' counters and breakdown hashes.
+    async fn breakdown(
+        &self,
+        site: &str,
+        scope: &Scope,
+        dimension: Dimension,
+        days: &[Date],
+    ) -> Result<BreakdownReading, StoreError> {
+        let mut days = days.to_vec();
+        days.sort_unstable();
+        days.dedup();
+        if days.is_empty() {
+            return Ok(BreakdownReading::default());
+        }
+        let mut inv = self.breakdown.prepare_invoke();
+        for d in &days {
+            inv.key(counter_key(site, scope, &PeriodKey::Day(*d)));
+        }
+        for d in &days {
+            inv.key(breakdown_key(site, scope, dimension, *d));
+        }
+        match scope {
+            Scope::Site => inv.arg("c").arg(""),
+            Scope::Page(p) => inv.arg("z").arg(p.as_ref()),
+        };
+        inv.arg(field_prefix(scope, dimension));
+        let raw: Vec<String> = self.invoke(&inv).await?;
+        let Some((hits, pairs)) = raw.split_first() else {
+            return Err(StoreError::Corrupt("empty breakdown reply".into()));
+        };
+        if pairs.len() % 2 != 0 {
+            return Err(StoreError::Corrupt("breakdown reply is not pairs".into()));
+        }
+        let values = pairs
+            .chunks_exact(2)
+            .map(|p| Ok((p[0].clone(), parse_counter(&p[1])?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(BreakdownReading {
+            hits: parse_counter(hits)?,
+            values,
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let _: String = match &self.conn {
             Conn::Single(c) => c.clone().ping().await,
@@ -628,6 +819,90 @@ mod tests {
             .map(|g| g.keys.len() as u64 * g.entries.iter().map(|e| e.1).sum::<u64>())
             .sum();
         assert_eq!(carried, incs.iter().map(|i| i.hits).sum::<u64>());
+    }
+
+    #[test]
+    fn breakdowns_group_by_hash_a_page_s_day_in_one() {
+        let day = Date::constant(2026, 11, 27);
+        let before = Date::constant(2026, 11, 26);
+        let b = |scope: &Scope, dimension, day, value: &str| BreakdownIncrement {
+            scope: scope.clone(),
+            dimension,
+            day,
+            value: Arc::from(value),
+            hits: 1,
+            expires_at: None,
+        };
+        let page = Scope::Page(Arc::from("/a"));
+        let (ch, src) = (Dimension::Channel, Dimension::Source);
+        let all = BreakdownIncrement::into_order(vec![
+            b(&Scope::Site, ch, day, "direct"),
+            b(&Scope::Site, ch, day, "search"),
+            b(&Scope::Site, src, day, "Google"),
+            b(&page, ch, before, "direct"),
+            b(&page, ch, day, "search"),
+            b(&page, src, before, "(direct)"),
+            b(&page, src, day, "Google"),
+        ]);
+        let bounds = ValueBounds { site: 9, page: 3 };
+        let groups = group_breakdowns("demo", &all, bounds);
+        type Shape<'a> = (bool, u32, Vec<(&'a str, Vec<&'a str>)>);
+        let shape: Vec<Shape<'_>> = groups
+            .iter()
+            .map(|g| {
+                let hashes = g
+                    .hashes
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.as_str(),
+                            h.fields.iter().map(|f| f.0.as_ref()).collect(),
+                        )
+                    })
+                    .collect();
+                (g.page, g.bound, hashes)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    false,
+                    9,
+                    vec![
+                        ("luot:{demo}:b:channel:2026-11-27", vec!["direct", "search"]),
+                        ("luot:{demo}:b:source:2026-11-27", vec!["Google"]),
+                    ]
+                ),
+                (
+                    true,
+                    3,
+                    vec![
+                        (
+                            "luot:{demo}:bp:2026-11-26:/a",
+                            vec!["0:direct", "1:(direct)"]
+                        ),
+                        ("luot:{demo}:bp:2026-11-27:/a", vec!["0:search", "1:Google"]),
+                    ]
+                ),
+            ]
+        );
+        // Across midnight pages carry two days, two expiries: two groups,
+        // however the pages interleave them.
+        let mut midnight = Vec::new();
+        for page in ["/a", "/b", "/c"] {
+            for (day, at) in [(before, 1), (day, 2)] {
+                midnight.push(BreakdownIncrement {
+                    expires_at: Some(Timestamp::from_second(at).unwrap()),
+                    ..b(&Scope::Page(Arc::from(page)), ch, day, "direct")
+                });
+            }
+        }
+        let groups = group_breakdowns("demo", &midnight, bounds);
+        let sizes: Vec<usize> = groups.iter().map(|g| g.hashes.len()).collect();
+        assert_eq!(sizes, vec![3, 3]);
+        // The page fields' prefixes are the dimensions' storage order.
+        assert_eq!((ch.index(), src.index()), (0, 1));
     }
 
     #[test]

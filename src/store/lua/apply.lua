@@ -1,11 +1,16 @@
 
 -- KEYS[1] watermarks, KEYS[2] watermark times, KEYS[3] scratch, then the
--- counter keys group by group, then one key per sketch.
+-- counter keys group by group, then the breakdown hashes, then one key per
+-- sketch.
 -- ARGV[1] producer, ARGV[2] padded sequence, ARGV[3] group count; per
 -- group: kind ('c' counter | 'z' page), key count, entry count, one expire
 -- per key (unix seconds, 0 = never), then the entries: hits for 'c'; for
 -- 'z' the members, then their hits in the same order (a member at most
 -- once per group). Every entry of a group is added to each of its keys.
+-- Then the breakdown group count; per group: kind ('s' site | 'p' page),
+-- expire, bound (distinct values a counter may hold), hash count; per
+-- hash: field count, the fields (each once: a site hash's are its values,
+-- a page hash's '<dimension index>:<value>'), then their hits in order.
 -- Then per sketch: kind ('m' members | 'r' registers), expire, member
 -- count (for 'm'), members... or the blob.
 local producer = ARGV[1]
@@ -72,6 +77,101 @@ for g = 1, tonumber(ARGV[3]) do
     a = first + 2 * n
   else
     a = first + n
+  end
+end
+-- Breakdowns. A counter holds at most `bound` distinct values besides
+-- '(other)' (luot's OTHER); a value it does not hold once full goes there.
+-- Per hash: one HMGET of the fields the batch names, one HSET of their new
+-- values (per 1,000 fields), an HINCRBY of a counter's '(other)' when a
+-- value overflowed, and the values a counter holds are counted only when
+-- one it does not hold arrives.
+local OTHER = '(other)'
+local ngroups = tonumber(ARGV[a])
+a = a + 1
+for g = 1, ngroups do
+  local kind, exp, bound, nhashes = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  -- Past its expiry a hash is gone: skipped, never recreated without a
+  -- TTL.
+  local live = not (exp > 0 and exp <= now)
+  for h = 1, nhashes do
+    local key = KEYS[k]
+    k = k + 1
+    local n = tonumber(ARGV[a])
+    local f0, h0 = a + 1, a + 1 + n
+    a = a + 1 + 2 * n
+    if live then
+      -- Tables are made only as needed: a page's hash is most of a
+      -- flush, and typically holds all its batch's values already.
+      local was
+      if n <= 1000 then
+        was = redis.call('HMGET', key, unpack(ARGV, f0, f0 + n - 1))
+      else
+        was = {}
+        for c = 0, n - 1, 1000 do
+          local got = redis.call('HMGET', key, unpack(ARGV, f0 + c, f0 + math.min(c + 999, n - 1)))
+          for i = 1, #got do
+            was[c + i] = got[i]
+          end
+        end
+      end
+      local names, held, over = nil, nil, nil
+      local updates = {}
+      for i = 1, n do
+        local field, hits = ARGV[f0 + i - 1], tonumber(ARGV[h0 + i - 1])
+        if was[i] then
+          updates[#updates + 1] = field
+          updates[#updates + 1] = format('%d', tonumber(was[i]) + hits)
+        else
+          -- A page's fields are '<dimension index>:<value>'.
+          local prefix = ''
+          if kind == 'p' then
+            prefix = string.match(field, '^[^:]*:')
+          end
+          if field == prefix .. OTHER then
+            updates[#updates + 1] = field
+            updates[#updates + 1] = format('%d', hits)
+          else
+            held = held or {}
+            local count = held[prefix]
+            if not count then
+              if kind == 'p' then
+                names = names or redis.call('HKEYS', key)
+                count = 0
+                local len, other = #prefix, prefix .. OTHER
+                for _, f in ipairs(names) do
+                  if f:sub(1, len) == prefix and f ~= other then
+                    count = count + 1
+                  end
+                end
+              else
+                count = redis.call('HLEN', key) - redis.call('HEXISTS', key, OTHER)
+              end
+            end
+            if count < bound then
+              held[prefix] = count + 1
+              updates[#updates + 1] = field
+              updates[#updates + 1] = format('%d', hits)
+            else
+              held[prefix] = count
+              over = over or {}
+              over[prefix] = (over[prefix] or 0) + hits
+            end
+          end
+        end
+      end
+      for c = 1, #updates, 2000 do
+        redis.call('HSET', key, unpack(updates, c, math.min(c + 1999, #updates)))
+      end
+      if over then
+        for prefix, hits in pairs(over) do
+          redis.call('HINCRBY', key, prefix .. OTHER, format('%d', hits))
+        end
+      end
+      if exp > 0 then
+        redis.call('EXPIREAT', key, exp)
+      end
+    end
   end
 end
 while a <= #ARGV do
