@@ -2,7 +2,7 @@
 //! (every refusal and its code, the unknown site, the read token, the read
 //! limit, JSON and CSV with hostile values), on both stores over imported
 //! days, `luot export` → `luot import --from-export` into an empty store,
-//! and beacons' own breakdowns once counting classifies them.
+//! and beacons' own breakdowns as counting classifies them.
 //!
 //! Days with breakdowns are made by importing them through the admin
 //! listener, as `luot import --from-export` does. "Today" is computed in
@@ -561,7 +561,6 @@ fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
 // ---- beacons' own breakdowns ----
 
 #[test]
-#[ignore = "needs breakdowns on main"]
 fn beacons_are_broken_down_by_where_they_came_from_and_on_what() {
     let server = Server::start_with(NO_LIMITS, &[]);
     let phone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 \
