@@ -731,6 +731,52 @@ mod tests {
         assert!(b.pages.len() <= 4, "{}", b.pages.len());
     }
 
+    proptest::proptest! {
+        /// Whatever the values, bounds and days, and however takes are
+        /// interleaved, each dimension's values sum to the hits counted,
+        /// for the site, and the page's channel and source to the page's.
+        #[test]
+        fn every_dimension_sums_to_the_hits_whatever_the_bounds(
+            hits in proptest::collection::vec((0u8..12, 0u16..700, 0u8..3, 1u32..4, proptest::bool::ANY), 1..300),
+            max_values in 1u32..6,
+            max_page_values in 1u32..4,
+            max_pairs in 1usize..20,
+        ) {
+            let b = SiteBreakdown::new(max_values, max_page_values, max_pairs);
+            let mut out = Vec::new();
+            let mut counted: BTreeMap<(bool, DayNumber), u64> = BTreeMap::new();
+            for (i, &(source, country, page, day, take)) in hits.iter().enumerate() {
+                let source = format!("s{source}.vn");
+                let page = format!("/p{page}");
+                b.count(&values(&source, country), Some(&page), day);
+                *counted.entry((false, day)).or_default() += 1;
+                if take && i % 7 == 0 {
+                    b.take(day, &mut out);
+                }
+            }
+            b.take(4, &mut out);
+            let m = sums(&out);
+            for dim in Dimension::ALL {
+                for (&(_, day), &n) in counted.iter() {
+                    let total: u64 = m
+                        .iter()
+                        .filter(|(k, _)| k.0.is_none() && k.1 == dim.as_str() && k.2 == day)
+                        .map(|(_, v)| v)
+                        .sum();
+                    proptest::prop_assert_eq!(total, n, "{:?} on day {}", dim, day);
+                }
+            }
+            // Pages: the pairs' cap may leave a page's hits out (read as
+            // unknown), never count one twice or split channel and source.
+            let page_sum = |dim: &str| -> u64 {
+                m.iter().filter(|(k, _)| k.0.is_some() && k.1 == dim).map(|(_, v)| v).sum()
+            };
+            proptest::prop_assert_eq!(page_sum("channel"), page_sum("source"));
+            proptest::prop_assert!(page_sum("source") <= hits.len() as u64);
+            proptest::prop_assert!(b.pages.len() <= max_pairs);
+        }
+    }
+
     #[test]
     fn a_day_left_in_a_slot_is_spilled_not_lost() {
         let b = SiteBreakdown::new(10, 10, 10);
