@@ -146,6 +146,15 @@ thread_local! {
     static PAIR_KEY: RefCell<String> = RefCell::new(String::with_capacity(1024));
 }
 
+/// foldhash (keyed per process): hashing a value or a pair's key is most
+/// of a lookup, and SipHash took a few times as long on these short keys.
+/// Every map is bounded (values per day, pairs in all), so a collision
+/// flood could only slow a bounded map.
+type Hasher = foldhash::fast::RandomState;
+
+/// Open values or page pairs and their counters.
+type Values = DashMap<Arc<str>, Open, Hasher>;
+
 /// The shared name of [`OTHER`].
 static OTHER_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(OTHER));
 
@@ -156,7 +165,7 @@ pub struct SiteBreakdown {
     /// Where each dimension's fixed slots start in `fixed`.
     starts: [usize; 9],
     /// Open values per dimension (used by those whose values are text).
-    open: [DashMap<Arc<str>, Open>; 9],
+    open: [Values; 9],
     /// Values admitted per dimension today.
     admitted: [Admitted; 9],
     /// Hits counted as [`OTHER`] per dimension, for the site.
@@ -164,7 +173,7 @@ pub struct SiteBreakdown {
     /// Page pairs, keyed `page \x1f channel \x1f source`; a page's entry
     /// keyed by the page alone (no separator) keeps, in its `verdict`, the
     /// pairs admitted for it today ([`Admitted`]'s layout).
-    pages: DashMap<Arc<str>, Open>,
+    pages: Values,
     /// Entries in `pages`, at most `max_pairs`.
     pair_count: AtomicUsize,
     max_pairs: usize,
@@ -204,10 +213,10 @@ impl SiteBreakdown {
         SiteBreakdown {
             fixed: (0..at).map(|_| Fixed::default()).collect(),
             starts,
-            open: std::array::from_fn(|_| DashMap::new()),
+            open: std::array::from_fn(|_| Values::with_hasher(Hasher::default())),
             admitted: std::array::from_fn(|_| Admitted::default()),
             other: std::array::from_fn(|_| DaySlots::default()),
-            pages: DashMap::new(),
+            pages: Values::with_hasher(Hasher::default()),
             pair_count: AtomicUsize::new(0),
             max_pairs,
             dirty: Mutex::new(Vec::new()),
@@ -561,7 +570,7 @@ impl SiteBreakdown {
 
     /// Entries kept: open values and page pairs (for memory accounting).
     pub fn len(&self) -> usize {
-        self.open.iter().map(DashMap::len).sum::<usize>() + self.pages.len()
+        self.open.iter().map(Values::len).sum::<usize>() + self.pages.len()
     }
 
     /// Whether nothing is kept.
