@@ -19,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use crate::count::ledger::{Counts, Figures, Stored};
 use crate::count::tally::Kept;
 use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
 use crate::site::Site;
-use crate::store::{AnyStore, PeriodKey, Scope, Store};
+use crate::store::{AnyStore, PeriodKey, Record, Scope, Store};
 
 /// How long a page reading is reused when other instances share the store.
 /// This instance's own hits are always added on top, and the flusher rolls
@@ -137,6 +138,13 @@ impl Reader {
             month: c.month,
             online: Some(site.online_now(now)),
             visitors: site.shared_visitors.load_full().map(|v| (*v).clone()),
+            record: record_now(
+                site.shared_record.load().as_deref(),
+                [
+                    (local.date, c.today),
+                    (yesterday_of(local.date), c.yesterday),
+                ],
+            ),
             stale,
             as_of: site.as_of(now),
         }
@@ -321,6 +329,30 @@ impl Reader {
     }
 }
 
+// ---- record day (issue 25 §7) ----
+
+/// The site's record day as readers see it: the store's, raised by today's
+/// or yesterday's figures when this instance's unflushed hits already take
+/// them past it (so the record is never below today's figure between a
+/// flush and the next refresh). Ties keep the earlier date, as in the
+/// stores.
+fn record_now(stored: Option<&Record>, days: [(Date, u64); 2]) -> Option<Record> {
+    let mut best = stored.copied();
+    for (date, hits) in days {
+        let candidate = Record { hits, date };
+        if candidate.beats(best.as_ref()) {
+            best = Some(candidate);
+        }
+    }
+    best
+}
+
+fn yesterday_of(day: Date) -> Date {
+    day.yesterday().unwrap_or(day)
+}
+
+// ---- end record day ----
+
 fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Timestamp) -> Figures {
     Figures {
         site: Arc::clone(&site.id),
@@ -332,6 +364,7 @@ fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Times
         month: c.month,
         online: None,
         visitors: None,
+        record: None,
         stale,
         as_of: site.as_of(now),
     }

@@ -8,6 +8,7 @@
 //! the keys as constants and the numbers through `itoa`.
 
 use crate::count::ledger::{Figures, Visitors};
+use crate::store::Record;
 
 /// Appends `figures` as JSON to `out`.
 pub fn write(out: &mut Vec<u8>, figures: &Figures) {
@@ -30,6 +31,11 @@ pub fn write(out: &mut Vec<u8>, figures: &Figures) {
     out.extend_from_slice(b",\"visitors\":");
     match &figures.visitors {
         Some(v) => visitors(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"record\":");
+    match &figures.record {
+        Some(r) => record(out, r),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(if figures.stale {
@@ -58,6 +64,21 @@ pub fn to_vec(figures: &Figures) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
     write(&mut out, figures);
     out
+}
+
+/// `{"hits":4321,"date":"2026-11-27"}`.
+fn record(out: &mut Vec<u8>, r: &Record) {
+    number(out, b"{\"hits\":", r.hits);
+    out.extend_from_slice(b",\"date\":\"");
+    // `Display` of a date is `YYYY-MM-DD` (a year past 9999 has a sign);
+    // written through a small stack buffer, not a `String`.
+    use std::io::Write;
+    let mut buf = [0u8; 16];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}", r.date);
+    let len = cursor.position() as usize;
+    out.extend_from_slice(&buf[..len]);
+    out.extend_from_slice(b"\"}");
 }
 
 fn visitors(out: &mut Vec<u8>, v: &Visitors) {
@@ -143,28 +164,37 @@ mod tests {
             month: v[3],
             total: v[4],
         }));
+        let record = prop::option::of((any::<u64>(), 0u32..3_000_000).prop_map(|(hits, n)| {
+            crate::store::Record {
+                hits,
+                date: crate::period::date_of_number(n),
+            }
+        }));
         (
             text.clone(),
             prop::option::of(text.clone()),
             any::<[u64; 5]>(),
             prop::option::of(any::<u64>()),
-            visitors,
+            (visitors, record),
             any::<bool>(),
             text,
         )
-            .prop_map(|(site, page, n, online, visitors, stale, as_of)| Figures {
-                site: Arc::from(site),
-                page: page.map(Arc::from),
-                total: n[0],
-                today: n[1],
-                yesterday: n[2],
-                week: n[3],
-                month: n[4],
-                online,
-                visitors,
-                stale,
-                as_of: Arc::from(as_of),
-            })
+            .prop_map(
+                |(site, page, n, online, (visitors, record), stale, as_of)| Figures {
+                    site: Arc::from(site),
+                    page: page.map(Arc::from),
+                    total: n[0],
+                    today: n[1],
+                    yesterday: n[2],
+                    week: n[3],
+                    month: n[4],
+                    online,
+                    visitors,
+                    record,
+                    stale,
+                    as_of: Arc::from(as_of),
+                },
+            )
     }
 
     proptest! {

@@ -241,6 +241,7 @@ mod tests {
             month: 2958,
             online: Some(45),
             visitors: None,
+            record: None,
             stale: false,
             as_of: "".into(),
         }
