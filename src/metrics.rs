@@ -502,10 +502,12 @@ pub enum ReadRoute {
     Busuanzi,
     /// Kept page readings read again in the background.
     Refresh,
+    /// `GET /api/v1/sites/{site}/pages`: a listing page's many pages.
+    Pages,
 }
 
 impl ReadRoute {
-    pub const ALL: [ReadRoute; 9] = [
+    pub const ALL: [ReadRoute; 10] = [
         ReadRoute::Hit,
         ReadRoute::Counters,
         ReadRoute::Series,
@@ -515,6 +517,7 @@ impl ReadRoute {
         ReadRoute::Dashboard,
         ReadRoute::Busuanzi,
         ReadRoute::Refresh,
+        ReadRoute::Pages,
     ];
 
     pub fn label(self) -> &'static str {
@@ -528,6 +531,7 @@ impl ReadRoute {
             ReadRoute::Dashboard => "dashboard",
             ReadRoute::Busuanzi => "busuanzi",
             ReadRoute::Refresh => "refresh",
+            ReadRoute::Pages => "pages",
         }
     }
 }

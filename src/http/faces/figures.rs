@@ -8,6 +8,7 @@
 //! the keys as constants and the numbers through `itoa`.
 
 use crate::count::ledger::{Figures, Visitors};
+use crate::read::Listed;
 use crate::store::Record;
 
 /// Appends `figures` as JSON to `out`.
@@ -66,6 +67,53 @@ pub fn to_vec(figures: &Figures) -> Vec<u8> {
     out
 }
 
+// ---- listing pages (issue 25 §3) ----
+
+/// One page of `/pages`: the page figures' shape (as the counters route
+/// gives them for a page) with the page's `title` after `page`, and
+/// `hits` (the asked period's figure) at the end when a period was asked.
+pub fn write_listed(
+    out: &mut Vec<u8>,
+    site: &str,
+    page: &str,
+    listed: &Listed,
+    hits: Option<u64>,
+    as_of: &str,
+) {
+    let c = &listed.counts;
+    out.extend_from_slice(b"{\"site\":");
+    string(out, site);
+    out.extend_from_slice(b",\"page\":");
+    string(out, page);
+    out.extend_from_slice(b",\"title\":");
+    match &listed.title {
+        Some(t) => string(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+    number(out, b",\"total\":", c.total);
+    number(out, b",\"today\":", c.today);
+    number(out, b",\"yesterday\":", c.yesterday);
+    number(out, b",\"week\":", c.week);
+    number(out, b",\"month\":", c.month);
+    match listed.online {
+        Some(n) => number(out, b",\"online\":", n),
+        None => out.extend_from_slice(b",\"online\":null"),
+    }
+    out.extend_from_slice(b",\"visitors\":null,\"record\":null");
+    out.extend_from_slice(if listed.stale {
+        b",\"stale\":true,\"as_of\":"
+    } else {
+        b",\"stale\":false,\"as_of\":"
+    });
+    string(out, as_of);
+    if let Some(hits) = hits {
+        number(out, b",\"hits\":", hits);
+    }
+    out.push(b'}');
+}
+
+// ---- end listing pages ----
+
 /// `{"hits":4321,"date":"2026-11-27"}`.
 fn record(out: &mut Vec<u8>, r: &Record) {
     number(out, b"{\"hits\":", r.hits);
@@ -103,7 +151,7 @@ fn number<const N: usize>(out: &mut Vec<u8>, key: &[u8; N], n: u64) {
 /// A JSON string, escaped as serde_json escapes it: `"` and `\` with a
 /// backslash, the control characters that have a short form with it, the
 /// others as `\u00XX`; everything else (UTF-8 included) as it is.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Names, paths and times need no escape: one check without early exit,
