@@ -95,10 +95,10 @@ fn pages_answer_in_the_asked_order(server: &Server) {
     });
     assert!(ok.is_some(), "pages in order, normalised: {last}");
     assert_eq!(last["site"], "demo");
+    assert!(last["as_of"].is_string(), "{last}");
     let first = &last["pages"][0];
     // The page figures' shape, with the title and the asked period.
     for key in [
-        "site",
         "page",
         "title",
         "total",
@@ -107,10 +107,7 @@ fn pages_answer_in_the_asked_order(server: &Server) {
         "week",
         "month",
         "online",
-        "visitors",
-        "record",
         "stale",
-        "as_of",
     ] {
         assert!(first.get(key).is_some(), "entry lacks {key}: {first}");
     }
