@@ -557,6 +557,31 @@ mod tests {
     /// Outside a runtime `tokio::spawn` panics: a refresh that spawned its
     /// own task would fail here.
     #[test]
+    fn the_record_now_is_the_stores_raised_by_today_or_yesterday() {
+        let d = |n| jiff::civil::date(2026, 11, n);
+        let kept = Record {
+            hits: 10,
+            date: d(20),
+        };
+        let r = |hits, date| Some(Record { hits, date });
+        assert_eq!(record_now(None, [(d(27), 0), (d(26), 0)]), None);
+        assert_eq!(record_now(None, [(d(27), 3), (d(26), 0)]), r(3, d(27)));
+        assert_eq!(
+            record_now(Some(&kept), [(d(27), 9), (d(26), 10)]),
+            r(10, d(20)),
+            "ties keep the earlier day"
+        );
+        assert_eq!(
+            record_now(Some(&kept), [(d(27), 12), (d(26), 11)]),
+            r(12, d(27))
+        );
+        assert_eq!(
+            record_now(Some(&kept), [(d(27), 1), (d(26), 11)]),
+            r(11, d(26))
+        );
+    }
+
+    #[test]
     fn queuing_a_refresh_spawns_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let reader = reader(&dir);
