@@ -503,10 +503,12 @@ pub enum ReadRoute {
     Breakdown,
     /// Kept page readings read again in the background.
     Refresh,
+    /// `GET /api/v1/sites/{site}/pages`: a listing page's many pages.
+    Pages,
 }
 
 impl ReadRoute {
-    pub const ALL: [ReadRoute; 10] = [
+    pub const ALL: [ReadRoute; 11] = [
         ReadRoute::Hit,
         ReadRoute::Counters,
         ReadRoute::Series,
@@ -517,6 +519,7 @@ impl ReadRoute {
         ReadRoute::Busuanzi,
         ReadRoute::Breakdown,
         ReadRoute::Refresh,
+        ReadRoute::Pages,
     ];
 
     pub fn label(self) -> &'static str {
@@ -531,6 +534,7 @@ impl ReadRoute {
             ReadRoute::Busuanzi => "busuanzi",
             ReadRoute::Breakdown => "breakdown",
             ReadRoute::Refresh => "refresh",
+            ReadRoute::Pages => "pages",
         }
     }
 }

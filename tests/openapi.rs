@@ -34,6 +34,7 @@ fn example(name: &str) -> &'static str {
     match name {
         "site" => "site=demo",
         "page" => "page=/a",
+        "path" => "path=/a&path=/b",
         "jsonpCallback" => "jsonpCallback=cb",
         "by" => "by=channel",
         _ => "",
@@ -137,6 +138,7 @@ fn errors_are_documented_json() {
         ("/api/v1/sites/demo/series?from=bad", 400),
         ("/api/v1/sites/demo/top?limit=0", 400),
         ("/api/v1/sites/demo/breakdown?by=referrer", 400),
+        ("/api/v1/sites/demo/pages", 400),
         ("/no/such/route", 404),
     ] {
         let reply = server.get(url);

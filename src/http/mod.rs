@@ -20,6 +20,8 @@
 //! - `beacon`: `/hit` and `/hit.gif`, counting a beacon, and the hot path
 //!   of a page view, [`quiet_beacon`];
 //! - `counters`: `/api/v1/sites/{site}/counters`;
+//! - `pages`: `/api/v1/sites/{site}/pages`, many pages' figures and
+//!   titles at once, for listing pages;
 //! - `health`: `/healthz`, `/readyz` and the readiness flag.
 //!
 //! The faces readers see live in [`faces`]: the snippet (`/luot.js`), the
@@ -47,6 +49,7 @@ mod error;
 pub mod faces;
 mod health;
 pub mod owner;
+mod pages;
 mod sender;
 pub mod server;
 pub mod text;
@@ -111,6 +114,8 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sites/{site}/breakdown"),
     ("GET", "/dashboard/{site}"),
     ("GET", "/ignore/{site}"),
+    ("GET", "/api/v1/sites/{site}/pages"),
+    ("OPTIONS", "/api/v1/sites/{site}/pages"),
 ];
 
 /// Everything the handlers share. Cheap to clone (an `Arc`).
@@ -157,13 +162,14 @@ enum Route {
     Breakdown,
     Dashboard,
     Ignore,
+    Pages,
     Unknown,
 }
 
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 15] = [
+    const ALL: [Route; 16] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -178,6 +184,7 @@ impl Route {
         Route::Breakdown,
         Route::Dashboard,
         Route::Ignore,
+        Route::Pages,
         Route::Unknown,
     ];
 
@@ -197,6 +204,7 @@ impl Route {
             Route::Badge => "badge",
             Route::Busuanzi => "busuanzi",
             Route::Ignore => "ignore",
+            Route::Pages => "pages",
             Route::Unknown => "unknown",
         }
     }
@@ -253,6 +261,7 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                     "series" => return (Route::Series, Some(site)),
                     "top" => return (Route::Top, Some(site)),
                     "breakdown" => return (Route::Breakdown, Some(site)),
+                    "pages" => return (Route::Pages, Some(site)),
                     _ => {}
                 }
             }
@@ -303,7 +312,9 @@ async fn dispatch_public(
             ),
         )),
         (Route::Hit, &Method::POST) => post_hit(state, req, peer).await,
-        (Route::Hit | Route::Counters, &Method::OPTIONS) => preflight(state, &req, site_param),
+        (Route::Hit | Route::Counters | Route::Pages, &Method::OPTIONS) => {
+            preflight(state, &req, site_param)
+        }
         (Route::HitGif, &Method::GET | &Method::HEAD) => Ok(hit_gif(state, &req, peer)),
         // Busuanzi's read is limited where its site is known (its Referer).
         (
@@ -313,13 +324,22 @@ async fn dispatch_public(
             | Route::Series
             | Route::Top
             | Route::Breakdown
-            | Route::Dashboard,
+            | Route::Dashboard
+            | Route::Pages,
             &Method::GET | &Method::HEAD,
         ) if !read_allowed(state, site_param.as_deref(), req.headers(), peer) => {
             Err(ApiError::read_limited())
         }
         (Route::Counters, &Method::GET | &Method::HEAD) => {
             counters(state, &req, site_param.as_deref().unwrap_or_default()).await
+        }
+        (Route::Pages, &Method::GET | &Method::HEAD) => {
+            Box::pin(pages::pages(
+                state,
+                &req,
+                site_param.as_deref().unwrap_or_default(),
+            ))
+            .await
         }
         (Route::Healthz, &Method::GET | &Method::HEAD) => {
             Ok(json(StatusCode::OK, &Health { status: "ok" }))

@@ -12,6 +12,7 @@
 //! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
+//! | `luot:{s}:rec` | hash | the site's record day: `hits`, `date` (`2026-11-27`), raised by the apply script |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
 //! | `luot:{s}:wmt` | hash | producer → Unix seconds of its last applied batch (for operators; nothing reads it) |
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
@@ -60,7 +61,7 @@ use jiff::civil::Date;
 
 use super::{
     Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PeriodKey,
-    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
+    Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -343,6 +344,33 @@ fn group_breakdowns<'a>(
     groups
 }
 
+// ---- record day (issue 25 §7) ----
+
+/// The hash holding a site's record day (`hits`, `date`).
+fn record_key(site: &str) -> String {
+    key(site, "rec")
+}
+
+/// The record day from the read script's last two values (popped: the
+/// date, then the hits); `None` before any hit.
+fn parse_record(date: Option<String>, hits: Option<String>) -> Result<Option<Record>, StoreError> {
+    let (Some(date), Some(hits)) = (date, hits) else {
+        return Err(StoreError::Corrupt("read reply lacks the record".into()));
+    };
+    if date.is_empty() {
+        return Ok(None);
+    }
+    let day = date
+        .parse::<Date>()
+        .map_err(|_| StoreError::Corrupt(format!("record date {date:?}")))?;
+    Ok(Some(Record {
+        hits: parse_counter(&hits)?,
+        date: day,
+    }))
+}
+
+// ---- end record day ----
+
 /// The key holding the visitor sketch `sketch` of a site.
 pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
     key(site, &format!("v:{sketch}"))
@@ -419,6 +447,10 @@ impl RedisStore {
         for k in groups.iter().flatten() {
             inv.key(sketch_key(site, k));
         }
+        if *scope == Scope::Site {
+            // Record day: the last key (read.lua).
+            inv.key(record_key(site));
+        }
         inv.arg(producer);
         match scope {
             Scope::Site => inv.arg("c").arg(""),
@@ -428,8 +460,13 @@ impl RedisStore {
         for g in groups {
             inv.arg(g.len());
         }
-        let raw: Vec<String> = self.invoke(&inv).await?;
+        let mut raw: Vec<String> = self.invoke(&inv).await?;
         let parse = parse_counter;
+        let record = if *scope == Scope::Site {
+            parse_record(raw.pop(), raw.pop())?
+        } else {
+            None
+        };
         let expected = periods.len() + 1 + groups.len();
         if raw.len() != expected {
             return Err(StoreError::Corrupt(format!(
@@ -446,7 +483,14 @@ impl RedisStore {
             .iter()
             .map(|c| parse(c).map(Some))
             .collect::<Result<_, _>>()?;
-        Ok((Reading { values, watermark }, counts))
+        Ok((
+            Reading {
+                values,
+                watermark,
+                record,
+            },
+            counts,
+        ))
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -541,6 +585,8 @@ impl Store for RedisStore {
                 }
             }
         }
+        // Record day: always the last key (apply.lua).
+        inv.key(record_key(site));
         let (fresh, late): (i64, u64) = self.invoke(&inv).await?;
         Ok(if fresh == 1 {
             Applied::Fresh { late }
@@ -603,7 +649,11 @@ impl Store for RedisStore {
                 let values = (0..periods.len())
                     .map(|k| parse_counter(&raw[1 + k * chunk.len() + i]))
                     .collect::<Result<_, _>>()?;
-                readings.push(Reading { values, watermark });
+                readings.push(Reading {
+                    values,
+                    watermark,
+                    record: None,
+                });
             }
         }
         Ok(readings)
