@@ -500,12 +500,15 @@ pub enum ReadRoute {
     Widget,
     Dashboard,
     Busuanzi,
+    Breakdown,
     /// Kept page readings read again in the background.
     Refresh,
+    /// `GET /api/v1/sites/{site}/pages`: a listing page's many pages.
+    Pages,
 }
 
 impl ReadRoute {
-    pub const ALL: [ReadRoute; 9] = [
+    pub const ALL: [ReadRoute; 11] = [
         ReadRoute::Hit,
         ReadRoute::Counters,
         ReadRoute::Series,
@@ -514,7 +517,9 @@ impl ReadRoute {
         ReadRoute::Widget,
         ReadRoute::Dashboard,
         ReadRoute::Busuanzi,
+        ReadRoute::Breakdown,
         ReadRoute::Refresh,
+        ReadRoute::Pages,
     ];
 
     pub fn label(self) -> &'static str {
@@ -527,7 +532,9 @@ impl ReadRoute {
             ReadRoute::Widget => "widget",
             ReadRoute::Dashboard => "dashboard",
             ReadRoute::Busuanzi => "busuanzi",
+            ReadRoute::Breakdown => "breakdown",
             ReadRoute::Refresh => "refresh",
+            ReadRoute::Pages => "pages",
         }
     }
 }

@@ -571,3 +571,76 @@ fn a_most_read_list_shows_links_with_titles_as_text() {
     assert!(sent.contains("\"title\":\"Trang chủ\""), "{sent}");
     Launch::new(&url).screenshot("most-read.png", 480, 360);
 }
+
+// ---- listing pages and the record day (issue 25 §3, §7) ----
+
+/// A front page with 50 headlines, each with its view count, and the
+/// site's record day in the footer.
+fn front_page(luot: &Server) -> Vec<u8> {
+    let mut items = String::new();
+    for i in 0..50 {
+        let extra = match i {
+            0 => " data-luot-pad=\"4\"",
+            1 => " data-luot-period=\"today\"",
+            _ => "",
+        };
+        items.push_str(&format!(
+            "<li><a href=\"/tin-tuc/bai-{i}\">Bài {i}</a> \
+             <span id=\"v{i}\" data-luot-views=\"/tin-tuc/bai-{i}\"{extra}>–</span></li>\n"
+        ));
+    }
+    format!(
+        "<!doctype html><html lang=\"vi\"><head><meta charset=\"utf-8\"><title>Trang chủ</title>\
+         <script async src=\"http://{}/luot.js\" data-site=\"demo\"></script></head><body>\
+         <h1>Tin mới</h1><ol>{items}</ol>\
+         <footer>Ngày cao nhất: <span id=\"record\" data-luot=\"record\">–</span> \
+         (<span id=\"record-date\" data-luot=\"record\" data-luot-record=\"date\">–</span>)</footer>\
+         </body></html>",
+        luot.public
+    )
+    .into_bytes()
+}
+
+/// `luot_http_requests_total{route=…}` summed over statuses.
+fn route_requests(luot: &Server, route: &str) -> f64 {
+    let prefix = format!("luot_http_requests_total{{route=\"{route}\",");
+    luot.metrics()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_front_page_of_50_headlines_fills_50_counts_from_one_request() {
+    let luot = Server::start_with(DEMO_1234560, &[]);
+    // Headline i was read i % 4 times; 0 means never seen.
+    for i in 0..50 {
+        hits(&luot, &format!("/tin-tuc/bai-{i}"), i % 4);
+    }
+    luot.wait_flushed();
+    let site = PageServer::start(routes(vec![("/", HTML, front_page(&luot))]));
+    let url = site.url("localhost", "/");
+    let before = route_requests(&luot, "pages");
+    let dom = Launch::new(&url).dump_dom();
+    assert_eq!(
+        route_requests(&luot, "pages") - before,
+        1.0,
+        "one /pages request for the 50 headlines"
+    );
+    for i in 2..50 {
+        assert_eq!(text_of(&dom, &format!("v{i}")), (i % 4).to_string(), "v{i}");
+    }
+    assert_eq!(text_of(&dom, "v0"), "0000", "padded");
+    assert_eq!(text_of(&dom, "v1"), "1", "today's");
+    // The front page's own view is today's 74th hit: the best day so far.
+    let hits_today: usize = (0..50).map(|i| i % 4).sum::<usize>() + 1;
+    assert_eq!(text_of(&dom, "record"), hits_today.to_string());
+    let today = jiff::Timestamp::now()
+        .in_tz("Asia/Ho_Chi_Minh")
+        .unwrap()
+        .date()
+        .to_string();
+    assert_eq!(text_of(&dom, "record-date"), today);
+    Launch::new(&url).screenshot("front-page-views.png", 480, 900);
+}

@@ -34,7 +34,9 @@ fn example(name: &str) -> &'static str {
     match name {
         "site" => "site=demo",
         "page" => "page=/a",
+        "path" => "path=/a&path=/b",
         "jsonpCallback" => "jsonpCallback=cb",
+        "by" => "by=channel",
         _ => "",
     }
 }
@@ -137,6 +139,8 @@ fn errors_are_documented_json() {
         ("/api/v1/sites/demo/top?limit=0", 400),
         ("/api/v1/sites/demo/top?period=2h", 400),
         ("/widget/demo/top?limit=99", 400),
+        ("/api/v1/sites/demo/breakdown?by=referrer", 400),
+        ("/api/v1/sites/demo/pages", 400),
         ("/no/such/route", 404),
     ] {
         let reply = server.get(url);

@@ -1214,6 +1214,16 @@ fn titles_and_rolling_top(server: &Server) {
         });
         assert!(ok.is_some(), "{period}: titles {last:?}");
     }
+    // Listing pages' counts carry the same titles.
+    let mut last = Value::Null;
+    let listed = poll(SETTLE, || {
+        last = get_ok(server, "/api/v1/sites/demo/pages?path=/a&path=/b&path=/c").json();
+        (last["pages"][0]["title"] == "Tin A mới"
+            && last["pages"][1]["title"] == "<b>x</b>"
+            && last["pages"][2]["title"] == Value::Null)
+            .then_some(())
+    });
+    assert!(listed.is_some(), "/pages titles: {last}");
     // Readable by the site's pages (CORS), for luot.js's lists.
     let r = server.get_with(
         "/api/v1/sites/demo/top?period=24h",

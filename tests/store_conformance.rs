@@ -258,6 +258,10 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::titles_are_kept_last_one_wins(&store).await;
     c::rolling_windows_count_a_minute_until_it_leaves(&store).await;
     c::ping_answers(&store).await;
+    c::the_record_day_rises_and_never_falls(&store).await;
+    c::a_record_tie_keeps_the_earlier_date(&store).await;
+    c::a_duplicate_batch_leaves_the_record(&store).await;
+    c::an_imported_history_raises_the_record(&store).await;
     let aging = ClusterAging(&cluster);
     c::an_import_repeated_after_a_long_idle_is_a_duplicate(&store, &aging).await;
     c::a_batch_replayed_after_a_long_downtime_is_a_duplicate(&store, &aging).await;

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::count::breakdown::DimDelta;
 use crate::count::tally::{Delta, SiteTally};
 use crate::period::{DayNumber, LocalDay, SiteCalendar, day_number, month_of, week_of};
-use crate::store::{PeriodKey, Reading, SiteBatch};
+use crate::store::{PeriodKey, Reading, Record, SiteBatch};
 
 /// The figures of a site or a page, as the API and the widgets show them.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct Figures {
     /// Site only: distinct visitors per period, as the store last said
     /// (`null` until it has been read).
     pub visitors: Option<Visitors>,
+    /// Site only: the most hits in one local day and that day (`null` for
+    /// a page, and before any hit).
+    pub record: Option<Record>,
     /// True when the store could not be read and the figures are the last
     /// good ones plus this instance's own hits.
     pub stale: bool,

@@ -729,6 +729,11 @@ impl<S: Store> Flusher<S> {
             });
         match result {
             Ok(reading) => {
+                // Record day: replaced only when it changed (an allocation
+                // a change, not a refresh).
+                if site.shared_record.load().as_deref() != reading.record.as_ref() {
+                    site.shared_record.store(reading.record.map(Arc::new));
+                }
                 self.metrics.store_up.set(1.0);
                 self.backoff_for(site).succeed();
                 let released = site.ledger.write().install(Stored::new(keys, &reading));

@@ -20,6 +20,8 @@
 //! - `beacon`: `/hit` and `/hit.gif`, counting a beacon, and the hot path
 //!   of a page view, [`quiet_beacon`];
 //! - `counters`: `/api/v1/sites/{site}/counters`;
+//! - `pages`: `/api/v1/sites/{site}/pages`, many pages' figures and
+//!   titles at once, for listing pages;
 //! - `health`: `/healthz`, `/readyz` and the readiness flag.
 //!
 //! The faces readers see live in [`faces`]: the snippet (`/luot.js`), the
@@ -28,7 +30,7 @@
 //! figures' JSON writer; [`text`] holds the
 //! number formatting and query parameters they and the owner's pages
 //! share. The owner's side lives in [`owner`]: history (series and top
-//! pages, and the read-token rule), the dashboard (`/dashboard/{site}`)
+//! pages, and the read-token rule), breakdowns, the dashboard (`/dashboard/{site}`)
 //! and the admin listener's import and export. [`server`] runs the
 //! listeners. `faces` and `owner` import from here what their files take
 //! from the router (named there as `super::…`).
@@ -47,6 +49,7 @@ mod error;
 pub mod faces;
 mod health;
 pub mod owner;
+mod pages;
 mod sender;
 pub mod server;
 pub mod text;
@@ -63,7 +66,7 @@ use cors::preflight;
 use counters::counters;
 use faces::{badge, busuanzi, ignore, snippet, widget};
 use health::{Health, readyz};
-use owner::{admin, dashboard, history};
+use owner::{admin, breakdown, dashboard, history};
 use sender::{header_str, sender};
 
 use std::convert::Infallible;
@@ -109,8 +112,11 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/busuanzi"),
     ("GET", "/api/v1/sites/{site}/series"),
     ("GET", "/api/v1/sites/{site}/top"),
+    ("GET", "/api/v1/sites/{site}/breakdown"),
     ("GET", "/dashboard/{site}"),
     ("GET", "/ignore/{site}"),
+    ("GET", "/api/v1/sites/{site}/pages"),
+    ("OPTIONS", "/api/v1/sites/{site}/pages"),
 ];
 
 /// Everything the handlers share. Cheap to clone (an `Arc`).
@@ -155,15 +161,17 @@ enum Route {
     Busuanzi,
     Series,
     Top,
+    Breakdown,
     Dashboard,
     Ignore,
+    Pages,
     Unknown,
 }
 
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 15] = [
+    const ALL: [Route; 17] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -176,8 +184,10 @@ impl Route {
         Route::Busuanzi,
         Route::Series,
         Route::Top,
+        Route::Breakdown,
         Route::Dashboard,
         Route::Ignore,
+        Route::Pages,
         Route::Unknown,
     ];
 
@@ -191,12 +201,14 @@ impl Route {
             Route::Snippet => "snippet",
             Route::Series => "series",
             Route::Top => "top",
+            Route::Breakdown => "breakdown",
             Route::Dashboard => "dashboard",
             Route::Widget => "widget",
             Route::WidgetTop => "widget_top",
             Route::Badge => "badge",
             Route::Busuanzi => "busuanzi",
             Route::Ignore => "ignore",
+            Route::Pages => "pages",
             Route::Unknown => "unknown",
         }
     }
@@ -259,6 +271,8 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                     "counters" => return (Route::Counters, Some(site)),
                     "series" => return (Route::Series, Some(site)),
                     "top" => return (Route::Top, Some(site)),
+                    "breakdown" => return (Route::Breakdown, Some(site)),
+                    "pages" => return (Route::Pages, Some(site)),
                     _ => {}
                 }
             }
@@ -309,7 +323,9 @@ async fn dispatch_public(
             ),
         )),
         (Route::Hit, &Method::POST) => post_hit(state, req, peer).await,
-        (Route::Hit | Route::Counters, &Method::OPTIONS) => preflight(state, &req, site_param),
+        (Route::Hit | Route::Counters | Route::Pages, &Method::OPTIONS) => {
+            preflight(state, &req, site_param)
+        }
         (Route::HitGif, &Method::GET | &Method::HEAD) => Ok(hit_gif(state, &req, peer)),
         // Busuanzi's read is limited where its site is known (its Referer).
         (
@@ -319,13 +335,23 @@ async fn dispatch_public(
             | Route::Badge
             | Route::Series
             | Route::Top
-            | Route::Dashboard,
+            | Route::Breakdown
+            | Route::Dashboard
+            | Route::Pages,
             &Method::GET | &Method::HEAD,
         ) if !read_allowed(state, site_param.as_deref(), req.headers(), peer) => {
             Err(ApiError::read_limited())
         }
         (Route::Counters, &Method::GET | &Method::HEAD) => {
             counters(state, &req, site_param.as_deref().unwrap_or_default()).await
+        }
+        (Route::Pages, &Method::GET | &Method::HEAD) => {
+            Box::pin(pages::pages(
+                state,
+                &req,
+                site_param.as_deref().unwrap_or_default(),
+            ))
+            .await
         }
         (Route::Healthz, &Method::GET | &Method::HEAD) => {
             Ok(json(StatusCode::OK, &Health { status: "ok" }))
@@ -374,6 +400,15 @@ async fn dispatch_public(
         }
         (Route::Top, &Method::GET | &Method::HEAD) => {
             Box::pin(history::top(
+                state,
+                site_param.as_deref().unwrap_or_default(),
+                req.headers(),
+                req.uri().query(),
+            ))
+            .await
+        }
+        (Route::Breakdown, &Method::GET | &Method::HEAD) => {
+            Box::pin(breakdown::serve(
                 state,
                 site_param.as_deref().unwrap_or_default(),
                 req.headers(),

@@ -6,6 +6,9 @@
 //! forward by the flusher, and read again in the background once past
 //! their time to live. Reads never write figures.
 //!
+//! [`breakdown`] reads and shapes breakdowns (where hits came from, on
+//! what) for the owner's breakdown route and the export.
+//!
 //! Owns `Reader` and its constants. May use `site`, `count`, `store` (the
 //! trait, through the store the app hands it; never a concrete backend)
 //! and the bottom.
@@ -14,17 +17,21 @@
 //! again, and the one task that reads the queue ([`Reader::refresh_until`])
 //! is spawned by `app` at start and stopped and awaited at shutdown.
 
+pub mod breakdown;
+pub mod titles;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use crate::count::ledger::{Counts, Figures, Stored};
 use crate::count::tally::Kept;
 use crate::metrics::{PageRead, PageReadCounters, ReadRoute, StoreReadCounters};
 use crate::site::Site;
-use crate::store::{AnyStore, PeriodKey, Scope, Store};
+use crate::store::{AnyStore, PeriodKey, Record, Scope, Store};
 
 /// How long a page reading is reused when other instances share the store.
 /// This instance's own hits are always added on top, and the flusher rolls
@@ -56,6 +63,8 @@ pub struct Reader {
     refreshes: Arc<Refreshes>,
     reads: Arc<PageReadCounters>,
     store_reads: Arc<StoreReadCounters>,
+    /// Titles of pages listed by `/pages` ([`Reader::listing`]).
+    titles: Arc<titles::TitleCache>,
 }
 
 /// Pages to read again in the background, gathered so that one store call
@@ -90,6 +99,7 @@ impl Reader {
             refreshes: Arc::default(),
             reads: Arc::default(),
             store_reads: Arc::default(),
+            titles: Arc::default(),
         }
     }
 
@@ -137,6 +147,13 @@ impl Reader {
             month: c.month,
             online: Some(site.online_now(now)),
             visitors: site.shared_visitors.load_full().map(|v| (*v).clone()),
+            record: record_now(
+                site.shared_record.load().as_deref(),
+                [
+                    (local.date, c.today),
+                    (yesterday_of(local.date), c.yesterday),
+                ],
+            ),
             stale,
             as_of: site.as_of(now),
         }
@@ -321,6 +338,193 @@ impl Reader {
     }
 }
 
+// ---- listing pages (issue 25 §3) ----
+
+/// Most pages one listing reads ([`Reader::listing`]); the route refuses
+/// more.
+pub const MAX_LISTED: usize = 100;
+
+/// One page of a listing, as [`Reader::listing`] gives it: the page's
+/// figures without its name (the caller has it; no copy per page) and
+/// its kept title.
+pub struct Listed {
+    pub counts: Counts,
+    /// Distinct visitors on the page now, when page figures carry it.
+    pub online: Option<u64>,
+    pub title: Option<Arc<str>>,
+    pub stale: bool,
+}
+
+impl Reader {
+    /// The figures and titles of `pages` (normalised, at most
+    /// [`MAX_LISTED`]) of a site now, in order. Kept readings answer
+    /// without the store (a page never seen included: its zeros are kept
+    /// like any reading); the pages without one are read together, in one
+    /// store call, and kept. Titles come from the store once per reading's
+    /// time to live, and only for pages with hits (a page never counted
+    /// has no title to read).
+    ///
+    /// Allocates per page only for what it must keep: a page read from
+    /// the store (its name, for the cache) and a title read.
+    pub async fn listing(&self, site: &Arc<Site>, pages: &[&str], now: Timestamp) -> Vec<Listed> {
+        let local = site.clock.local_day_at(now.as_second());
+        let today = local.date;
+        let keys = site.read_keys(today);
+        let now_ms = now.as_millisecond();
+        let mut stored: Vec<Option<Arc<Stored>>> = pages
+            .iter()
+            .map(|page| {
+                let kept = site
+                    .cached_page(page, now_ms, self.page_ttl)
+                    .filter(|k| k.stored.keys == keys)?;
+                if kept.refresh {
+                    self.refresh_page(site, &Arc::from(*page), keys, now_ms);
+                }
+                Some(kept.stored)
+            })
+            .collect();
+        let missing: Vec<Arc<str>> = pages
+            .iter()
+            .zip(&stored)
+            .filter(|(_, s)| s.is_none())
+            .map(|(page, _)| Arc::from(*page))
+            .collect();
+        let mut failed = false;
+        if !missing.is_empty() {
+            self.reads.record(PageRead::First, missing.len() as u64);
+            self.store_reads.record(ReadRoute::Pages);
+            let read = self
+                .store
+                .read_pages(&site.id, &missing, &keys, &self.producer);
+            match tokio::time::timeout(PAGE_READ_TIMEOUT, Box::pin(read)).await {
+                Ok(Ok(readings)) if readings.len() == missing.len() => {
+                    let mut read = missing.iter().zip(&readings);
+                    for slot in stored.iter_mut().filter(|s| s.is_none()) {
+                        let (page, reading) = read.next().expect("one reading a page");
+                        let s = Arc::new(Stored::new(keys, reading));
+                        site.cache_page(page, Arc::clone(&s), now_ms);
+                        *slot = Some(s);
+                    }
+                }
+                _ => failed = true,
+            }
+        }
+        let mut listed = Vec::with_capacity(pages.len());
+        let mut behind = Vec::new();
+        {
+            let ledger = site.ledger.read();
+            for (i, (page, s)) in pages.iter().zip(&stored).enumerate() {
+                let (counts, stale) = match s {
+                    Some(s)
+                        if !ledger.covers(s.watermark)
+                            && !site.reading_complete(page, s.watermark, ledger.next_seq()) =>
+                    {
+                        // Rare: a batch this reading predates has left
+                        // memory; read the page alone, below.
+                        behind.push(i);
+                        (Counts::default(), true)
+                    }
+                    Some(s) => (
+                        ledger.counts(&local, s, Some(page), &site.tally),
+                        ledger.stale(),
+                    ),
+                    None => {
+                        let empty = Stored::empty(today, site.calendar());
+                        (ledger.counts(&local, &empty, Some(page), &site.tally), true)
+                    }
+                };
+                listed.push(Listed {
+                    counts,
+                    online: None,
+                    title: None,
+                    stale: stale || (failed && s.is_none()),
+                });
+            }
+        }
+        for i in behind {
+            let page: Arc<str> = Arc::from(pages[i]);
+            let f = self
+                .page_figures(site, &page, now, None, ReadRoute::Pages)
+                .await;
+            listed[i].counts = Counts {
+                total: f.total,
+                today: f.today,
+                yesterday: f.yesterday,
+                week: f.week,
+                month: f.month,
+            };
+            listed[i].online = f.online;
+            listed[i].stale = f.stale;
+        }
+        self.list_titles(site, pages, &mut listed, now_ms).await;
+        listed
+    }
+
+    /// Fills the titles of `listed`: remembered ones, else one store call
+    /// for the pages with hits (a page never counted has none). A failed
+    /// read leaves them `None`, not remembered.
+    async fn list_titles(
+        &self,
+        site: &Arc<Site>,
+        pages: &[&str],
+        listed: &mut [Listed],
+        now_ms: i64,
+    ) {
+        let ttl_ms = self.page_ttl.as_millis() as i64;
+        let kept = self.titles.get(&site.id, pages, now_ms, ttl_ms);
+        let mut wanted: Vec<usize> = Vec::new();
+        for (i, title) in kept.into_iter().enumerate() {
+            match title {
+                Some(t) => listed[i].title = t,
+                None if listed[i].counts.total > 0 => wanted.push(i),
+                None => {}
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let names: Vec<Arc<str>> = wanted.iter().map(|&i| Arc::from(pages[i])).collect();
+        self.store_reads.record(ReadRoute::Pages);
+        let read = self.store.titles(&site.id, &names);
+        let Ok(Ok(titles)) = tokio::time::timeout(PAGE_READ_TIMEOUT, Box::pin(read)).await else {
+            return;
+        };
+        let mut remembered = Vec::with_capacity(names.len());
+        for ((&i, name), title) in wanted.iter().zip(names).zip(titles) {
+            let title: Option<Arc<str>> = title.map(Arc::from);
+            listed[i].title.clone_from(&title);
+            remembered.push((name, title));
+        }
+        self.titles.put(&site.id, remembered, now_ms, ttl_ms);
+    }
+}
+
+// ---- end listing pages ----
+
+// ---- record day (issue 25 §7) ----
+
+/// The site's record day as readers see it: the store's, raised by today's
+/// or yesterday's figures when this instance's unflushed hits already take
+/// them past it (so the record is never below today's figure between a
+/// flush and the next refresh). Ties keep the earlier date, as in the
+/// stores.
+fn record_now(stored: Option<&Record>, days: [(Date, u64); 2]) -> Option<Record> {
+    let mut best = stored.copied();
+    for (date, hits) in days {
+        let candidate = Record { hits, date };
+        if candidate.beats(best.as_ref()) {
+            best = Some(candidate);
+        }
+    }
+    best
+}
+
+fn yesterday_of(day: Date) -> Date {
+    day.yesterday().unwrap_or(day)
+}
+
+// ---- end record day ----
+
 fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Timestamp) -> Figures {
     Figures {
         site: Arc::clone(&site.id),
@@ -332,6 +536,7 @@ fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Times
         month: c.month,
         online: None,
         visitors: None,
+        record: None,
         stale,
         as_of: site.as_of(now),
     }
@@ -355,6 +560,31 @@ mod tests {
 
     /// Outside a runtime `tokio::spawn` panics: a refresh that spawned its
     /// own task would fail here.
+    #[test]
+    fn the_record_now_is_the_stores_raised_by_today_or_yesterday() {
+        let d = |n| jiff::civil::date(2026, 11, n);
+        let kept = Record {
+            hits: 10,
+            date: d(20),
+        };
+        let r = |hits, date| Some(Record { hits, date });
+        assert_eq!(record_now(None, [(d(27), 0), (d(26), 0)]), None);
+        assert_eq!(record_now(None, [(d(27), 3), (d(26), 0)]), r(3, d(27)));
+        assert_eq!(
+            record_now(Some(&kept), [(d(27), 9), (d(26), 10)]),
+            r(10, d(20)),
+            "ties keep the earlier day"
+        );
+        assert_eq!(
+            record_now(Some(&kept), [(d(27), 12), (d(26), 11)]),
+            r(12, d(27))
+        );
+        assert_eq!(
+            record_now(Some(&kept), [(d(27), 1), (d(26), 11)]),
+            r(11, d(26))
+        );
+    }
+
     #[test]
     fn queuing_a_refresh_spawns_nothing() {
         let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,7 @@ use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
 use crate::period::{DayClock, SiteCalendar};
 use crate::site::page_cache::PageCache;
-use crate::store::{Increment, PeriodKey, Scope, SiteBatch};
+use crate::store::{Increment, PeriodKey, Record, Scope, SiteBatch};
 
 /// Bits of each of the two dedupe filters (1 MiB of memory per site with a
 /// dedupe window): about 210,000 distinct (visitor, page) pairs per window at
@@ -92,6 +92,8 @@ pub struct Site {
     pub visitors: Option<Arc<VisitorBatcher>>,
     /// Unique visitors per period as the store last said.
     pub shared_visitors: ArcSwapOption<Visitors>,
+    /// The site's record day as the store last said (issue 25 §7).
+    pub shared_record: ArcSwapOption<Record>,
     /// Distinct visitors online across all instances, as the store last
     /// said (`u64::MAX` until it has).
     pub shared_online: AtomicU64,
@@ -209,6 +211,7 @@ impl Site {
             ledger: Arc::new(Ledger::new(first_seq)),
             visitors: Some(Arc::new(VisitorBatcher::new())),
             shared_visitors: ArcSwapOption::empty(),
+            shared_record: ArcSwapOption::empty(),
             shared_online: AtomicU64::new(u64::MAX),
             local_online: parking_lot::Mutex::new((0, 0)),
             online_gen: AtomicU64::new(0),
@@ -306,6 +309,7 @@ impl Site {
         fresh
             .shared_visitors
             .store(self.shared_visitors.load_full());
+        fresh.shared_record.store(self.shared_record.load_full());
         fresh.shared_online.store(
             self.shared_online.load(Ordering::Acquire),
             Ordering::Release,
@@ -819,6 +823,7 @@ mod tests {
         let reading = crate::store::Reading {
             values: vec![0; 5],
             watermark: 0,
+            record: None,
         };
         t.remember(
             "/a",

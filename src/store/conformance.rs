@@ -1182,6 +1182,114 @@ pub async fn rolling_windows_count_a_minute_until_it_leaves<S: Store>(store: &S)
     );
 }
 
+// ---- record day (issue 25 §7) ----
+
+fn day_inc(scope: &Scope, day: Date, hits: u64) -> Increment {
+    inc(scope, PeriodKey::Day(day), hits)
+}
+
+async fn record_of<S: Store>(store: &S, site: &str) -> Option<(u64, Date)> {
+    store
+        .read(site, &Scope::Site, &[PeriodKey::Total], "p1")
+        .await
+        .unwrap()
+        .record
+        .map(|r| (r.hits, r.date))
+}
+
+const R1: Date = Date::constant(2026, 11, 25);
+const R2: Date = Date::constant(2026, 11, 26);
+const R3: Date = Date::constant(2026, 11, 27);
+
+/// The record is the site's best local day as its day counters stand,
+/// raised by a higher day, never lowered by a lower one; pages' days do
+/// not count; a page's read carries none.
+pub async fn the_record_day_rises_and_never_falls<S: Store>(store: &S) {
+    let site = "conf-record";
+    assert_eq!(record_of(store, site).await, None, "no hit, no record");
+    let page = Scope::Page(Arc::from("/a"));
+    let mut incs = vec![
+        day_inc(&Scope::Site, R1, 5),
+        inc(&Scope::Site, PeriodKey::Total, 5),
+    ];
+    incs.push(day_inc(&page, R2, 900));
+    let b = |seq, incs| batch(site, "p1", seq, Increment::into_order(incs));
+    store.apply(&b(1, incs)).await.unwrap();
+    assert_eq!(record_of(store, site).await, Some((5, R1)));
+    store
+        .apply(&b(2, vec![day_inc(&Scope::Site, R2, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(record_of(store, site).await, Some((5, R1)), "a lower day");
+    store
+        .apply(&b(3, vec![day_inc(&Scope::Site, R2, 4)]))
+        .await
+        .unwrap();
+    assert_eq!(record_of(store, site).await, Some((7, R2)), "7 on R2");
+    store
+        .apply(&b(4, vec![day_inc(&Scope::Site, R1, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(record_of(store, site).await, Some((7, R2)), "R1 at 6");
+    let r = store
+        .read(site, &page, &[PeriodKey::Total], "p1")
+        .await
+        .unwrap();
+    assert_eq!(r.record, None, "a page's reading carries no record");
+}
+
+/// Two days with as many hits: the earlier date keeps the record, in
+/// whichever order they were counted.
+pub async fn a_record_tie_keeps_the_earlier_date<S: Store>(store: &S) {
+    let site = "conf-record-tie";
+    let b = |seq, day, hits| batch(site, "p1", seq, vec![day_inc(&Scope::Site, day, hits)]);
+    store.apply(&b(1, R2, 10)).await.unwrap();
+    store.apply(&b(2, R3, 10)).await.unwrap();
+    assert_eq!(record_of(store, site).await, Some((10, R2)), "a later tie");
+    store.apply(&b(3, R1, 10)).await.unwrap();
+    assert_eq!(
+        record_of(store, site).await,
+        Some((10, R1)),
+        "an earlier tie"
+    );
+}
+
+/// A batch refused by the watermark raises nothing, even one that would.
+pub async fn a_duplicate_batch_leaves_the_record<S: Store>(store: &S) {
+    let site = "conf-record-dup";
+    let b = |seq, day, hits| batch(site, "p1", seq, vec![day_inc(&Scope::Site, day, hits)]);
+    store.apply(&b(1, R1, 5)).await.unwrap();
+    store.apply(&b(2, R1, 3)).await.unwrap();
+    assert_eq!(store.apply(&b(2, R1, 3)).await.unwrap(), Applied::Duplicate);
+    assert_eq!(
+        store.apply(&b(2, R2, 100)).await.unwrap(),
+        Applied::Duplicate
+    );
+    assert_eq!(record_of(store, site).await, Some((8, R1)));
+}
+
+/// An import of history (day increments under its own producer, through
+/// the same apply) raises the record to its best day.
+pub async fn an_imported_history_raises_the_record<S: Store>(store: &S) {
+    let site = "conf-record-import";
+    store
+        .apply(&batch(site, "p1", 1, vec![day_inc(&Scope::Site, R3, 40)]))
+        .await
+        .unwrap();
+    let history = vec![
+        day_inc(&Scope::Site, R1, 4_321),
+        day_inc(&Scope::Site, R2, 1_000),
+    ];
+    let import = batch(site, "import:0123456789abcdef", 1, history);
+    assert_eq!(
+        store.apply(&import).await.unwrap(),
+        Applied::Fresh { late: 0 }
+    );
+    assert_eq!(record_of(store, site).await, Some((4_321, R1)));
+}
+
+// ---- end record day ----
+
 /// Generates one `#[tokio::test]` per conformance case for the store that
 /// `$make` (an async expression) builds. Each test builds its own store,
 /// which must also be the [`Aging`] hook of the cases about time.
@@ -1212,6 +1320,10 @@ macro_rules! store_conformance_tests {
             titles_are_kept_last_one_wins,
             rolling_windows_count_a_minute_until_it_leaves,
             ping_answers,
+            the_record_day_rises_and_never_falls,
+            a_record_tie_keeps_the_earlier_date,
+            a_duplicate_batch_leaves_the_record,
+            an_imported_history_raises_the_record,
         );
         $crate::store_conformance_tests!(@aged $make;
             an_import_repeated_after_a_long_idle_is_a_duplicate,

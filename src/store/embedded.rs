@@ -26,7 +26,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
     Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, OTHER, PeriodKey,
-    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, TOP_KEPT, Window,
+    Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, TOP_KEPT, Window,
 };
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
@@ -87,6 +87,9 @@ const WINDOW_RANKS: TableDefinition<(&str, u8, u64, &str), ()> =
 /// The bucket each window's sum was last moved to: (site, window) →
 /// bucket index.
 const WINDOW_MARKS: TableDefinition<(&str, u8), i64> = TableDefinition::new("window_marks");
+/// Each site's record day ([`Record`]): site → (hits, day number), raised
+/// in the transaction that applies a batch (see [`raise_record`]).
+const RECORDS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("records");
 /// Shared secrets (salts): name → 32 bytes.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Visitor sketches: (site, sketch name) → an encoded `SketchUnion`. Only
@@ -488,6 +491,7 @@ impl EmbeddedStore {
             tx.open_table(WINDOW_SUMS).map_err(unavailable)?;
             tx.open_table(WINDOW_RANKS).map_err(unavailable)?;
             tx.open_table(WINDOW_MARKS).map_err(unavailable)?;
+            tx.open_table(RECORDS).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(EmbeddedStore {
@@ -543,6 +547,7 @@ fn apply_blocking(
         return Ok(Applied::Duplicate);
     }
     let (late, rows) = add_increments(&tx, batch, scope_hash, now)?;
+    raise_record(&tx, batch, scope_hash, now)?;
     add_breakdowns(&tx, batch, &rows, scope_hash, now)?;
     add_titles(&tx, batch)?;
     add_windows(&tx, batch)?;
@@ -847,6 +852,69 @@ fn add_increments<'a>(
     prune_rankings(&mut ranking_table, &mut ranking_expiry, now.as_second())?;
     Ok((skipped, resolved))
 }
+
+// ---- record day (issue 25 §7) ----
+
+/// Raises the site's record day to the best of the site's day counters
+/// this batch increased, as they stand after it (the row was written
+/// just before, in the same transaction). A late day (expired, not
+/// applied) reads as nothing and raises nothing.
+fn raise_record(
+    tx: &redb::WriteTransaction,
+    batch: &SiteBatch,
+    scope_hash: fn(&[u8]) -> u64,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut days = batch
+        .increments
+        .iter()
+        .filter(|i| i.scope == Scope::Site)
+        .filter_map(|i| match i.period {
+            PeriodKey::Day(d) => Some(d),
+            _ => None,
+        })
+        .peekable();
+    if days.peek().is_none() {
+        return Ok(());
+    }
+    let rows = tx.open_table(ROWS).map_err(unavailable)?;
+    let (_, row) = find_row(&rows, key_hash(batch.site.as_bytes()), "", scope_hash(b""))?;
+    let Some(row) = row else { return Ok(()) };
+    let mut records = tx.open_table(RECORDS).map_err(unavailable)?;
+    let mut best = read_record(&records, &batch.site)?;
+    let mut raised = false;
+    for day in days {
+        let hits = row.get(period_code(&PeriodKey::Day(day)), now.as_second());
+        let candidate = Record { hits, date: day };
+        if candidate.beats(best.as_ref()) {
+            best = Some(candidate);
+            raised = true;
+        }
+    }
+    if let (true, Some(best)) = (raised, best) {
+        let value = (best.hits, crate::period::day_number(best.date));
+        records
+            .insert(batch.site.as_ref(), value)
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// The site's kept record day, if any.
+fn read_record(
+    records: &impl ReadableTable<&'static str, (u64, u32)>,
+    site: &str,
+) -> Result<Option<Record>, StoreError> {
+    Ok(records.get(site).map_err(unavailable)?.map(|v| {
+        let (hits, day) = v.value();
+        Record {
+            hits,
+            date: crate::period::date_of_number(day),
+        }
+    }))
+}
+
+// ---- end record day ----
 
 fn counter_key(
     row: &[u8; 16],
@@ -1305,7 +1373,16 @@ impl Store for EmbeddedStore {
                 .map_err(unavailable)?
                 .map(|v| v.value().0)
                 .unwrap_or(0);
-            Ok(Reading { values, watermark })
+            let record = if scope.is_empty() {
+                read_record(&tx.open_table(RECORDS).map_err(unavailable)?, &site)?
+            } else {
+                None
+            };
+            Ok(Reading {
+                values,
+                watermark,
+                record,
+            })
         };
         read(&self.db)
     }

@@ -407,7 +407,39 @@ pub enum Applied {
 pub struct Reading {
     pub values: Vec<u64>,
     pub watermark: u64,
+    /// The site's record day as the store keeps it, read in the same
+    /// snapshot: filled by reads of [`Scope::Site`] (and so by
+    /// [`Store::read_site`]), `None` for a page or before any hit.
+    pub record: Option<Record>,
 }
+
+// ---- record day (issue 25 §7) ----
+
+/// A site's best day: the most hits counted on one local day, and that
+/// day. Stores keep it beside the site's counters and raise it inside a
+/// batch's atomic apply, from the day counters the batch increased (an
+/// imported history's days included), so it never falls and a repeated
+/// batch, refused by the watermark, changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Record {
+    pub hits: u64,
+    /// The local day, `YYYY-MM-DD` in JSON.
+    pub date: Date,
+}
+
+impl Record {
+    /// Whether `self` replaces `kept` as the record: more hits, or as
+    /// many on an earlier day (a tie keeps the earlier date, the first day
+    /// that reached the figure, whatever order the days were counted in).
+    pub fn beats(&self, kept: Option<&Record>) -> bool {
+        match kept {
+            None => self.hits > 0,
+            Some(k) => self.hits > k.hits || (self.hits == k.hits && self.date < k.date),
+        }
+    }
+}
+
+// ---- end record day ----
 
 /// Why a store operation failed. Retriable or not is decided in one place,
 /// [`StoreError::is_retriable`].

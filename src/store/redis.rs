@@ -16,6 +16,7 @@
 //! | `luot:{s}:r1h:at`, `…:r24h:at` | string | the bucket the sum was last moved to |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
+//! | `luot:{s}:rec` | hash | the site's record day: `hits`, `date` (`2026-11-27`), raised by the apply script |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
 //! | `luot:{s}:wmt` | hash | producer → Unix seconds of its last applied batch (for operators; nothing reads it) |
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
@@ -64,7 +65,7 @@ use jiff::civil::Date;
 
 use super::{
     Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PeriodKey,
-    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds, Window,
+    Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds, Window,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -366,6 +367,33 @@ pub fn window_key(site: &str, window: Window, rest: &str) -> String {
     key(site, &format!("{}:{rest}", window_name(window)))
 }
 
+// ---- record day (issue 25 §7) ----
+
+/// The hash holding a site's record day (`hits`, `date`).
+fn record_key(site: &str) -> String {
+    key(site, "rec")
+}
+
+/// The record day from the read script's last two values (popped: the
+/// date, then the hits); `None` before any hit.
+fn parse_record(date: Option<String>, hits: Option<String>) -> Result<Option<Record>, StoreError> {
+    let (Some(date), Some(hits)) = (date, hits) else {
+        return Err(StoreError::Corrupt("read reply lacks the record".into()));
+    };
+    if date.is_empty() {
+        return Ok(None);
+    }
+    let day = date
+        .parse::<Date>()
+        .map_err(|_| StoreError::Corrupt(format!("record date {date:?}")))?;
+    Ok(Some(Record {
+        hits: parse_counter(&hits)?,
+        date: day,
+    }))
+}
+
+// ---- end record day ----
+
 /// The key holding the visitor sketch `sketch` of a site.
 pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
     key(site, &format!("v:{sketch}"))
@@ -442,6 +470,10 @@ impl RedisStore {
         for k in groups.iter().flatten() {
             inv.key(sketch_key(site, k));
         }
+        if *scope == Scope::Site {
+            // Record day: the last key (read.lua).
+            inv.key(record_key(site));
+        }
         inv.arg(producer);
         match scope {
             Scope::Site => inv.arg("c").arg(""),
@@ -451,8 +483,13 @@ impl RedisStore {
         for g in groups {
             inv.arg(g.len());
         }
-        let raw: Vec<String> = self.invoke(&inv).await?;
+        let mut raw: Vec<String> = self.invoke(&inv).await?;
         let parse = parse_counter;
+        let record = if *scope == Scope::Site {
+            parse_record(raw.pop(), raw.pop())?
+        } else {
+            None
+        };
         let expected = periods.len() + 1 + groups.len();
         if raw.len() != expected {
             return Err(StoreError::Corrupt(format!(
@@ -469,7 +506,14 @@ impl RedisStore {
             .iter()
             .map(|c| parse(c).map(Some))
             .collect::<Result<_, _>>()?;
-        Ok((Reading { values, watermark }, counts))
+        Ok((
+            Reading {
+                values,
+                watermark,
+                record,
+            },
+            counts,
+        ))
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
@@ -585,6 +629,8 @@ impl Store for RedisStore {
                 }
             }
         }
+        // Record day: always the last key (apply.lua).
+        inv.key(record_key(site));
         let (fresh, late): (i64, u64) = self.invoke(&inv).await?;
         Ok(if fresh == 1 {
             Applied::Fresh { late }
@@ -647,7 +693,11 @@ impl Store for RedisStore {
                 let values = (0..periods.len())
                     .map(|k| parse_counter(&raw[1 + k * chunk.len() + i]))
                     .collect::<Result<_, _>>()?;
-                readings.push(Reading { values, watermark });
+                readings.push(Reading {
+                    values,
+                    watermark,
+                    record: None,
+                });
             }
         }
         Ok(readings)

@@ -8,6 +8,8 @@
 //! the keys as constants and the numbers through `itoa`.
 
 use crate::count::ledger::{Figures, Visitors};
+use crate::read::Listed;
+use crate::store::Record;
 
 /// Appends `figures` as JSON to `out`.
 pub fn write(out: &mut Vec<u8>, figures: &Figures) {
@@ -30,6 +32,11 @@ pub fn write(out: &mut Vec<u8>, figures: &Figures) {
     out.extend_from_slice(b",\"visitors\":");
     match &figures.visitors {
         Some(v) => visitors(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"record\":");
+    match &figures.record {
+        Some(r) => record(out, r),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(if figures.stale {
@@ -60,6 +67,60 @@ pub fn to_vec(figures: &Figures) -> Vec<u8> {
     out
 }
 
+// ---- listing pages (issue 25 §3) ----
+
+/// One page of `/pages`: the page figures the counters route gives, less
+/// what every page of the answer shares or a page never has (`site` and
+/// `as_of` are said once for all, `visitors` and `record` are a site's),
+/// with the page's `title` after `page`, and `hits` (the asked period's
+/// figure) at the end when a period was asked. About 130 bytes a page
+/// rather than 250: the answer's size is most of its cost.
+pub fn write_listed(out: &mut Vec<u8>, page: &str, listed: &Listed, hits: Option<u64>) {
+    let c = &listed.counts;
+    out.extend_from_slice(b"{\"page\":");
+    string(out, page);
+    out.extend_from_slice(b",\"title\":");
+    match &listed.title {
+        Some(t) => string(out, t),
+        None => out.extend_from_slice(b"null"),
+    }
+    number(out, b",\"total\":", c.total);
+    number(out, b",\"today\":", c.today);
+    number(out, b",\"yesterday\":", c.yesterday);
+    number(out, b",\"week\":", c.week);
+    number(out, b",\"month\":", c.month);
+    match listed.online {
+        Some(n) => number(out, b",\"online\":", n),
+        None => out.extend_from_slice(b",\"online\":null"),
+    }
+    out.extend_from_slice(if listed.stale {
+        b",\"stale\":true"
+    } else {
+        b",\"stale\":false"
+    });
+    if let Some(hits) = hits {
+        number(out, b",\"hits\":", hits);
+    }
+    out.push(b'}');
+}
+
+// ---- end listing pages ----
+
+/// `{"hits":4321,"date":"2026-11-27"}`.
+fn record(out: &mut Vec<u8>, r: &Record) {
+    number(out, b"{\"hits\":", r.hits);
+    out.extend_from_slice(b",\"date\":\"");
+    // `Display` of a date is `YYYY-MM-DD` (a year past 9999 has a sign);
+    // written through a small stack buffer, not a `String`.
+    use std::io::Write;
+    let mut buf = [0u8; 16];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{}", r.date);
+    let len = cursor.position() as usize;
+    out.extend_from_slice(&buf[..len]);
+    out.extend_from_slice(b"\"}");
+}
+
 fn visitors(out: &mut Vec<u8>, v: &Visitors) {
     number(out, b"{\"today\":", v.today);
     number(out, b",\"yesterday\":", v.yesterday);
@@ -82,7 +143,7 @@ fn number<const N: usize>(out: &mut Vec<u8>, key: &[u8; N], n: u64) {
 /// A JSON string, escaped as serde_json escapes it: `"` and `\` with a
 /// backslash, the control characters that have a short form with it, the
 /// others as `\u00XX`; everything else (UTF-8 included) as it is.
-fn string(out: &mut Vec<u8>, s: &str) {
+pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Names, paths and times need no escape: one check without early exit,
@@ -143,28 +204,37 @@ mod tests {
             month: v[3],
             total: v[4],
         }));
+        let record = prop::option::of((any::<u64>(), 0u32..3_000_000).prop_map(|(hits, n)| {
+            crate::store::Record {
+                hits,
+                date: crate::period::date_of_number(n),
+            }
+        }));
         (
             text.clone(),
             prop::option::of(text.clone()),
             any::<[u64; 5]>(),
             prop::option::of(any::<u64>()),
-            visitors,
+            (visitors, record),
             any::<bool>(),
             text,
         )
-            .prop_map(|(site, page, n, online, visitors, stale, as_of)| Figures {
-                site: Arc::from(site),
-                page: page.map(Arc::from),
-                total: n[0],
-                today: n[1],
-                yesterday: n[2],
-                week: n[3],
-                month: n[4],
-                online,
-                visitors,
-                stale,
-                as_of: Arc::from(as_of),
-            })
+            .prop_map(
+                |(site, page, n, online, (visitors, record), stale, as_of)| Figures {
+                    site: Arc::from(site),
+                    page: page.map(Arc::from),
+                    total: n[0],
+                    today: n[1],
+                    yesterday: n[2],
+                    week: n[3],
+                    month: n[4],
+                    online,
+                    visitors,
+                    record,
+                    stale,
+                    as_of: Arc::from(as_of),
+                },
+            )
     }
 
     proptest! {

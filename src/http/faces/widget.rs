@@ -38,6 +38,8 @@ struct Labels {
     week: &'static str,
     month: &'static str,
     online: &'static str,
+    /// The record day's row, shown with `?record=1`.
+    record: &'static str,
     /// The digit-group separator `toLocaleString` uses for this language.
     separator: char,
 }
@@ -50,6 +52,7 @@ const VI: Labels = Labels {
     week: "Tuần này",
     month: "Tháng này",
     online: "Đang trực tuyến",
+    record: "Ngày cao nhất",
     separator: '.',
 };
 
@@ -61,6 +64,7 @@ const EN: Labels = Labels {
     week: "This week",
     month: "This month",
     online: "Online now",
+    record: "Best day",
     separator: ',',
 };
 
@@ -78,6 +82,8 @@ struct Options {
     language: Option<Language>,
     theme: Theme,
     pad: usize,
+    /// `record=1`: a row with the site's record day.
+    record: bool,
 }
 
 fn bad(message: &str) -> ApiError {
@@ -105,10 +111,16 @@ fn options(query: Option<&str>) -> Result<Options, ApiError> {
             .filter(|n| (1..=MAX_PAD).contains(n))
             .ok_or_else(|| bad("`pad` must be a whole number from 1 to 12"))?,
     };
+    let record = match query_param(query, "record").as_deref() {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(_) => return Err(bad("`record` must be `1` or `0`")),
+    };
     Ok(Options {
         language,
         theme,
         pad,
+        record,
     })
 }
 
@@ -125,7 +137,7 @@ pub fn serve(state: &State, id: &str, query: Option<&str>) -> Result<Response<Bo
         Language::Vi => &VI,
         Language::En => &EN,
     };
-    let html = render(&figures, labels, options.theme, options.pad);
+    let html = render_with(&figures, labels, options.theme, options.pad, options.record);
     Ok(super::document(
         html,
         "text/html; charset=utf-8",
@@ -168,10 +180,39 @@ setInterval(tick,";
 /// `setInterval` call.
 const SCRIPT_END: &str = ")})();";
 
-/// The page for `figures`. maud escapes every spliced value (`&`, `<`,
-/// `>`, `"`); the style and script are this module's constants, spliced
-/// as they are.
+/// [`render_with`] without the record day's row.
+#[cfg(test)]
 fn render(figures: &Figures, labels: &Labels, theme: Theme, width: usize) -> String {
+    render_with(figures, labels, theme, width, false)
+}
+
+/// The record day's cell: the hits, grouped, and the day (`27/11/2026` in
+/// Vietnamese, `2026-11-27` in English); a dash before any hit.
+fn record_cell(figures: &Figures, labels: &Labels) -> String {
+    match figures.record {
+        None => "—".to_string(),
+        Some(r) => {
+            let hits = group(r.hits, labels.separator);
+            let d = r.date;
+            if labels.code == "vi" {
+                format!("{hits} ({:02}/{:02}/{})", d.day(), d.month(), d.year())
+            } else {
+                format!("{hits} ({d})")
+            }
+        }
+    }
+}
+
+/// The page for `figures`, with the record day's row when `record` is
+/// set. maud escapes every spliced value (`&`, `<`, `>`, `"`); the style
+/// and script are this module's constants, spliced as they are.
+fn render_with(
+    figures: &Figures,
+    labels: &Labels,
+    theme: Theme,
+    width: usize,
+    record: bool,
+) -> String {
     let class = match theme {
         Theme::Auto => "auto",
         Theme::Light => "light",
@@ -214,6 +255,12 @@ fn render(figures: &Figures, labels: &Labels, theme: Theme, width: usize) -> Str
                                 td data-k=(key) { (n(value)) }
                             }
                         }
+                        @if record {
+                            tr {
+                                th { (labels.record) ":" }
+                                td class="rec" { (record_cell(figures, labels)) }
+                            }
+                        }
                     }
                 }
                 "\n"
@@ -242,6 +289,7 @@ mod tests {
             month: 2958,
             online: Some(45),
             visitors: None,
+            record: None,
             stale: false,
             as_of: "".into(),
         }
@@ -292,16 +340,47 @@ mod tests {
             Options {
                 language: None,
                 theme: Theme::Auto,
-                pad: DEFAULT_PAD
+                pad: DEFAULT_PAD,
+                record: false,
             }
         );
+        assert!(options(Some("record=1")).unwrap().record);
         let o = options(Some("lang=en&theme=dark&pad=12")).unwrap();
         assert_eq!(o.language, Some(Language::En));
         assert_eq!(o.theme, Theme::Dark);
         assert_eq!(o.pad, 12);
-        for q in ["pad=0", "pad=13", "pad=x", "lang=fr", "theme=<b>"] {
+        for q in [
+            "pad=0",
+            "pad=13",
+            "pad=x",
+            "lang=fr",
+            "theme=<b>",
+            "record=yes",
+        ] {
             assert_eq!(options(Some(q)).unwrap_err().status, 400, "{q}");
         }
+    }
+
+    #[test]
+    fn the_record_day_row_shows_when_asked() {
+        let mut f = figures();
+        assert!(!render(&f, &VI, Theme::Auto, 8).contains("Ngày cao nhất"));
+        let none = render_with(&f, &VI, Theme::Auto, 8, true);
+        assert!(
+            none.contains("Ngày cao nhất:") && none.contains(">—<"),
+            "{none}"
+        );
+        f.record = Some(crate::store::Record {
+            hits: 4321,
+            date: jiff::civil::date(2026, 11, 27),
+        });
+        let vi = render_with(&f, &VI, Theme::Auto, 8, true);
+        assert!(vi.contains(">4.321 (27/11/2026)<"), "{vi}");
+        let en = render_with(&f, &EN, Theme::Auto, 8, true);
+        assert!(
+            en.contains("Best day:") && en.contains(">4,321 (2026-11-27)<"),
+            "{en}"
+        );
     }
 
     #[test]

@@ -498,6 +498,7 @@ mod tests {
                     month: 2100,
                     total: 123_456,
                 }),
+                record: None,
                 stale: false,
                 as_of: "2026-11-27T21:00:00+07:00".into(),
             },

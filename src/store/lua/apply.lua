@@ -17,6 +17,8 @@
 -- bucket width (seconds), bucket count, the batch's bucket index.
 -- Then per sketch: kind ('m' members | 'r' registers), expire, member
 -- count (for 'm'), members... or the blob.
+-- The last key, KEYS[#KEYS], is the site's record day hash (see the
+-- record block at the end); no argument goes with it.
 local producer = ARGV[1]
 local seq = ARGV[2]
 local format = string.format
@@ -38,6 +40,9 @@ local a = 4
 local k = 4
 -- A key may be in several groups: expire it once per batch.
 local expiring = {}
+-- Record day: the site day counters ('c' keys named '…:h:d:<date>') this
+-- batch increased, date by key.
+local record_days = {}
 for g = 1, tonumber(ARGV[3]) do
   local kind, nkeys, n = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local first = a + 3 + nkeys
@@ -76,6 +81,10 @@ for g = 1, tonumber(ARGV[3]) do
       else
         for e = first, first + n - 1 do
           redis.call('INCRBY', key, ARGV[e])
+        end
+        local day = string.match(key, ':h:d:(%d+%-%d+%-%d+)$')
+        if day then
+          record_days[key] = day
         end
       end
       if exp > 0 and expiring[key] ~= exp then
@@ -336,4 +345,21 @@ while a <= #ARGV do
     redis.call('EXPIREAT', key, exp)
   end
 end
+-- ---- record day (issue 25 §7) ----
+-- The most hits on one local day and that day, raised from the day
+-- counters as they stand after this batch; a tie keeps the earlier date.
+local record = KEYS[#KEYS]
+local kept = redis.call('HMGET', record, 'hits', 'date')
+local best_hits, best_day = tonumber(kept[1]) or 0, kept[2]
+local raised = false
+for key, day in pairs(record_days) do
+  local hits = tonumber(redis.call('GET', key)) or 0
+  if hits > best_hits or (hits == best_hits and hits > 0 and best_day and day < best_day) then
+    best_hits, best_day, raised = hits, day, true
+  end
+end
+if raised then
+  redis.call('HSET', record, 'hits', format('%d', best_hits), 'date', best_day)
+end
+-- ---- end record day ----
 return {1, late}

@@ -2,7 +2,9 @@
 -- KEYS[1] watermarks, KEYS[2..1+n] counters, then groups of sketches, each
 -- counted as one union. ARGV[1] producer, ARGV[2] kind ('c' | 'z'),
 -- ARGV[3] page, ARGV[4] n, ARGV[5..] the size of each group. Returns the
--- values, the watermark, then one count per group.
+-- values, the watermark, then one count per group; for the site ('c'),
+-- then the record day's hits and date ('0' and '' before any), from the
+-- record hash, which is the last key.
 local n = tonumber(ARGV[4])
 local out = {}
 for i = 2, n + 1 do
@@ -24,5 +26,10 @@ for g = 5, #ARGV do
     out[#out + 1] = '0'
   end
   k = k + size
+end
+if ARGV[2] == 'c' then
+  local record = redis.call('HMGET', KEYS[#KEYS], 'hits', 'date')
+  out[#out + 1] = record[1] or '0'
+  out[#out + 1] = record[2] or ''
 end
 return out

@@ -4,6 +4,8 @@
  * <span data-luot-page="total|today|…"></span> (this page's figures)
  * data-luot-pad="8" zero-pads to 8 digits, without digit grouping.
  * <ol data-luot-top="24h" data-luot-limit="5"></ol> most read (1h, today…; data-luot-show-hits)
+ * data-luot="record": the best day (data-luot-record="date": its date).
+ * <span data-luot-views="/path"></span>: that page's total (data-luot-period="today"), one request for all.
  * #luot-ignore=on in a page's URL: this browser sends nothing (=off undoes). */
 (function () {
   "use strict";
@@ -49,18 +51,49 @@
     }
   }
 
+  function fmt(el, v) {
+    var pad = parseInt(el.getAttribute("data-luot-pad"), 10);
+    return pad > 0 ? String(v).padStart(Math.min(pad, 20), "0") : v.toLocaleString(d.documentElement.lang || undefined);
+  }
+
   function show(figures, attr) {
     if (!figures) return;
-    var lang = d.documentElement.lang || undefined;
+    var r = figures.record;
     keys.forEach(function (k) {
       var v = figures[k];
       if (typeof v != "number") return;
       d.querySelectorAll("[" + attr + '="' + k + '"]').forEach(function (el) {
-        var pad = parseInt(el.getAttribute("data-luot-pad"), 10);
-        el.textContent = pad > 0 ? String(v).padStart(Math.min(pad, 20), "0") : v.toLocaleString(lang);
+        el.textContent = fmt(el, v);
       });
     });
+    if (r) d.querySelectorAll("[" + attr + '="record"]').forEach(function (el) {
+      el.textContent = el.getAttribute("data-luot-record") == "date" ? r.date : fmt(el, r.hits);
+    });
   }
+
+  function views() {
+    var els = d.querySelectorAll("[data-luot-views]"), paths = [];
+    els.forEach(function (el) {
+      var p = el.getAttribute("data-luot-views");
+      if (paths.indexOf(p) < 0 && paths.length < 100) paths.push(p);
+    });
+    if (paths.length && w.fetch)
+      fetch(new URL("api/v1/sites/" + site + "/pages?path=" + paths.map(encodeURIComponent).join("&path="), me.src))
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (a) {
+          if (a) els.forEach(function (el) {
+            var f = a.pages[paths.indexOf(el.getAttribute("data-luot-views"))];
+            var v = f && f[el.getAttribute("data-luot-period") || "total"];
+            if (typeof v == "number") el.textContent = fmt(el, v);
+          });
+        })
+        .catch(function () {});
+  }
+  function ready(f) {
+    if (d.readyState == "loading") d.addEventListener("DOMContentLoaded", f);
+    else f();
+  }
+  ready(views);
 
   function send(ref) {
     if (flag()) return;
@@ -72,10 +105,8 @@
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (a) {
             if (!a) return;
-            var fill = function () { show(a.site, "data-luot"); show(a.page, "data-luot-page"); };
             // The answer may beat the parser to the footer.
-            if (d.readyState == "loading") d.addEventListener("DOMContentLoaded", fill);
-            else fill();
+            ready(function () { show(a.site, "data-luot"); show(a.page, "data-luot-page"); });
           })
           .catch(function () {});
         return;
