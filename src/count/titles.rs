@@ -35,22 +35,23 @@ impl PageTitles {
         Self::default()
     }
 
-    /// Notes that `page` was just seen with `title`.
-    pub fn note(&self, page: &str, title: &str) {
-        if let Some(entry) = self.titles.get(page)
+    /// Notes that `page` (the tally's key for it, shared rather than
+    /// copied) was just seen with `title`.
+    pub fn note(&self, page: &Arc<str>, title: &str) {
+        if let Some(entry) = self.titles.get(&**page)
             && *entry.title == *title
         {
             return;
         }
         let title: Arc<str> = Arc::from(title);
-        let queue = match self.titles.get_mut(page) {
+        let queue = match self.titles.get_mut(&**page) {
             Some(mut entry) => {
                 entry.title = title;
                 let queued = std::mem::replace(&mut entry.changed, true);
                 (!queued).then(|| Arc::clone(entry.key()))
             }
             None => {
-                let page: Arc<str> = Arc::from(page);
+                let page = Arc::clone(page);
                 let entry = Entry {
                     title,
                     changed: true,
@@ -101,19 +102,20 @@ mod tests {
     #[test]
     fn a_changed_title_is_taken_once_and_an_unchanged_one_not_again() {
         let t = PageTitles::new();
-        t.note("/a", "A");
-        t.note("/a", "A");
-        t.note("/b", "B");
-        t.note("/b", "B2");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("/a"), Arc::from("/b"));
+        t.note(&a, "A");
+        t.note(&a, "A");
+        t.note(&b, "B");
+        t.note(&b, "B2");
         let mut first = taken(&t);
         first.sort();
         assert_eq!(
             first,
             vec![("/a".into(), "A".into()), ("/b".into(), "B2".into())]
         );
-        t.note("/a", "A");
+        t.note(&a, "A");
         assert!(taken(&t).is_empty(), "an unchanged title is not sent again");
-        t.note("/a", "A2");
+        t.note(&a, "A2");
         assert_eq!(taken(&t), vec![("/a".into(), "A2".into())]);
         assert_eq!(t.get("/a").as_deref(), Some("A2"));
         assert_eq!(t.get("/c"), None);
@@ -122,9 +124,12 @@ mod tests {
     #[test]
     fn an_unchanged_title_is_not_stored_again() {
         let t = PageTitles::new();
-        t.note("/a", "A");
+        let a: Arc<str> = Arc::from("/a");
+        t.note(&a, "A");
         let kept = t.get("/a").unwrap();
-        t.note("/a", &String::from("A"));
+        t.note(&a, &String::from("A"));
         assert!(Arc::ptr_eq(&kept, &t.get("/a").unwrap()));
+        let shared = t.titles.iter().next().map(|e| Arc::clone(e.key())).unwrap();
+        assert!(Arc::ptr_eq(&shared, &a), "the page's name is the tally's");
     }
 }

@@ -162,16 +162,16 @@ impl Ingest<'_> {
                 self.counters.record(HitResult::Duplicate);
                 return Ok(on_page(&buf, Verdict::Duplicate, None));
             }
+            let title = beacon.title.as_deref().and_then(beacon::clean_title);
             let (counted, answer) = site.tally.count_then(&buf, day, |counted, entry| {
+                // A page the tally keeps: its title under the tally's key.
+                if let (Some(entry), Some(title)) = (&entry, &title) {
+                    site.titles.note(entry.key, title);
+                }
                 (counted, on_page(&buf, Verdict::Counted(counted), entry))
             });
             if counted == Counted::SiteOnlyOverflow {
                 site.metrics.overflow.increment(1);
-            }
-            if counted == Counted::Page
-                && let Some(title) = beacon.title.as_deref().and_then(beacon::clean_title)
-            {
-                site.titles.note(&buf, &title);
             }
             // After the tally: the flusher takes breakdowns before the
             // tally, so a period's values never exceed its hits.
