@@ -123,6 +123,7 @@ fn state(dir: &std::path::Path) -> State {
         http_metrics: HttpMetrics::new(),
         bots: BotDetector::new().expect("bot list"),
         classifier: luot::ingest::classify::Classifier::new().expect("source list"),
+        listing_answers: Default::default(),
         trusted_proxies: Vec::new(),
         country_header: None,
         max_body_bytes: 8192,

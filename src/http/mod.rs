@@ -49,7 +49,7 @@ mod error;
 pub mod faces;
 mod health;
 pub mod owner;
-mod pages;
+pub mod pages;
 mod sender;
 pub mod server;
 pub mod text;
@@ -129,6 +129,8 @@ pub struct State {
     pub bots: BotDetector,
     /// Finds each counted hit's dimensions (source, device, …).
     pub classifier: Classifier,
+    /// Recent `/pages` answers (a front page asks the same for everyone).
+    pub listing_answers: pages::ListingAnswers,
     pub trusted_proxies: Vec<IpNet>,
     /// `server.country_header`, believed only from `trusted_proxies`;
     /// `None` when empty.
