@@ -12,8 +12,9 @@
 //! - [`http`]: the listeners, routes, limits, errors and CORS; the readers'
 //!   faces (`http::faces`) and the owner's routes (`http::owner`).
 //! - [`ingest`]: a beacon's fields, the client address, the bot guard,
-//!   counting it; [`read`]: figures for readers; [`flush`]: batches,
-//!   exactly-once application, retries, the write-ahead file, imports.
+//!   counting it; [`read`]: figures and breakdowns for readers; [`flush`]:
+//!   batches, exactly-once application, retries, the write-ahead file,
+//!   imports.
 //! - [`site`]: the declared sites as a swappable snapshot and their state.
 //! - [`count`]: the per-site state a hit touches: tally, ledger, visitors,
 //!   rate limit, repeat-view filter.

@@ -76,7 +76,8 @@ enum Command {
         /// Last day (default: today in the site's zone).
         #[arg(long)]
         to: Option<String>,
-        /// json (everything), csv (the daily series) or pages-csv (page totals).
+        /// json (everything), csv (the daily series), pages-csv (page totals)
+        /// or breakdowns-csv (the daily breakdowns).
         #[arg(long, default_value = "json")]
         format: String,
         /// Write here instead of standard output.

@@ -500,12 +500,13 @@ pub enum ReadRoute {
     Widget,
     Dashboard,
     Busuanzi,
+    Breakdown,
     /// Kept page readings read again in the background.
     Refresh,
 }
 
 impl ReadRoute {
-    pub const ALL: [ReadRoute; 9] = [
+    pub const ALL: [ReadRoute; 10] = [
         ReadRoute::Hit,
         ReadRoute::Counters,
         ReadRoute::Series,
@@ -514,6 +515,7 @@ impl ReadRoute {
         ReadRoute::Widget,
         ReadRoute::Dashboard,
         ReadRoute::Busuanzi,
+        ReadRoute::Breakdown,
         ReadRoute::Refresh,
     ];
 
@@ -527,6 +529,7 @@ impl ReadRoute {
             ReadRoute::Widget => "widget",
             ReadRoute::Dashboard => "dashboard",
             ReadRoute::Busuanzi => "busuanzi",
+            ReadRoute::Breakdown => "breakdown",
             ReadRoute::Refresh => "refresh",
         }
     }

@@ -35,6 +35,7 @@ fn example(name: &str) -> &'static str {
         "site" => "site=demo",
         "page" => "page=/a",
         "jsonpCallback" => "jsonpCallback=cb",
+        "by" => "by=channel",
         _ => "",
     }
 }
@@ -135,6 +136,7 @@ fn errors_are_documented_json() {
         ("/api/v1/sites/nope/counters", 404),
         ("/api/v1/sites/demo/series?from=bad", 400),
         ("/api/v1/sites/demo/top?limit=0", 400),
+        ("/api/v1/sites/demo/breakdown?by=referrer", 400),
         ("/no/such/route", 404),
     ] {
         let reply = server.get(url);

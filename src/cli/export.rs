@@ -1,7 +1,14 @@
-//! `luot export`: fetches a site's export (its daily series and every
-//! page's total) from the admin listener and writes it as JSON (what
-//! `luot import --from-export` reads back), as the daily series in CSV, or
-//! as the page totals in CSV, to a file or standard output.
+//! `luot export`: fetches a site's export (its daily series with each
+//! day's breakdowns, and every page's total) from the admin listener and
+//! writes it as JSON (what `luot import --from-export` reads back), as the
+//! daily series in CSV, as the page totals in CSV, or as the daily
+//! breakdowns in CSV, to a file or standard output.
+//!
+//! The CSV forms are for spreadsheets: every field that came from clients
+//! goes through `csv_cell` (quoted per RFC 4180, formulas neutralised).
+//! Breakdowns get a CSV of their own (`date,dimension,value,hits`), since
+//! the daily series has one line a day and a value per column would make
+//! its columns differ from day to day.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -11,7 +18,7 @@ use std::str::FromStr;
 use hyper::Method;
 
 use super::{AdminTarget, CliError, ClientError, HttpClient};
-use crate::flush::import::Export;
+use crate::flush::import::{Export, csv_cell};
 
 /// What to export, as the command line gives it.
 #[derive(Debug, Clone)]
@@ -21,7 +28,8 @@ pub struct ExportCommand {
     pub from: Option<String>,
     /// Last day (default: today in the site's zone).
     pub to: Option<String>,
-    /// `json`, `csv` or `pages-csv`, checked by [`Format::from_str`].
+    /// `json`, `csv`, `pages-csv` or `breakdowns-csv`, checked by
+    /// [`Format::from_str`].
     pub format: String,
     /// Where to write; standard output when `None`.
     pub output: Option<PathBuf>,
@@ -36,6 +44,9 @@ pub enum Format {
     Csv,
     /// The page totals: `page,total`.
     PagesCsv,
+    /// The site's breakdowns, a line per day, dimension and value:
+    /// `date,dimension,value,hits`.
+    BreakdownsCsv,
 }
 
 impl FromStr for Format {
@@ -46,6 +57,7 @@ impl FromStr for Format {
             "json" => Ok(Self::Json),
             "csv" => Ok(Self::Csv),
             "pages-csv" => Ok(Self::PagesCsv),
+            "breakdowns-csv" => Ok(Self::BreakdownsCsv),
             other => Err(CliError::Format(other.to_string())),
         }
     }
@@ -128,7 +140,28 @@ pub fn render(export: &Export, format: Format) -> Result<String, CliError> {
         Format::Json => serde_json::to_string_pretty(export).map_err(CliError::Encode),
         Format::Csv => Ok(to_csv(export, false)),
         Format::PagesCsv => Ok(to_csv(export, true)),
+        Format::BreakdownsCsv => Ok(breakdowns_csv(export)),
     }
+}
+
+/// The export's breakdowns as CSV: `date,dimension,value,hits`, days in
+/// order, then dimensions and values by name.
+pub fn breakdowns_csv(export: &Export) -> String {
+    let mut out = String::from("date,dimension,value,hits\n");
+    for day in &export.days {
+        for (dimension, values) in &day.breakdown {
+            for (value, hits) in values {
+                let _ = writeln!(
+                    out,
+                    "{},{},{},{hits}",
+                    day.date,
+                    csv_cell(dimension),
+                    csv_cell(value)
+                );
+            }
+        }
+    }
+    out
 }
 
 /// An export as CSV: the daily series (`date,hits,visitors`), or with
@@ -138,12 +171,7 @@ pub fn to_csv(export: &Export, pages: bool) -> String {
     if pages {
         out.push_str("page,total\n");
         for p in &export.pages {
-            let quoted = if p.page.contains([',', '"']) {
-                format!("\"{}\"", p.page.replace('"', "\"\""))
-            } else {
-                p.page.clone()
-            };
-            let _ = writeln!(out, "{quoted},{}", p.total);
+            let _ = writeln!(out, "{},{}", csv_cell(&p.page), p.total);
         }
     } else {
         out.push_str("date,hits,visitors\n");
@@ -173,6 +201,19 @@ mod tests {
                 date: Date::constant(2026, 11, 1),
                 hits: 7,
                 visitors: None,
+                breakdown: [
+                    ("channel", vec![("search", 4), ("social", 2)]),
+                    (
+                        "utm_campaign",
+                        vec![("=cmd|' /C calc'!A0", 1), ("tết, 2027", 2)],
+                    ),
+                ]
+                .into_iter()
+                .map(|(d, values)| {
+                    let values = values.into_iter().map(|(v, n)| (v.to_string(), n));
+                    (d.to_string(), values.collect())
+                })
+                .collect(),
             }],
             pages: vec![PageTotal {
                 page: "/a,\"b\"".into(),
@@ -187,6 +228,23 @@ mod tests {
     }
 
     #[test]
+    fn breakdowns_csv_has_a_line_per_day_dimension_and_value_safely_quoted() {
+        let text = render(&export(), Format::BreakdownsCsv).unwrap();
+        assert_eq!(
+            text,
+            "date,dimension,value,hits\n\
+             2026-11-01,channel,search,4\n\
+             2026-11-01,channel,social,2\n\
+             2026-11-01,utm_campaign,\"'=cmd|' /C calc'!A0\",1\n\
+             2026-11-01,utm_campaign,\"tết, 2027\",2\n"
+        );
+        assert_eq!(
+            "breakdowns-csv".parse::<Format>().unwrap(),
+            Format::BreakdownsCsv
+        );
+    }
+
+    #[test]
     fn the_daily_series_leaves_unknown_visitors_empty() {
         let text = render(&export(), Format::Csv).unwrap();
         assert_eq!(text, "date,hits,visitors\n2026-11-01,7,\n");
@@ -196,7 +254,10 @@ mod tests {
     fn formats_are_named_as_the_flag_says() {
         assert_eq!("pages-csv".parse::<Format>().unwrap(), Format::PagesCsv);
         let err = "xml".parse::<Format>().unwrap_err().to_string();
-        assert_eq!(err, "--format xml: expected json, csv or pages-csv");
+        assert_eq!(
+            err,
+            "--format xml: expected json, csv, pages-csv or breakdowns-csv"
+        );
     }
 
     #[test]

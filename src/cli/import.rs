@@ -89,8 +89,8 @@ pub fn send(client: &HttpClient, mut request: ImportRequest) -> Result<String, C
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// The import that recreates an export in an empty store: its days, its
-/// pages' totals, and its total (less the configured `initial_total`,
+/// The import that recreates an export in an empty store: its days (with
+/// their breakdowns), its pages' totals, and its total (less the configured `initial_total`,
 /// which lives in configuration, not in the store).
 pub fn from_export(export: &Export) -> ImportRequest {
     ImportRequest {
@@ -106,6 +106,7 @@ pub fn from_export(export: &Export) -> ImportRequest {
                 date: d.date,
                 hits: d.hits,
                 visitors: d.visitors,
+                breakdown: d.breakdown.clone(),
             })
             .collect(),
     }
@@ -177,6 +178,7 @@ fn parse_day(line: &str) -> Result<Day, String> {
         date,
         hits,
         visitors,
+        breakdown: Default::default(),
     })
 }
 
@@ -240,6 +242,7 @@ mod tests {
             date: Date::constant(2026, 11, d),
             hits,
             visitors,
+            breakdown: Default::default(),
         };
         let export = Export {
             site: "old".into(),
@@ -259,5 +262,45 @@ mod tests {
         assert_eq!(request.pages.len(), 1);
         let dates: Vec<_> = request.history.iter().map(|d| d.date.day()).collect();
         assert_eq!(dates, [2, 3], "empty days are left out");
+    }
+
+    #[test]
+    fn an_exports_breakdowns_travel_in_the_import_and_its_id() {
+        let mut day = ExportDay {
+            date: Date::constant(2026, 11, 2),
+            hits: 9,
+            visitors: None,
+            breakdown: Default::default(),
+        };
+        let export = |day: &ExportDay| Export {
+            site: "old".into(),
+            exported_at: String::new(),
+            total: 9,
+            initial_total: 0,
+            from: day.date,
+            to: day.date,
+            days: vec![ExportDay {
+                breakdown: day.breakdown.clone(),
+                ..*day
+            }],
+            pages: Vec::new(),
+        };
+        let plain = serde_json::to_string(&from_export(&export(&day))).unwrap();
+        assert!(
+            !plain.contains("breakdown"),
+            "an import without breakdowns keeps its old bytes (and id): {plain}"
+        );
+        day.breakdown
+            .entry("channel".into())
+            .or_default()
+            .insert("search".into(), 6);
+        let request = from_export(&export(&day));
+        assert_eq!(request.history[0].breakdown["channel"]["search"], 6);
+        let with = serde_json::to_string(&request).unwrap();
+        assert!(
+            with.contains(r#""breakdown":{"channel":{"search":6}}"#),
+            "{with}"
+        );
+        assert_ne!(content_id(with.as_bytes()), content_id(plain.as_bytes()));
     }
 }

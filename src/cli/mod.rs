@@ -44,7 +44,7 @@ pub enum CliError {
     PageTotal { item: String, problem: String },
     #[error("nothing to import: give --total, --page-total, --history or --from-export")]
     NothingToImport,
-    #[error("--format {0}: expected json, csv or pages-csv")]
+    #[error("--format {0}: expected json, csv, pages-csv or breakdowns-csv")]
     Format(String),
     #[error("cannot write the export as JSON: {0}")]
     Encode(serde_json::Error),

@@ -4,6 +4,8 @@
 //! writer, takes an [`ImportJob`] from its queue. They live here, below
 //! `http`, so that the flusher never reaches up into the routes.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::hash::Hasher;
 
 use jiff::civil::Date;
@@ -54,7 +56,18 @@ pub struct Day {
     pub hits: u64,
     #[serde(default)]
     pub visitors: Option<u64>,
+    /// The day's breakdowns, as an export carries them (see
+    /// [`ExportDay::breakdown`]). Left out of the request when empty, so
+    /// an import without them keeps the id it always had.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub breakdown: Breakdowns,
 }
+
+/// A day's breakdowns: dimension name (`channel`, `source`, …) → value →
+/// hits. Sorted maps, so the same figures always encode to the same bytes
+/// (an import's id is a hash of them). `(other)` is carried as a value;
+/// `(unknown)` is not stored, it is the day's hits the values do not hold.
+pub type Breakdowns = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// A stable 64-bit content hash as hex, for import ids.
 pub fn content_id(bytes: &[u8]) -> String {
@@ -85,4 +98,56 @@ pub struct ExportDay {
     pub date: Date,
     pub hits: u64,
     pub visitors: Option<u64>,
+    /// The site's breakdowns of the day, by every dimension, as of the
+    /// last flush (absent in exports made before breakdowns existed, and
+    /// for days without them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub breakdown: Breakdowns,
+}
+
+/// One CSV field (RFC 4180) of text that came from clients (a page, a
+/// referrer host, a campaign), safe to open in a spreadsheet: a field
+/// starting with `=`, `+`, `-`, `@`, a tab or a carriage return, which a
+/// spreadsheet would take for a formula, gets a leading `'` (OWASP's
+/// advice), and a field holding a comma, a quote, a line break or that
+/// prefix is quoted, its quotes doubled.
+pub fn csv_cell(text: &str) -> Cow<'_, str> {
+    let formula = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if !formula && !text.contains([',', '"', '\n', '\r']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 4);
+    out.push('"');
+    if formula {
+        out.push('\'');
+    }
+    for c in text.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_cell("google"), "google");
+        assert_eq!(csv_cell("(other)"), "(other)");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        for lead in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            let cell = csv_cell(lead);
+            assert!(cell.starts_with("\"'"), "{lead:?} → {cell}");
+        }
+        // A sign inside a value is harmless.
+        assert_eq!(csv_cell("e-mail"), "e-mail");
+    }
 }

@@ -28,7 +28,7 @@
 //! figures' JSON writer; [`text`] holds the
 //! number formatting and query parameters they and the owner's pages
 //! share. The owner's side lives in [`owner`]: history (series and top
-//! pages, and the read-token rule), the dashboard (`/dashboard/{site}`)
+//! pages, and the read-token rule), breakdowns, the dashboard (`/dashboard/{site}`)
 //! and the admin listener's import and export. [`server`] runs the
 //! listeners. `faces` and `owner` import from here what their files take
 //! from the router (named there as `super::…`).
@@ -63,7 +63,7 @@ use cors::preflight;
 use counters::counters;
 use faces::{badge, busuanzi, ignore, snippet, widget};
 use health::{Health, readyz};
-use owner::{admin, dashboard, history};
+use owner::{admin, breakdown, dashboard, history};
 use sender::{header_str, sender};
 
 use std::convert::Infallible;
@@ -108,6 +108,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/busuanzi"),
     ("GET", "/api/v1/sites/{site}/series"),
     ("GET", "/api/v1/sites/{site}/top"),
+    ("GET", "/api/v1/sites/{site}/breakdown"),
     ("GET", "/dashboard/{site}"),
     ("GET", "/ignore/{site}"),
 ];
@@ -153,6 +154,7 @@ enum Route {
     Busuanzi,
     Series,
     Top,
+    Breakdown,
     Dashboard,
     Ignore,
     Unknown,
@@ -161,7 +163,7 @@ enum Route {
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 15] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -173,6 +175,7 @@ impl Route {
         Route::Busuanzi,
         Route::Series,
         Route::Top,
+        Route::Breakdown,
         Route::Dashboard,
         Route::Ignore,
         Route::Unknown,
@@ -188,6 +191,7 @@ impl Route {
             Route::Snippet => "snippet",
             Route::Series => "series",
             Route::Top => "top",
+            Route::Breakdown => "breakdown",
             Route::Dashboard => "dashboard",
             Route::Widget => "widget",
             Route::Badge => "badge",
@@ -248,6 +252,7 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                     "counters" => return (Route::Counters, Some(site)),
                     "series" => return (Route::Series, Some(site)),
                     "top" => return (Route::Top, Some(site)),
+                    "breakdown" => return (Route::Breakdown, Some(site)),
                     _ => {}
                 }
             }
@@ -307,6 +312,7 @@ async fn dispatch_public(
             | Route::Badge
             | Route::Series
             | Route::Top
+            | Route::Breakdown
             | Route::Dashboard,
             &Method::GET | &Method::HEAD,
         ) if !read_allowed(state, site_param.as_deref(), req.headers(), peer) => {
@@ -354,6 +360,15 @@ async fn dispatch_public(
         }
         (Route::Top, &Method::GET | &Method::HEAD) => {
             Box::pin(history::top(
+                state,
+                site_param.as_deref().unwrap_or_default(),
+                req.headers(),
+                req.uri().query(),
+            ))
+            .await
+        }
+        (Route::Breakdown, &Method::GET | &Method::HEAD) => {
+            Box::pin(breakdown::serve(
                 state,
                 site_param.as_deref().unwrap_or_default(),
                 req.headers(),

@@ -6,6 +6,9 @@
 //! forward by the flusher, and read again in the background once past
 //! their time to live. Reads never write figures.
 //!
+//! [`breakdown`] reads and shapes breakdowns (where hits came from, on
+//! what) for the owner's breakdown route and the export.
+//!
 //! Owns `Reader` and its constants. May use `site`, `count`, `store` (the
 //! trait, through the store the app hands it; never a concrete backend)
 //! and the bottom.
@@ -13,6 +16,8 @@
 //! This module spawns nothing: a request only queues a page to be read
 //! again, and the one task that reads the queue ([`Reader::refresh_until`])
 //! is spawned by `app` at start and stopped and awaited at shutdown.
+
+pub mod breakdown;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,7 +4,10 @@
 //! An import is turned into one batch and handed to the flusher (the only
 //! writer of the store). Its producer id is `import:<id>`, where the id
 //! derives from the imported file's content, and its sequence is 1: the
-//! store's watermark then refuses the same import a second time.
+//! store's watermark then refuses the same import a second time. Days'
+//! breakdowns travel in the batch as breakdown counters; they are part of
+//! the request the id hashes, so the same history with other breakdowns
+//! is another import.
 use std::hash::Hasher;
 
 use bytes::Bytes;
@@ -19,14 +22,14 @@ use tokio::sync::oneshot;
 use super::history::{Point, series_points};
 use super::{ApiError, Body, State, json, lookup};
 use crate::config::Retention;
-use crate::flush::import::{Export, ExportDay, ImportJob, ImportRequest, PageTotal};
+use crate::flush::import::{Breakdowns, Export, ExportDay, ImportJob, ImportRequest, PageTotal};
 use crate::flush::{plus, week_end};
 use crate::period::{month_of, week_of};
 use crate::site::Site;
 use crate::sketch::{Sketch, SketchUnion};
 use crate::store::{
-    Applied, BatchId, Increment, Members, PeriodKey, Scope, SiteBatch, SketchKey, Store,
-    VisitorDelta,
+    Applied, BatchId, BreakdownIncrement, Dimension, Increment, Members, PeriodKey, Scope,
+    SiteBatch, SketchKey, Store, ValueBounds, VisitorDelta,
 };
 
 /// Largest import body accepted (a few years of daily history and the
@@ -83,6 +86,7 @@ pub fn import_batch(
 ) -> Result<SiteBatch, ApiError> {
     let mut increments = total_increments(site, request)?;
     let mut visitors = Vec::new();
+    let mut breakdowns = Vec::new();
     let mut seen_days = std::collections::BTreeSet::new();
     for day in &request.history {
         if !seen_days.insert(day.date) {
@@ -93,6 +97,7 @@ pub fn import_batch(
         }
         let hits = bounded(day.hits, || format!("the hits of {}", day.date))?;
         push_day_increments(&mut increments, site, day.date, hits, retention);
+        push_breakdowns(&mut breakdowns, site, day, retention)?;
         if let Some(n) = day.visitors.filter(|n| *n > 0) {
             visitors.push(stand_in_visitors(
                 site,
@@ -105,6 +110,11 @@ pub fn import_batch(
     }
     // One run per scope, as the stores expect.
     let merged = Increment::into_order(increments);
+    // By scope (the site's only), dimension, day, value: each once, since
+    // dates and each day's values are.
+    breakdowns.sort_by(|a: &BreakdownIncrement, b| {
+        (a.dimension, a.day, &a.value).cmp(&(b.dimension, b.day, &b.value))
+    });
     Ok(SiteBatch {
         site: site.id.clone(),
         id: BatchId {
@@ -113,10 +123,78 @@ pub fn import_batch(
         },
         increments: merged,
         visitors,
-        breakdowns: Vec::new(),
-        bounds: Default::default(),
+        breakdowns,
+        bounds: ValueBounds {
+            site: site.counting.max_values,
+            page: site.counting.max_page_values,
+        },
         titles: Vec::new(),
     })
+}
+
+/// Adds one history day's breakdowns (the site's; an export carries no
+/// page's days) as counters of that day, expiring with the day's figure.
+///
+/// # Errors
+/// 400 `bad_breakdown` for an unknown dimension, an empty value or one
+/// longer than counting keeps (`MAX_VALUE_BYTES`), or a dimension whose
+/// values add up to more than the day's hits.
+fn push_breakdowns(
+    breakdowns: &mut Vec<BreakdownIncrement>,
+    site: &Site,
+    day: &crate::flush::import::Day,
+    retention: &Retention,
+) -> Result<(), ApiError> {
+    if day.breakdown.is_empty() {
+        return Ok(());
+    }
+    let expires_at = Some(plus(
+        site.calendar().day_bounds(day.date).1,
+        retention.site_days,
+    ));
+    for (name, values) in &day.breakdown {
+        let dimension = Dimension::from_name(name).ok_or_else(|| {
+            bad(
+                "bad_breakdown",
+                format!("{}: `{name}` is not a dimension", day.date),
+            )
+        })?;
+        let mut sum = 0u64;
+        for (value, &hits) in values {
+            if value.is_empty() || value.len() > crate::ingest::classify::MAX_VALUE_BYTES {
+                return Err(bad(
+                    "bad_breakdown",
+                    format!(
+                        "{} {name}: a value is 1 to {} bytes, not {:?}",
+                        day.date,
+                        crate::ingest::classify::MAX_VALUE_BYTES,
+                        value
+                    ),
+                ));
+            }
+            sum = sum.saturating_add(hits);
+            if hits > 0 {
+                breakdowns.push(BreakdownIncrement {
+                    scope: Scope::Site,
+                    dimension,
+                    day: day.date,
+                    value: value.as_str().into(),
+                    hits,
+                    expires_at,
+                });
+            }
+        }
+        if sum > day.hits {
+            return Err(bad(
+                "bad_breakdown",
+                format!(
+                    "{} {name}: the values add up to {sum}, more than the day's {} hits",
+                    day.date, day.hits
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The all-time increments of an import: the site's starting total and
@@ -290,7 +368,11 @@ fn unavailable(message: &str) -> ApiError {
 }
 
 /// `GET /admin/v1/sites/{site}/export?from=&to=`: the daily series (up to
-/// the site-day retention) and every page's total.
+/// the site-day retention) with each day's breakdowns by every dimension
+/// (the site's: an export carries no page's days, so a page's breakdowns
+/// would have no hits to add up to), and every page's total. Breakdowns
+/// are as of the last flush; a day's hits unflushed meanwhile read back as
+/// `(unknown)` once imported.
 ///
 /// # Errors
 /// 404 unknown site, 400 bad dates, 503 store unavailable.
@@ -319,7 +401,23 @@ pub async fn export(
     if from > to || (to - from).get_days() as i64 >= super::history::MAX_SERIES_DAYS {
         return Err(bad("bad_range", "at most 400 days, from before to"));
     }
+    // The breakdowns are read between two readings of the series, and each
+    // day's hits are the second's: a store's counters only grow, so a day
+    // then holds at least its values' hits even while hits keep arriving
+    // (an import refuses a day whose values exceed its hits).
+    let first: Vec<Point> = series_points(state, &site, None, from, to, false).await?;
+    let mut breakdowns = Vec::with_capacity(first.len());
+    for point in &first {
+        breakdowns.push(match point.date.parse::<Date>() {
+            Ok(day) if point.hits > 0 => day_breakdowns(state, &site, day).await?,
+            _ => Breakdowns::new(),
+        });
+    }
     let points: Vec<Point> = series_points(state, &site, None, from, to, false).await?;
+    for (point, breakdown) in points.iter().zip(&mut breakdowns) {
+        // Unless the day expired between the readings: then it has none.
+        breakdown.retain(|_, values| values.values().sum::<u64>() <= point.hits);
+    }
     let pages = state
         .store
         .top(&site.id, PeriodKey::Total, usize::MAX)
@@ -335,11 +433,13 @@ pub async fn export(
         to,
         days: points
             .into_iter()
-            .filter_map(|p| {
+            .zip(breakdowns)
+            .filter_map(|(p, breakdown)| {
                 Some(ExportDay {
                     date: p.date.parse().ok()?,
                     hits: p.hits,
                     visitors: p.visitors,
+                    breakdown,
                 })
             })
             .collect(),
@@ -355,4 +455,155 @@ pub async fn export(
         hyper::header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// A day's stored breakdowns of the site by every dimension (values with
+/// hits only; `(other)` among them, `(unknown)` never, since the day's
+/// hits imply it). As of the last flush.
+///
+/// # Errors
+/// 503 when the store cannot answer.
+async fn day_breakdowns(state: &State, site: &Site, day: Date) -> Result<Breakdowns, ApiError> {
+    let mut out = Breakdowns::new();
+    for dimension in Dimension::ALL {
+        let reading = state
+            .store
+            .breakdown(&site.id, &Scope::Site, dimension, &[day])
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?;
+        let values: std::collections::BTreeMap<String, u64> =
+            reading.values.into_iter().filter(|(_, n)| *n > 0).collect();
+        if !values.is_empty() {
+            out.insert(dimension.as_str().to_string(), values);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::flush::import::Day;
+
+    fn site(extra: &str) -> Site {
+        let config = Config::from_toml_str(&format!(
+            "[counting]\nmax_values = 7\nmax_page_values = 3\n{extra}"
+        ))
+        .unwrap();
+        Site::new(&config.sites[0], &config, 1)
+    }
+
+    fn day(d: i8, hits: u64, breakdown: &[(&str, &[(&str, u64)])]) -> Day {
+        Day {
+            date: Date::constant(2026, 11, d),
+            hits,
+            visitors: None,
+            breakdown: breakdown
+                .iter()
+                .map(|(dim, values)| {
+                    let values = values.iter().map(|(v, n)| (v.to_string(), *n));
+                    (dim.to_string(), values.collect())
+                })
+                .collect(),
+        }
+    }
+
+    fn request(history: Vec<Day>) -> ImportRequest {
+        ImportRequest {
+            site: "demo".into(),
+            id: "0123456789abcdef".into(),
+            history,
+            ..ImportRequest::default()
+        }
+    }
+
+    #[test]
+    fn an_imported_days_breakdowns_become_sorted_counters_of_that_day() {
+        let site = site("");
+        let retention = Retention::default();
+        let batch = import_batch(
+            &site,
+            &request(vec![
+                day(2, 10, &[("source", &[("Zalo", 4), ("Google", 5)])]),
+                day(
+                    1,
+                    8,
+                    &[
+                        ("source", &[("Google", 6), ("(other)", 1), ("nil", 0)]),
+                        ("channel", &[("search", 6)]),
+                    ],
+                ),
+            ]),
+            &retention,
+        )
+        .unwrap();
+        let got: Vec<(Dimension, i8, &str, u64)> = batch
+            .breakdowns
+            .iter()
+            .map(|b| (b.dimension, b.day.day(), &*b.value, b.hits))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Dimension::Channel, 1, "search", 6),
+                (Dimension::Source, 1, "(other)", 1),
+                (Dimension::Source, 1, "Google", 6),
+                (Dimension::Source, 2, "Google", 5),
+                (Dimension::Source, 2, "Zalo", 4),
+            ],
+            "by dimension, day and value; no zero"
+        );
+        assert!(batch.breakdowns.iter().all(|b| b.scope == Scope::Site));
+        // They expire with the day's own counter.
+        let day_expiry = |d: i8| {
+            batch
+                .increments
+                .iter()
+                .find(|i| i.period == PeriodKey::Day(Date::constant(2026, 11, d)))
+                .and_then(|i| i.expires_at)
+        };
+        for b in &batch.breakdowns {
+            assert_eq!(b.expires_at, day_expiry(b.day.day()));
+            assert!(b.expires_at.is_some());
+        }
+        assert_eq!(batch.bounds, ValueBounds { site: 7, page: 3 });
+    }
+
+    #[test]
+    fn a_sites_own_value_bounds_travel_with_its_import() {
+        let site = site(
+            "[[sites]]\nid = \"demo\"\ntimezone = \"UTC\"\norigins = [\"*\"]\n\
+             initial_total = 0\nmax_values = 20\nmax_page_values = 4\n",
+        );
+        let batch = import_batch(&site, &request(vec![day(1, 1, &[])]), &Retention::default());
+        assert_eq!(batch.unwrap().bounds, ValueBounds { site: 20, page: 4 });
+    }
+
+    #[test]
+    fn bad_breakdowns_are_refused_naming_the_day() {
+        let long = "x".repeat(crate::ingest::classify::MAX_VALUE_BYTES + 1);
+        for bad_day in [
+            day(3, 5, &[("referrer", &[("a", 1)])]),
+            day(3, 5, &[("channel", &[("", 1)])]),
+            day(3, 5, &[("channel", &[(&long, 1)])]),
+            day(3, 5, &[("channel", &[("search", 4), ("social", 2)])]),
+        ] {
+            let e = import_batch(&site(""), &request(vec![bad_day]), &Retention::default())
+                .unwrap_err();
+            assert_eq!(e.code, "bad_breakdown");
+            assert!(e.message.starts_with("2026-11-03"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn an_import_without_breakdowns_has_none() {
+        let batch = import_batch(
+            &site(""),
+            &request(vec![day(1, 5, &[])]),
+            &Retention::default(),
+        )
+        .unwrap();
+        assert!(batch.breakdowns.is_empty());
+    }
 }

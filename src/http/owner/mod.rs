@@ -1,5 +1,6 @@
 //! The owner's side: [`history`] (series and top lists over the store plus
 //! this instance's unflushed days; `authorize`, the one read-token check),
+//! [`breakdown`] (where hits came from and on what, over `read::breakdown`),
 //! [`dashboard`] (`/dashboard/{site}`, rendered server-side) and [`admin`]
 //! (the admin listener's import and export, which `luot import` and
 //! `luot export` talk to).
@@ -10,6 +11,7 @@
 //! and the bottom.
 
 pub mod admin;
+pub mod breakdown;
 pub mod dashboard;
 pub mod history;
 
