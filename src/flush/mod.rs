@@ -330,6 +330,11 @@ pub const MAX_BATCH_KEYS: usize = 16_384;
 /// next pass (the open deltas are bounded by the site's pages).
 const MAX_BATCHES_PER_PASS: usize = 32;
 
+/// Most pages whose readers across instances are read back a pass (one
+/// `PFCOUNT` each, pipelined): the ranked pages and the newly read come
+/// first, so the ranking and the pages being read now stay shared.
+const PAGE_ONLINE_READS: usize = 512;
+
 /// The sketch groups whose union counts give today's, yesterday's, this
 /// week's, this month's and all-time unique visitors at local day `today`.
 pub fn visitor_groups(today: jiff::civil::Date, calendar: &SiteCalendar) -> [Vec<SketchKey>; 5] {
@@ -426,6 +431,7 @@ impl<S: Store> Flusher<S> {
             if self.flush_site(&site).await.is_err() {
                 outcome.errors += 1;
             }
+            self.share_page_online(&site).await;
             let w = site.ledger.write();
             let idle = w.is_idle();
             if !idle {
@@ -468,6 +474,56 @@ impl<S: Store> Flusher<S> {
         let mut sites: Vec<Arc<Site>> = self.sites.snapshot().iter().cloned().collect();
         sites.extend(self.sites.retired());
         sites
+    }
+
+    /// Pages' readers (`online` per page): sends this pass's new readers
+    /// to a store that shares them, reads back the counts across instances
+    /// of the pages this instance tracks (at most [`PAGE_ONLINE_READS`] a
+    /// pass, ranked pages first), drops the pages whose window passed,
+    /// ranks the rest and notes the site's `online` for the dashboard's
+    /// hour chart. A store error only leaves the local counts in use.
+    async fn share_page_online(&mut self, site: &Arc<Site>) {
+        let pages = &site.page_online;
+        let now = Timestamp::now();
+        let secs = now.as_second();
+        let pending = pages.take_pending();
+        let window = self.online_window;
+        let shared = async {
+            self.store
+                .add_page_readers(&site.id, &pending, window + Duration::from_secs(120))
+                .await?;
+            let mut asked: Vec<Arc<str>> = pages
+                .ranking()
+                .iter()
+                .map(|r| Arc::clone(&r.page))
+                .collect();
+            asked.extend(pending.iter().map(|(p, _)| Arc::clone(p)));
+            asked.extend(pages.pages());
+            let mut seen = std::collections::HashSet::new();
+            asked.retain(|p| seen.insert(Arc::clone(p)));
+            asked.truncate(PAGE_ONLINE_READS);
+            let minute = secs.div_euclid(60);
+            let first = minute - pages.window_minutes();
+            if let Some(counts) = self
+                .store
+                .page_readers(&site.id, &asked, first, minute)
+                .await?
+            {
+                for (page, n) in asked.iter().zip(counts) {
+                    pages.set_shared(page, secs, n);
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        if let Err(e) = shared.await {
+            tracing::debug!(site = %site.id, error = %e, "pages' readers not shared this pass");
+        }
+        let swept = pages.sweep(secs);
+        site.metrics.online_pages.set(swept.pages as f64);
+        site.metrics
+            .online_pages_refused
+            .increment(pages.take_refused());
+        site.online_history.note(secs, site.online_now(now));
     }
 
     /// Moves the visitors a site has seen into the per-sketch unions.

@@ -63,7 +63,7 @@ use cors::preflight;
 use counters::counters;
 use faces::{badge, busuanzi, ignore, snippet, widget};
 use health::{Health, readyz};
-use owner::{admin, breakdown, dashboard, history};
+use owner::{admin, breakdown, dashboard, history, online};
 use sender::{header_str, sender};
 
 use std::convert::Infallible;
@@ -109,6 +109,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sites/{site}/series"),
     ("GET", "/api/v1/sites/{site}/top"),
     ("GET", "/api/v1/sites/{site}/breakdown"),
+    ("GET", "/api/v1/sites/{site}/online"),
     ("GET", "/dashboard/{site}"),
     ("GET", "/ignore/{site}"),
 ];
@@ -155,6 +156,7 @@ enum Route {
     Series,
     Top,
     Breakdown,
+    Online,
     Dashboard,
     Ignore,
     Unknown,
@@ -163,7 +165,7 @@ enum Route {
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 15] = [
+    const ALL: [Route; 16] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -176,6 +178,7 @@ impl Route {
         Route::Series,
         Route::Top,
         Route::Breakdown,
+        Route::Online,
         Route::Dashboard,
         Route::Ignore,
         Route::Unknown,
@@ -192,6 +195,7 @@ impl Route {
             Route::Series => "series",
             Route::Top => "top",
             Route::Breakdown => "breakdown",
+            Route::Online => "online",
             Route::Dashboard => "dashboard",
             Route::Widget => "widget",
             Route::Badge => "badge",
@@ -253,6 +257,7 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                     "series" => return (Route::Series, Some(site)),
                     "top" => return (Route::Top, Some(site)),
                     "breakdown" => return (Route::Breakdown, Some(site)),
+                    "online" => return (Route::Online, Some(site)),
                     _ => {}
                 }
             }
@@ -313,6 +318,7 @@ async fn dispatch_public(
             | Route::Series
             | Route::Top
             | Route::Breakdown
+            | Route::Online
             | Route::Dashboard,
             &Method::GET | &Method::HEAD,
         ) if !read_allowed(state, site_param.as_deref(), req.headers(), peer) => {
@@ -376,6 +382,12 @@ async fn dispatch_public(
             ))
             .await
         }
+        (Route::Online, &Method::GET | &Method::HEAD) => online::serve(
+            state,
+            site_param.as_deref().unwrap_or_default(),
+            req.headers(),
+            req.uri().query(),
+        ),
         (Route::Dashboard, &Method::GET | &Method::HEAD) => {
             Box::pin(dashboard::serve(
                 state,

@@ -12,6 +12,7 @@
 //! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
+//! | `luot:{s}:po:<unix minute>:<page>` | HyperLogLog | a page's readers per minute (the page's `online`), added by `PFADD` outside the batch (a set union needs no watermark) |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
 //! | `luot:{s}:wmt` | hash | producer → Unix seconds of its last applied batch (for operators; nothing reads it) |
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
@@ -59,8 +60,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use super::{
-    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PeriodKey,
-    Reading, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
+    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PageReaders,
+    PeriodKey, Reading, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -346,6 +347,11 @@ fn group_breakdowns<'a>(
 /// The key holding the visitor sketch `sketch` of a site.
 pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
     key(site, &format!("v:{sketch}"))
+}
+
+/// The key of a page's readers in one Unix minute.
+pub fn page_minute_key(site: &str, page: &str, minute: i64) -> String {
+    key(site, &format!("po:{minute}:{page}"))
 }
 
 impl RedisStore {
@@ -716,6 +722,65 @@ impl Store for RedisStore {
         }
         .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn add_page_readers(
+        &self,
+        site: &str,
+        readers: &[PageReaders],
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        if readers.is_empty() {
+            return Ok(());
+        }
+        // One PFADD and one EXPIREAT per page and minute, in one pipeline.
+        let mut pipe = redis::pipe();
+        for (page, seen) in readers {
+            let mut minutes: Vec<i64> = seen.iter().map(|(_, m)| *m).collect();
+            minutes.sort_unstable();
+            minutes.dedup();
+            for minute in minutes {
+                let k = page_minute_key(site, page, minute);
+                let cmd = pipe.cmd("PFADD").arg(&k);
+                for (v, _) in seen.iter().filter(|(_, m)| *m == minute) {
+                    cmd.arg(member_bytes(*v).as_slice());
+                }
+                cmd.ignore();
+                let end = (minute + 1) * 60 + keep.as_secs() as i64;
+                pipe.cmd("EXPIREAT").arg(&k).arg(end).ignore();
+            }
+        }
+        let _: () = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn page_readers(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        first: i64,
+        last: i64,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        if pages.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for page in pages {
+            let cmd = pipe.cmd("PFCOUNT");
+            for minute in first..=last {
+                cmd.arg(page_minute_key(site, page, minute));
+            }
+        }
+        let counts: Vec<u64> = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        Ok(Some(counts))
     }
 
     /// Other instances may share the server.
