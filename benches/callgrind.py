@@ -39,7 +39,19 @@ TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 13; 2201117TG Build/TKQ1.221114.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.144 Mobile Safari/537.36 Zalo android/12100562 ZaloTheme/light ZaloLanguage/vi",
 ]
+# A newsroom's referrers (as benches/wrk/luot.lua), so every dimension's
+# path runs: named sources, an app, internal, direct, an unknown host.
+REFERRERS = [
+    "android-app://com.google.android.googlequicksearchbox/", "https://www.google.com.vn/",
+    "https://l.facebook.com/", "", "", "https://coccoc.com/search?query=x", "https://baomoi.com/",
+    "http://localhost/", "https://vnexpress.net/",
+]
+# Client addresses in Vietnamese, Japanese and US blocks (only ever in
+# X-Forwarded-For; the requests go to loopback).
+BLOCKS = ["14.160", "113.160", "171.224", "1.52", "126.0", "8.34"]
 # The connection task's future (http::server::Connections::spawn); rename
 # it here when the server's code moves, or the script stops below.
 CONN_TASK = "luot::http::server::Connections<H>::spawn::{{closure}}"
@@ -66,16 +78,19 @@ def connect(port, deadline):
 
 def send(c, mode, count, rng):
     """Sends `count` beacons like the load script's, over 300 pages, 2,000
-    visitors and 250 client addresses."""
+    visitors, 1,440 client addresses, nine referrers, four User-Agents and
+    a campaign on a tenth."""
     path = "/hit?quiet=1" if mode == "quiet" else "/hit"
     for i in range(count):
         page = f"/news/article-{rng.randint(1, 300)}"
-        body = json.dumps({"site": "demo", "page": "https://news.example" + page + "?utm_source=fb#top",
-                           "ref": "https://www.google.com/", "vid": f"v{rng.randint(1, 2000)}"})
+        query = "?utm_source=newsletter&utm_medium=email&utm_campaign=sang" if i % 10 == 0 else ""
+        body = json.dumps({"site": "demo", "page": "https://news.example" + page + query + "#top",
+                           "ref": REFERRERS[i % len(REFERRERS)], "vid": f"v{rng.randint(1, 2000)}"})
+        client = f"{BLOCKS[i % len(BLOCKS)]}.{rng.randint(0, 5)}.{rng.randint(1, 40)}"
         c.request("POST", path, body=body, headers={
             "Content-Type": "text/plain;charset=UTF-8",
             "User-Agent": AGENTS[i % len(AGENTS)],
-            "X-Forwarded-For": f"192.0.2.{rng.randint(1, 250)}",
+            "X-Forwarded-For": client,
         })
         r = c.getresponse()
         r.read()

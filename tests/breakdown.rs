@@ -459,11 +459,12 @@ fn every_breakdown(server: &Server, imported: &Imported) -> Vec<Value> {
     out
 }
 
-#[test]
-fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
+/// Exports from a server started by `start`, imports into another one
+/// started by `start` (an empty store), and compares every breakdown.
+fn export_then_import_reproduces_the_breakdowns(start: &dyn Fn() -> Server) {
     let dir = TempDir::new().unwrap();
     let imported = Imported::new();
-    let old = Server::start_with(NO_LIMITS, &[]);
+    let old = start();
     let (status, answer) = post_import(&old, &imported.request());
     assert_eq!(status, 200, "{answer}");
     // Today's hits, broken down as counted.
@@ -539,7 +540,7 @@ fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
         "{csv}"
     );
 
-    let new = Server::start_with(NO_LIMITS, &[]);
+    let new = start();
     let answer = luot(&new, &["import", "--site", "demo", "--from-export", file]);
     assert!(answer.contains("\"applied\":true"), "{answer}");
     let mut last = Vec::new();
@@ -556,6 +557,22 @@ fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
     assert!(again.contains("\"applied\":false"), "{again}");
     new.wait_flushes(2);
     assert_eq!(every_breakdown(&new, &imported), before);
+}
+
+#[test]
+fn export_then_import_into_an_empty_store_reproduces_the_breakdowns() {
+    export_then_import_reproduces_the_breakdowns(&|| Server::start_with(NO_LIMITS, &[]));
+}
+
+#[test]
+fn export_then_import_into_an_empty_redis_reproduces_the_breakdowns() {
+    // Each server its own Redis: the copy starts from an empty store.
+    let redis = [RedisServer::start(), RedisServer::start()];
+    let next = std::cell::Cell::new(0);
+    export_then_import_reproduces_the_breakdowns(&|| {
+        let url = redis[next.replace(next.get() + 1)].url();
+        Server::start_with(NO_LIMITS, &[("LUOT_REDIS_URL", &url)])
+    });
 }
 
 // ---- beacons' own breakdowns ----

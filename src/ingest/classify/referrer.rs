@@ -13,7 +13,10 @@
 //! listing domains, and what Plausible does by looking the host up after
 //! dropping `www.`; luot keeps the list small and walks suffixes instead of
 //! listing every country domain. Never a regex per hit.
-use std::collections::{HashMap, HashSet};
+/// The named-source maps: looked up with request text on every hit, built
+/// once from the shipped file (foldhash, keyed per process).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use serde::Deserialize;
 
@@ -86,10 +89,10 @@ impl SourceTable {
     pub fn parse(json: &'static str) -> Result<Self, ClassifyError> {
         let file: SourcesFile<'static> = serde_json::from_str(json)?;
         let mut table = Self {
-            hosts: HashMap::new(),
-            any_tld: HashMap::new(),
-            apps: HashMap::new(),
-            second_levels: HashSet::new(),
+            hosts: HashMap::default(),
+            any_tld: HashMap::default(),
+            apps: HashMap::default(),
+            second_levels: HashSet::default(),
             count: file.sources.len(),
         };
         for label in file.second_levels {
@@ -98,7 +101,7 @@ impl SourceTable {
                 return Err(duplicate("second level", label));
             }
         }
-        let mut names = HashSet::new();
+        let mut names = HashSet::default();
         for entry in file.sources {
             if entry.name.trim().is_empty() {
                 return Err(ClassifyError::Invalid {

@@ -27,10 +27,16 @@ impl<'a> Utm<'a> {
     /// The parameters of `page`'s query (between `?` and `#`).
     pub fn from_page(page: &'a str) -> Self {
         let mut utm = Self::default();
-        let before_fragment = page.split('#').next().unwrap_or_default();
-        let Some((_, query)) = before_fragment.split_once('?') else {
+        // Byte searches: `split('#')` and `split_once('?')` set up a
+        // character searcher each, 665 instructions a hit (callgrind) on a
+        // page URL that mostly has no query at all.
+        let bytes = page.as_bytes();
+        let before_fragment = memchr::memchr(b'#', bytes).unwrap_or(bytes.len());
+        let Some(mark) = memchr::memchr(b'?', &bytes[..before_fragment]) else {
             return utm;
         };
+        // Both are ASCII, so both cuts fall on character boundaries.
+        let query = &page[mark + 1..before_fragment];
         for pair in query.split('&') {
             let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
             let slot = if name.eq_ignore_ascii_case("utm_source") {
