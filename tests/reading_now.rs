@@ -124,7 +124,9 @@ fn a_page_s_online_counts_its_distinct_readers_and_pages_rank_by_them() {
 }
 
 /// Two instances on one Redis: each page's readers merge through the
-/// store's page-minute sketches, so both instances show the union.
+/// store's page-minute sketches, so both instances show the union, and
+/// the instances' rankings merge, so a page read on one only is ranked
+/// on both.
 #[test]
 fn two_instances_on_one_redis_see_the_union_of_a_page_s_readers() {
     let redis = RedisServer::start();
@@ -154,6 +156,15 @@ fn two_instances_on_one_redis_see_the_union_of_a_page_s_readers() {
         assert!(ranked_a.is_some(), "instance {name}: /a first by 2: {last}");
     }
     assert_eq!(b.counters("demo", Some("/b"))["online"], 1);
+    // /b was read on B only: A learns it from the instances' shared
+    // ranking, lists it and answers its figure.
+    let mut last = Value::Null;
+    let shared = poll(SETTLE, || {
+        last = online(&a, "demo", "");
+        (ranked(&last) == vec![("/a".to_string(), 2), ("/b".to_string(), 1)]).then_some(())
+    });
+    assert!(shared.is_some(), "A ranks B's page too: {last}");
+    assert_eq!(a.counters("demo", Some("/b"))["online"], 1);
     let keys = redis.must(&["KEYS", "luot:{demo}:po:*"]);
     let keys: Vec<String> = keys
         .array()

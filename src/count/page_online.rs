@@ -240,11 +240,16 @@ pub struct Swept {
     pub dropped: usize,
 }
 
+/// foldhash (keyed per process), as the tally's and breakdowns' maps:
+/// hashing the page is most of a lookup, and the map is bounded, so a
+/// collision flood could only slow a bounded map.
+type Pages = DashMap<Arc<str>, parking_lot::Mutex<Readers>, foldhash::fast::RandomState>;
+
 /// The readers of each of a site's pages in the online window.
 pub struct PageOnline {
     window: i64,
     max_pages: usize,
-    pages: DashMap<Arc<str>, parking_lot::Mutex<Readers>>,
+    pages: Pages,
     /// Entries in `pages` (kept beside the map so the cap check takes no
     /// shard locks).
     len: AtomicUsize,
@@ -256,6 +261,10 @@ pub struct PageOnline {
     refused: AtomicU64,
     /// The pages with the most readers, largest first, as of the last sweep.
     ranking: ArcSwap<Vec<Reading>>,
+    /// Pages other instances rank that this one does not track, with their
+    /// readers across instances and the minute the store said so (a store
+    /// that shares: Redis); at most a few dozen.
+    remote: ArcSwap<(i64, Vec<Reading>)>,
 }
 
 impl PageOnline {
@@ -265,12 +274,13 @@ impl PageOnline {
         PageOnline {
             window: i64::from(window_minutes.max(1)),
             max_pages,
-            pages: DashMap::new(),
+            pages: Pages::with_hasher(foldhash::fast::RandomState::default()),
             len: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             max_busy: (max_pages / 10).max(16),
             refused: AtomicU64::new(0),
             ranking: ArcSwap::from_pointee(Vec::new()),
+            remote: ArcSwap::from_pointee((i64::MIN, Vec::new())),
         }
     }
 
@@ -323,7 +333,15 @@ impl PageOnline {
     pub fn count(&self, page: &str, unix_secs: i64) -> u64 {
         let now = unix_secs.div_euclid(60);
         let Some(entry) = self.pages.get(page) else {
-            return 0;
+            let remote = self.remote.load();
+            if remote.0 < now - 1 {
+                return 0;
+            }
+            return remote
+                .1
+                .iter()
+                .find(|r| &*r.page == page)
+                .map_or(0, |r| r.online);
         };
         let readers = entry.lock();
         let local = readers.count(now, self.window);
@@ -374,6 +392,25 @@ impl PageOnline {
         }
     }
 
+    /// Notes the readers across instances of pages this instance does not
+    /// track (other instances rank them), as the store said at
+    /// `unix_secs`: they join the ranking at the next sweep and answer
+    /// [`PageOnline::count`] for the minute.
+    pub fn set_remote(&self, unix_secs: i64, readings: Vec<Reading>) {
+        let readings = readings
+            .into_iter()
+            .filter(|r| !self.pages.contains_key(&*r.page))
+            .take(RANKED)
+            .collect();
+        self.remote
+            .store(Arc::new((unix_secs.div_euclid(60), readings)));
+    }
+
+    /// Whether `page` is tracked here.
+    pub fn tracks(&self, page: &str) -> bool {
+        self.pages.contains_key(page)
+    }
+
     /// Drops the pages whose window passed and ranks the others, keeping
     /// the [`RANKED`] with the most readers. One pass over the tracked
     /// pages (at most the cap), at flush time, never on the hot path.
@@ -413,6 +450,17 @@ impl PageOnline {
         });
         self.len.fetch_sub(dropped, Ordering::Relaxed);
         self.busy.fetch_sub(rings_dropped, Ordering::Relaxed);
+        // Pages only other instances read, as the store last counted them.
+        let remote = self.remote.load();
+        if remote.0 >= now - 1 {
+            for r in &remote.1 {
+                if r.online > 0 && !top.iter().any(|t| t.page == r.page) {
+                    top.push(r.clone());
+                }
+            }
+            top.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.page.cmp(&b.page)));
+            top.truncate(RANKED);
+        }
         self.ranking.store(Arc::new(top));
         Swept {
             pages: self.len(),
@@ -562,6 +610,39 @@ mod tests {
         assert_eq!(&*ranking[0].page, "/p29");
         assert!(ranking.windows(2).all(|w| w[0].online >= w[1].online));
         assert_eq!(&*ranking[RANKED - 1].page, "/p10");
+    }
+
+    #[test]
+    fn pages_ranked_elsewhere_join_the_ranking_for_a_while() {
+        let p = PageOnline::new(5, 100);
+        p.insert("/a", T0, hash(1));
+        p.set_remote(
+            T0,
+            vec![
+                Reading {
+                    page: Arc::from("/elsewhere"),
+                    online: 3,
+                },
+                // A page tracked here keeps its own count.
+                Reading {
+                    page: Arc::from("/a"),
+                    online: 9,
+                },
+            ],
+        );
+        assert_eq!(p.count("/elsewhere", T0 + 10), 3);
+        assert_eq!(p.count("/a", T0 + 10), 1);
+        p.sweep(T0 + 10);
+        let pages: Vec<(String, u64)> = p
+            .ranking()
+            .iter()
+            .map(|r| (r.page.to_string(), r.online))
+            .collect();
+        assert_eq!(pages, vec![("/elsewhere".into(), 3), ("/a".into(), 1)]);
+        // The store's word is old two minutes on.
+        assert_eq!(p.count("/elsewhere", T0 + 150), 0);
+        p.sweep(T0 + 150);
+        assert_eq!(p.ranking().len(), 1);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::config::Retention;
 use crate::count::breakdown::DimDelta;
 use crate::count::ledger::{Stored, Visitors, read_keys};
+use crate::count::page_online::{RANKED, Reading};
 use crate::count::tally::Delta;
 use crate::flush::wal::Wal;
 use crate::metrics::FlushMetrics;
@@ -382,6 +383,9 @@ pub struct Flusher<S> {
     visitors: BTreeMap<Arc<str>, BTreeMap<SketchKey, SketchUnion>>,
     /// When each site's unique-visitor figures were last read.
     visitors_read: BTreeMap<Arc<str>, Instant>,
+    /// Per site, the pages other instances ranked by readers now (from a
+    /// store that shares rankings), counted across instances next pass.
+    ranked_elsewhere: BTreeMap<Arc<str>, Vec<Arc<str>>>,
 }
 
 /// What one pass over the sites left behind.
@@ -410,6 +414,7 @@ impl<S: Store> Flusher<S> {
             backoff: BTreeMap::new(),
             visitors: BTreeMap::new(),
             visitors_read: BTreeMap::new(),
+            ranked_elsewhere: BTreeMap::new(),
         }
     }
 
@@ -486,39 +491,74 @@ impl<S: Store> Flusher<S> {
         let pages = &site.page_online;
         let now = Timestamp::now();
         let secs = now.as_second();
+        let minute = secs.div_euclid(60);
         let pending = pages.take_pending();
         let window = self.online_window;
+        let elsewhere = self.ranked_elsewhere.remove(&site.id).unwrap_or_default();
         let shared = async {
             self.store
                 .add_page_readers(&site.id, &pending, window + Duration::from_secs(120))
                 .await?;
-            let mut asked: Vec<Arc<str>> = pages
-                .ranking()
-                .iter()
-                .map(|r| Arc::clone(&r.page))
-                .collect();
+            let mut asked: Vec<Arc<str>> = elsewhere.clone();
+            asked.extend(pages.ranking().iter().map(|r| Arc::clone(&r.page)));
             asked.extend(pending.iter().map(|(p, _)| Arc::clone(p)));
             asked.extend(pages.pages());
             let mut seen = std::collections::HashSet::new();
             asked.retain(|p| seen.insert(Arc::clone(p)));
             asked.truncate(PAGE_ONLINE_READS);
-            let minute = secs.div_euclid(60);
             let first = minute - pages.window_minutes();
-            if let Some(counts) = self
+            let Some(counts) = self
                 .store
                 .page_readers(&site.id, &asked, first, minute)
                 .await?
-            {
-                for (page, n) in asked.iter().zip(counts) {
+            else {
+                return Ok::<_, StoreError>(None);
+            };
+            let mut remote = Vec::new();
+            for (page, n) in asked.iter().zip(counts) {
+                if pages.tracks(page) {
                     pages.set_shared(page, secs, n);
+                } else {
+                    remote.push(Reading {
+                        page: Arc::clone(page),
+                        online: n,
+                    });
                 }
             }
-            Ok::<(), StoreError>(())
+            pages.set_remote(secs, remote);
+            Ok(Some(()))
         };
-        if let Err(e) = shared.await {
-            tracing::debug!(site = %site.id, error = %e, "pages' readers not shared this pass");
-        }
+        let shares = match shared.await {
+            Ok(shares) => shares.is_some(),
+            Err(e) => {
+                tracing::debug!(site = %site.id, error = %e, "pages' readers not shared this pass");
+                false
+            }
+        };
         let swept = pages.sweep(secs);
+        if shares {
+            // This instance's ranking joins the others'; the pages they
+            // rank are counted across instances at the next pass.
+            let ranked: Vec<(Arc<str>, u64)> = pages
+                .ranking()
+                .iter()
+                .map(|r| (Arc::clone(&r.page), r.online))
+                .collect();
+            match self
+                .store
+                .share_ranking(&site.id, minute, &ranked, RANKED)
+                .await
+            {
+                Ok(Some(others)) => {
+                    let others = others.into_iter().map(Arc::from).collect();
+                    self.ranked_elsewhere.insert(Arc::clone(&site.id), others);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(site = %site.id, error = %e, "pages' ranking not shared this pass");
+                }
+            }
+        }
         site.metrics.online_pages.set(swept.pages as f64);
         site.metrics
             .online_pages_refused

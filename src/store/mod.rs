@@ -517,6 +517,24 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// Shares this instance's ranking of pages by readers now (`(page,
+    /// readers)`, largest first) for Unix `minute`, and answers the pages
+    /// any instance ranked in this minute or the last, at most `limit`, for
+    /// a store that shares them; `None` from one that does not.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn share_ranking(
+        &self,
+        site: &str,
+        minute: i64,
+        ranked: &[(Arc<str>, u64)],
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StoreError>> + Send {
+        let _ = (site, minute, ranked, limit);
+        async { Ok(None) }
+    }
+
     /// True when this instance is the store's only writer: then nothing but
     /// this instance's batches changes the store, so a page reading rolled
     /// forward over them stays exact and readers may keep it longer. False
@@ -687,6 +705,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.page_readers(site, pages, first, last).await,
             AnyStore::Redis(s) => s.page_readers(site, pages, first, last).await,
+        }
+    }
+
+    async fn share_ranking(
+        &self,
+        site: &str,
+        minute: i64,
+        ranked: &[(Arc<str>, u64)],
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.share_ranking(site, minute, ranked, limit).await,
+            AnyStore::Redis(s) => s.share_ranking(site, minute, ranked, limit).await,
         }
     }
 

@@ -12,6 +12,7 @@
 //! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
+//! | `luot:{s}:por:<unix minute>` | sorted set | each instance's ranked pages by readers now, the union of the minute's rankings (expires after 3 minutes) |
 //! | `luot:{s}:po:<unix minute>:<page>` | HyperLogLog | a page's readers per minute (the page's `online`), added by `PFADD` outside the batch (a set union needs no watermark) |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
 //! | `luot:{s}:wmt` | hash | producer → Unix seconds of its last applied batch (for operators; nothing reads it) |
@@ -781,6 +782,42 @@ impl Store for RedisStore {
         }
         .map_err(map_err)?;
         Ok(Some(counts))
+    }
+
+    async fn share_ranking(
+        &self,
+        site: &str,
+        minute: i64,
+        ranked: &[(Arc<str>, u64)],
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let now_key = key(site, &format!("por:{minute}"));
+        let last_key = key(site, &format!("por:{}", minute - 1));
+        let mut pipe = redis::pipe();
+        if !ranked.is_empty() {
+            let cmd = pipe.cmd("ZADD").arg(&now_key);
+            for (page, n) in ranked {
+                cmd.arg(*n).arg(page.as_ref());
+            }
+            cmd.ignore();
+            pipe.cmd("EXPIRE").arg(&now_key).arg(180).ignore();
+        }
+        let stop = limit.saturating_sub(1);
+        pipe.cmd("ZREVRANGE").arg(&now_key).arg(0).arg(stop);
+        pipe.cmd("ZREVRANGE").arg(&last_key).arg(0).arg(stop);
+        let (now, last): (Vec<String>, Vec<String>) = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        let mut pages = now;
+        for page in last {
+            if !pages.contains(&page) {
+                pages.push(page);
+            }
+        }
+        pages.truncate(limit);
+        Ok(Some(pages))
     }
 
     /// Other instances may share the server.
