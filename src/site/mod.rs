@@ -919,4 +919,25 @@ mod tests {
     fn cached_page_readings_roll_forward_over_the_next_batch_only() {
         roll_forward_case(false);
     }
+
+    #[test]
+    fn the_online_history_keeps_the_most_per_minute_for_an_hour() {
+        let h = OnlineHistory::default();
+        let t0 = 1_800_000_000; // a minute boundary
+        h.note(t0, 3);
+        h.note(t0 + 10, 5);
+        h.note(t0 + 20, 4);
+        h.note(t0 + 120, 7);
+        let points = h.points(t0 + 120);
+        assert_eq!(points.len(), ONLINE_HISTORY_MINUTES);
+        let m = t0 / 60;
+        assert_eq!(points[59], (m + 2, 7));
+        assert_eq!(points[58], (m + 1, 0), "a minute without a note reads 0");
+        assert_eq!(points[57], (m, 5), "the most seen in the minute");
+        // An hour on, the first minutes are gone, and so is their memory.
+        h.note(t0 + 3600 + 60, 1);
+        let points = h.points(t0 + 3600 + 60);
+        assert!(points.iter().all(|p| p.0 > m));
+        assert_eq!(h.points.lock().len(), 2);
+    }
 }
