@@ -223,6 +223,13 @@ fn a_quiet_beacon_for_a_known_page_and_visitor_allocates_nothing() {
         after.iter().any(|d| d.page.as_deref() == Some("/news/a")),
         "counted on the normalised page"
     );
+    // The measured hits also reached the page's readers now.
+    assert_eq!(
+        site.page_online
+            .count("/news/a", jiff::Timestamp::now().as_second()),
+        1,
+        "the page's online counts its one reader"
+    );
 }
 
 /// Classifying a hit (issue 24's dimensions) allocates nothing, for known

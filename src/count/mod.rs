@@ -8,6 +8,8 @@
 //! - [`ledger`]: the last store reading plus this instance's deltas not in
 //!   it yet (open and frozen batches), what readers compose figures from;
 //! - [`visitor`]: visitor identity, the online ring, the visitor batcher;
+//! - [`page_online`]: each page's readers now and the ranking of pages by
+//!   them, bounded by the pages read in the window;
 //! - [`limit`], [`dedupe`]: the per-client state of the rate limit and the
 //!   repeat-view filter.
 //!
@@ -21,5 +23,6 @@ pub mod breakdown;
 pub mod dedupe;
 pub mod ledger;
 pub mod limit;
+pub mod page_online;
 pub mod tally;
 pub mod visitor;

@@ -66,7 +66,7 @@ use cors::preflight;
 use counters::counters;
 use faces::{badge, busuanzi, ignore, snippet, widget};
 use health::{Health, readyz};
-use owner::{admin, breakdown, dashboard, history};
+use owner::{admin, breakdown, dashboard, history, online};
 use sender::{header_str, sender};
 
 use std::convert::Infallible;
@@ -112,6 +112,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sites/{site}/series"),
     ("GET", "/api/v1/sites/{site}/top"),
     ("GET", "/api/v1/sites/{site}/breakdown"),
+    ("GET", "/api/v1/sites/{site}/online"),
     ("GET", "/dashboard/{site}"),
     ("GET", "/ignore/{site}"),
     ("GET", "/api/v1/sites/{site}/pages"),
@@ -162,6 +163,7 @@ enum Route {
     Series,
     Top,
     Breakdown,
+    Online,
     Dashboard,
     Ignore,
     Pages,
@@ -171,7 +173,7 @@ enum Route {
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 16] = [
+    const ALL: [Route; 17] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -184,6 +186,7 @@ impl Route {
         Route::Series,
         Route::Top,
         Route::Breakdown,
+        Route::Online,
         Route::Dashboard,
         Route::Ignore,
         Route::Pages,
@@ -201,6 +204,7 @@ impl Route {
             Route::Series => "series",
             Route::Top => "top",
             Route::Breakdown => "breakdown",
+            Route::Online => "online",
             Route::Dashboard => "dashboard",
             Route::Widget => "widget",
             Route::Badge => "badge",
@@ -264,6 +268,7 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                     "top" => return (Route::Top, Some(site)),
                     "breakdown" => return (Route::Breakdown, Some(site)),
                     "pages" => return (Route::Pages, Some(site)),
+                    "online" => return (Route::Online, Some(site)),
                     _ => {}
                 }
             }
@@ -326,6 +331,7 @@ async fn dispatch_public(
             | Route::Series
             | Route::Top
             | Route::Breakdown
+            | Route::Online
             | Route::Dashboard
             | Route::Pages,
             &Method::GET | &Method::HEAD,
@@ -398,6 +404,12 @@ async fn dispatch_public(
             ))
             .await
         }
+        (Route::Online, &Method::GET | &Method::HEAD) => online::serve(
+            state,
+            site_param.as_deref().unwrap_or_default(),
+            req.headers(),
+            req.uri().query(),
+        ),
         (Route::Dashboard, &Method::GET | &Method::HEAD) => {
             Box::pin(dashboard::serve(
                 state,
