@@ -58,6 +58,7 @@ ROUTES = [
     ("gif", "GET /hit.gif"),
     ("answer", "POST /hit (figures)"),
     ("counters", "GET /api/v1/sites/{site}/counters"),
+    ("pages", "GET /api/v1/sites/{site}/pages (30 paths)"),
 ]
 INGEST = {"quiet", "gif", "answer"}
 # A run is client-bound when wrk used more than this share of its core
@@ -466,6 +467,10 @@ def print_results(args, store, results, redis):
               f"{sum(r['client_bound'] for r in b)} / {sum(r['client_bound'] for r in l)} "
               f"of {len(b)} | {med(b + l, 'other'):.2f} |")
     print()
+    # Issue 25: a front page's 30 view counts at >= 0.8x the rate of one
+    # page's figures.
+    pages, counters = med(results["pages"]["luot"], "rps"), med(results["counters"]["luot"], "rps")
+    print(f"luot /pages (30 paths) ÷ /counters req/s: {pages / counters:.2f}\n")
 
 
 def paced_rounds(args, base, luot_srv, store):

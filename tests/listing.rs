@@ -112,6 +112,10 @@ fn pages_answer_in_the_asked_order(server: &Server) {
         assert!(first.get(key).is_some(), "entry lacks {key}: {first}");
     }
     assert_eq!(first["title"], Value::Null, "no title was sent");
+    assert!(
+        first["online"].is_u64(),
+        "a listed page says its readers now: {first}"
+    );
     assert_eq!(first["today"], 1);
     assert_eq!(first["hits"], 1, "period=today gives today as hits");
     assert_eq!(last["pages"][2]["hits"], 3);

@@ -2,7 +2,9 @@
 -- built once and cycled, so that wrk spends little per request.
 --
 -- LUOT_BENCH_MODE: quiet (POST /hit?quiet=1), gif (GET /hit.gif),
--- answer (POST /hit answering figures), counters (GET the site's figures),
+-- answer (POST /hit answering figures; beacons carry a page title),
+-- counters (GET the site's figures), pages (GET thirty pages' figures, a
+-- front page's view counts),
 -- flood (GET the figures of a page never seen, a new one each request).
 -- LUOT_BENCH_SITE (default demo), LUOT_BENCH_PAGES (default 10000),
 -- LUOT_BENCH_VISITORS (default 100000), LUOT_BENCH_CLIENTS (default 10000),
@@ -134,10 +136,18 @@ local function build(page_no)
       "&ref=" .. escape(ref) .. "&vid=" .. vid, headers)
   elseif mode == "counters" then
     return wrk.format("GET", "/api/v1/sites/" .. site .. "/counters", headers)
+  elseif mode == "pages" then
+    -- A front page's view counts: one of twenty front pages, each listing
+    -- thirty articles, as luot.js asks them in one request.
+    local front = page_no % 20
+    local paths = {}
+    for i = 1, 30 do paths[i] = "path=/news/article-" .. (front * 30 + i) end
+    return wrk.format("GET", "/api/v1/sites/" .. site .. "/pages?" .. table.concat(paths, "&"), headers)
   end
   headers["Content-Type"] = "text/plain;charset=UTF-8"
   local body = '{"site":"' .. site .. '","page":"https://news.example' .. page ..
-    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid .. '"}'
+    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid ..
+    '","title":"Tin tức số ' .. page_no .. ' – Báo Điện tử"}'
   local path = "/hit"
   if mode == "quiet" then path = "/hit?quiet=1" end
   return wrk.format("POST", path, headers, body)

@@ -435,7 +435,7 @@ impl Reader {
                 };
                 listed.push(Listed {
                     counts,
-                    online: None,
+                    online: Some(site.page_online_now(page, now)),
                     title: None,
                     stale: stale || (failed && s.is_none()),
                 });
