@@ -374,10 +374,72 @@ fn country(c: &mut Criterion) {
     group.finish();
 }
 
+/// A page's readers now (`count::page_online`): the hot path's insert for
+/// a page and visitor already seen this minute (one map lookup and a scan
+/// of the page's exact entries), for a new reader of a known page, on a
+/// busy page (its sketch ring), and the flusher's sweep and ranking over
+/// 100,000 pages read in the window.
+fn page_online(c: &mut Criterion) {
+    use luot::count::page_online::PageOnline;
+
+    let t0 = 1_800_000_000_i64;
+    let mut group = c.benchmark_group("page_online");
+    let pages = PageOnline::new(5, 100_000);
+    let paths: Vec<String> = (0..10_000).map(|i| format!("/tin-tuc/bai-{i}")).collect();
+    for (i, p) in paths.iter().enumerate() {
+        for v in 0..4u64 {
+            pages.insert(p, t0, (i as u64) << 20 | v);
+        }
+    }
+    group.bench_function("seen page and visitor (4 readers)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % paths.len();
+            pages.insert(black_box(&paths[i]), t0 + 1, (i as u64) << 20 | 3)
+        })
+    });
+    let full = PageOnline::new(5, 100_000);
+    for v in 0..64u64 {
+        full.insert("/full", t0, v << 20);
+    }
+    group.bench_function("seen visitor of a page with 64 readers", |b| {
+        b.iter(|| full.insert(black_box("/full"), t0 + 1, 63 << 20))
+    });
+    let busy = PageOnline::new(5, 100_000);
+    for v in 0..10_000u64 {
+        busy.insert("/busy", t0, v.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    }
+    group.bench_function("busy page (sketch ring)", |b| {
+        let mut v = 0u64;
+        b.iter(|| {
+            v = (v + 1) % 10_000;
+            busy.insert(
+                black_box("/busy"),
+                t0 + 1,
+                v.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            )
+        })
+    });
+    group.sample_size(10);
+    let wide = PageOnline::new(5, 100_000);
+    for i in 0..100_000u64 {
+        wide.insert(
+            &format!("/p/{i}"),
+            t0,
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+    }
+    group.bench_function("sweep and rank 100,000 pages", |b| {
+        b.iter(|| wide.sweep(black_box(t0 + 30)))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     classify,
     country,
+    page_online,
     hot_path,
     flush_batch,
     page_figures,

@@ -16,6 +16,10 @@ pub const SITE_HITS: &str = "luot_site_hits_total";
 pub const SITE_ONLINE: &str = "luot_site_online_visitors";
 pub const PAGE_OVERFLOW: &str = "luot_page_overflow_total";
 pub const SITE_PAGES: &str = "luot_site_pages";
+/// Pages with readers in the online window, tracked per site for `online`.
+pub const SITE_ONLINE_PAGES: &str = "luot_site_online_pages";
+/// Hits on pages not tracked for `online` because the site's cap was reached.
+pub const ONLINE_PAGES_REFUSED: &str = "luot_online_pages_refused_total";
 pub const LIMITER_CLIENTS: &str = "luot_rate_limiter_clients";
 pub const HTTP_REQUESTS: &str = "luot_http_requests_total";
 pub const HTTP_DURATION: &str = "luot_http_request_duration_seconds";
@@ -173,6 +177,14 @@ fn describe() {
         "Client addresses with rate-limit state, per declared site."
     );
     describe_gauge!(
+        SITE_ONLINE_PAGES,
+        "Pages with readers in the online window, tracked for their online figure, per declared site."
+    );
+    describe_counter!(
+        ONLINE_PAGES_REFUSED,
+        "Hits on pages not tracked for their online figure: the site's max_pages pages were already tracked."
+    );
+    describe_gauge!(
         SITE_PAGES,
         "Distinct pages kept in memory, per declared site."
     );
@@ -286,6 +298,8 @@ pub struct SiteMetrics {
     pub overflow: Counter,
     pub pages: Gauge,
     pub limiter_clients: Gauge,
+    pub online_pages: Gauge,
+    pub online_pages_refused: Counter,
 }
 
 impl SiteMetrics {
@@ -296,7 +310,9 @@ impl SiteMetrics {
             online: metrics::gauge!(SITE_ONLINE, "site" => site.clone()),
             overflow: metrics::counter!(PAGE_OVERFLOW, "site" => site.clone()),
             pages: metrics::gauge!(SITE_PAGES, "site" => site.clone()),
-            limiter_clients: metrics::gauge!(LIMITER_CLIENTS, "site" => site),
+            limiter_clients: metrics::gauge!(LIMITER_CLIENTS, "site" => site.clone()),
+            online_pages: metrics::gauge!(SITE_ONLINE_PAGES, "site" => site.clone()),
+            online_pages_refused: metrics::counter!(ONLINE_PAGES_REFUSED, "site" => site),
         }
     }
 }

@@ -123,6 +123,7 @@ fn state(dir: &std::path::Path) -> State {
         http_metrics: HttpMetrics::new(),
         bots: BotDetector::new().expect("bot list"),
         classifier: luot::ingest::classify::Classifier::new().expect("source list"),
+        listing_answers: Default::default(),
         trusted_proxies: Vec::new(),
         country_header: None,
         max_body_bytes: 8192,
@@ -223,6 +224,13 @@ fn a_quiet_beacon_for_a_known_page_and_visitor_allocates_nothing() {
     assert!(
         after.iter().any(|d| d.page.as_deref() == Some("/news/a")),
         "counted on the normalised page"
+    );
+    // The measured hits also reached the page's readers now.
+    assert_eq!(
+        site.page_online
+            .count("/news/a", jiff::Timestamp::now().as_second()),
+        1,
+        "the page's online counts its one reader"
     );
 }
 

@@ -220,8 +220,8 @@ fn snippet_counts_one_view_per_load_and_fills_the_footer() {
     assert_eq!(text_of(&dom, "page-today"), "1");
     assert_eq!(
         text_of(&dom, "page-online"),
-        "–",
-        "a page has no online figure"
+        "1",
+        "this browser reads the page now"
     );
     assert_eq!(total(&luot, None), 1_234_565);
     assert_eq!(total(&luot, Some("/snippet.html")), 1);

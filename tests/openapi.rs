@@ -141,6 +141,7 @@ fn errors_are_documented_json() {
         ("/widget/demo/top?limit=99", 400),
         ("/api/v1/sites/demo/breakdown?by=referrer", 400),
         ("/api/v1/sites/demo/pages", 400),
+        ("/api/v1/sites/demo/online?limit=21", 400),
         ("/no/such/route", 404),
     ] {
         let reply = server.get(url);

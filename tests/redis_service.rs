@@ -932,6 +932,15 @@ fn key_layout_scenario(sketches: bool) {
         let t = ttl(m);
         assert!(t > 0 && t <= 60 + 300 + 120 + 60, "TTL of {m} is {t} s");
     }
+    // Pages' readers now (per page and minute) and the minute's ranking
+    // of pages: short-lived like the minutes.
+    for key in find("po:").iter().chain(find("por:").iter()) {
+        let t = ttl(key);
+        assert!(t > 0 && t <= 60 + 300 + 120 + 60, "TTL of {key} is {t} s");
+    }
+    if sketches {
+        assert!(!find("po:").is_empty(), "no page-minute sketch: {keys:?}");
+    }
     if sketches || keys.contains(&k("v:t")) {
         forever.push(k("v:t"));
     }

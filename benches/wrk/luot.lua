@@ -1,10 +1,10 @@
 -- wrk script for benches/load.py (and soak.py): realistic beacons and reads,
 -- built once and cycled, so that wrk spends little per request.
 --
--- LUOT_BENCH_MODE: quiet (POST /hit?quiet=1), titled (the same, each
--- page's beacons carrying its title, as luot.js sends document.title),
--- gif (GET /hit.gif),
--- answer (POST /hit answering figures), counters (GET the site's figures),
+-- LUOT_BENCH_MODE: quiet (POST /hit?quiet=1), gif (GET /hit.gif),
+-- answer (POST /hit answering figures; beacons carry a page title),
+-- counters (GET the site's figures), pages (GET thirty pages' figures, a
+-- front page's view counts),
 -- flood (GET the figures of a page never seen, a new one each request).
 -- LUOT_BENCH_SITE (default demo), LUOT_BENCH_PAGES (default 10000),
 -- LUOT_BENCH_VISITORS (default 100000), LUOT_BENCH_CLIENTS (default 10000),
@@ -44,7 +44,7 @@ local delay_ms = tonumber(os.getenv("LUOT_BENCH_DELAY_MS") or "0")
 if delay_ms > 0 then
   function delay() return delay_ms end
 end
-local beacon_mode = mode == "quiet" or mode == "titled" or mode == "gif" or mode == "answer"
+local beacon_mode = mode == "quiet" or mode == "gif" or mode == "answer"
 local started = nil
 local stopped = false
 local built = {}
@@ -136,16 +136,20 @@ local function build(page_no)
       "&ref=" .. escape(ref) .. "&vid=" .. vid, headers)
   elseif mode == "counters" then
     return wrk.format("GET", "/api/v1/sites/" .. site .. "/counters", headers)
+  elseif mode == "pages" then
+    -- A front page's view counts: one of twenty front pages, each listing
+    -- thirty articles, as luot.js asks them in one request.
+    local front = page_no % 20
+    local paths = {}
+    for i = 1, 30 do paths[i] = "path=/news/article-" .. (front * 30 + i) end
+    return wrk.format("GET", "/api/v1/sites/" .. site .. "/pages?" .. table.concat(paths, "&"), headers)
   end
   headers["Content-Type"] = "text/plain;charset=UTF-8"
-  local title = ""
-  if mode == "titled" then
-    title = ',"title":"Bài viết số ' .. page_no .. ' – Tin tức trong ngày | News Example"'
-  end
   local body = '{"site":"' .. site .. '","page":"https://news.example' .. page ..
-    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid .. '"' .. title .. '}'
+    query .. '#top","ref":"' .. ref .. '","vid":"' .. vid ..
+    '","title":"Tin tức số ' .. page_no .. ' – Báo Điện tử"}'
   local path = "/hit"
-  if mode == "quiet" or mode == "titled" then path = "/hit?quiet=1" end
+  if mode == "quiet" then path = "/hit?quiet=1" end
   return wrk.format("POST", path, headers, body)
 end
 

@@ -584,6 +584,7 @@ fn build_state(
         http_metrics: crate::http::route_metrics(),
         bots,
         classifier: crate::ingest::classify::Classifier::new()?,
+        listing_answers: Default::default(),
         trusted_proxies: server.trusted_proxies.clone(),
         // Checked by `Config::validate`; empty is none.
         country_header: hyper::header::HeaderName::from_bytes(server.country_header.as_bytes())

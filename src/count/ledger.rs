@@ -35,7 +35,7 @@ pub struct Figures {
     pub yesterday: u64,
     pub week: u64,
     pub month: u64,
-    /// Site only: distinct visitors in the online window.
+    /// Distinct visitors in the online window (of the site or the page).
     pub online: Option<u64>,
     /// Site only: distinct visitors per period, as the store last said
     /// (`null` until it has been read).

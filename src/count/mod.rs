@@ -9,6 +9,8 @@
 //!   it yet (open and frozen batches), what readers compose figures from;
 //! - [`titles`]: the last title seen of each page, for the next flush;
 //! - [`visitor`]: visitor identity, the online ring, the visitor batcher;
+//! - [`page_online`]: each page's readers now and the ranking of pages by
+//!   them, bounded by the pages read in the window;
 //! - [`limit`], [`dedupe`]: the per-client state of the rate limit and the
 //!   repeat-view filter.
 //!
@@ -22,6 +24,7 @@ pub mod breakdown;
 pub mod dedupe;
 pub mod ledger;
 pub mod limit;
+pub mod page_online;
 pub mod tally;
 pub mod titles;
 pub mod visitor;

@@ -28,6 +28,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::config::Retention;
 use crate::count::breakdown::DimDelta;
 use crate::count::ledger::{Stored, Visitors, read_keys};
+use crate::count::page_online::{RANKED, Reading};
 use crate::count::tally::Delta;
 use crate::flush::wal::Wal;
 use crate::metrics::FlushMetrics;
@@ -336,6 +337,11 @@ pub const MAX_BATCH_KEYS: usize = 16_384;
 /// next pass (the open deltas are bounded by the site's pages).
 const MAX_BATCHES_PER_PASS: usize = 32;
 
+/// Most pages whose readers across instances are read back a pass (one
+/// `PFCOUNT` each, pipelined): the ranked pages and the newly read come
+/// first, so the ranking and the pages being read now stay shared.
+const PAGE_ONLINE_READS: usize = 512;
+
 /// The sketch groups whose union counts give today's, yesterday's, this
 /// week's, this month's and all-time unique visitors at local day `today`.
 pub fn visitor_groups(today: jiff::civil::Date, calendar: &SiteCalendar) -> [Vec<SketchKey>; 5] {
@@ -383,6 +389,9 @@ pub struct Flusher<S> {
     visitors: BTreeMap<Arc<str>, BTreeMap<SketchKey, SketchUnion>>,
     /// When each site's unique-visitor figures were last read.
     visitors_read: BTreeMap<Arc<str>, Instant>,
+    /// Per site, the pages other instances ranked by readers now (from a
+    /// store that shares rankings), counted across instances next pass.
+    ranked_elsewhere: BTreeMap<Arc<str>, Vec<Arc<str>>>,
 }
 
 /// What one pass over the sites left behind.
@@ -411,6 +420,7 @@ impl<S: Store> Flusher<S> {
             backoff: BTreeMap::new(),
             visitors: BTreeMap::new(),
             visitors_read: BTreeMap::new(),
+            ranked_elsewhere: BTreeMap::new(),
         }
     }
 
@@ -432,6 +442,7 @@ impl<S: Store> Flusher<S> {
             if self.flush_site(&site).await.is_err() {
                 outcome.errors += 1;
             }
+            self.share_page_online(&site).await;
             let w = site.ledger.write();
             let idle = w.is_idle();
             if !idle {
@@ -474,6 +485,91 @@ impl<S: Store> Flusher<S> {
         let mut sites: Vec<Arc<Site>> = self.sites.snapshot().iter().cloned().collect();
         sites.extend(self.sites.retired());
         sites
+    }
+
+    /// Pages' readers (`online` per page): sends this pass's new readers
+    /// to a store that shares them, reads back the counts across instances
+    /// of the pages this instance tracks (at most [`PAGE_ONLINE_READS`] a
+    /// pass, ranked pages first), drops the pages whose window passed,
+    /// ranks the rest and notes the site's `online` for the dashboard's
+    /// hour chart. A store error only leaves the local counts in use.
+    async fn share_page_online(&mut self, site: &Arc<Site>) {
+        let pages = &site.page_online;
+        let now = Timestamp::now();
+        let secs = now.as_second();
+        let minute = secs.div_euclid(60);
+        let pending = pages.take_pending();
+        let window = self.online_window;
+        let elsewhere = self.ranked_elsewhere.remove(&site.id).unwrap_or_default();
+        let shared = async {
+            self.store
+                .add_page_readers(&site.id, &pending, window + Duration::from_secs(120))
+                .await?;
+            let mut asked: Vec<Arc<str>> = elsewhere.clone();
+            asked.extend(pages.ranking().iter().map(|r| Arc::clone(&r.page)));
+            asked.extend(pending.iter().map(|(p, _)| Arc::clone(p)));
+            asked.extend(pages.pages());
+            let mut seen = std::collections::HashSet::new();
+            asked.retain(|p| seen.insert(Arc::clone(p)));
+            asked.truncate(PAGE_ONLINE_READS);
+            let first = minute - pages.window_minutes();
+            let Some(counts) = self
+                .store
+                .page_readers(&site.id, &asked, first, minute)
+                .await?
+            else {
+                return Ok::<_, StoreError>(None);
+            };
+            let mut remote = Vec::new();
+            for (page, n) in asked.iter().zip(counts) {
+                if pages.tracks(page) {
+                    pages.set_shared(page, secs, n);
+                } else {
+                    remote.push(Reading {
+                        page: Arc::clone(page),
+                        online: n,
+                    });
+                }
+            }
+            pages.set_remote(secs, remote);
+            Ok(Some(()))
+        };
+        let shares = match shared.await {
+            Ok(shares) => shares.is_some(),
+            Err(e) => {
+                tracing::debug!(site = %site.id, error = %e, "pages' readers not shared this pass");
+                false
+            }
+        };
+        let swept = pages.sweep(secs);
+        if shares {
+            // This instance's ranking joins the others'; the pages they
+            // rank are counted across instances at the next pass.
+            let ranked: Vec<(Arc<str>, u64)> = pages
+                .ranking()
+                .iter()
+                .map(|r| (Arc::clone(&r.page), r.online))
+                .collect();
+            match self
+                .store
+                .share_ranking(&site.id, minute, &ranked, RANKED)
+                .await
+            {
+                Ok(Some(others)) => {
+                    let others = others.into_iter().map(Arc::from).collect();
+                    self.ranked_elsewhere.insert(Arc::clone(&site.id), others);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(site = %site.id, error = %e, "pages' ranking not shared this pass");
+                }
+            }
+        }
+        site.metrics.online_pages.set(swept.pages as f64);
+        site.metrics
+            .online_pages_refused
+            .increment(pages.take_refused());
+        site.online_history.note(secs, site.online_now(now));
     }
 
     /// Moves the visitors a site has seen into the per-sketch unions.

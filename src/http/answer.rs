@@ -23,7 +23,12 @@ pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body
 
 /// A JSON answer from bytes already written.
 pub(super) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    json_bytes_shared(status, Bytes::from(body))
+}
+
+/// [`json_bytes`] of a body that is shared (kept for other answers).
+pub(super) fn json_bytes_shared(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(

@@ -49,7 +49,7 @@ mod error;
 pub mod faces;
 mod health;
 pub mod owner;
-mod pages;
+pub mod pages;
 mod sender;
 pub mod server;
 pub mod text;
@@ -66,7 +66,7 @@ use cors::preflight;
 use counters::counters;
 use faces::{badge, busuanzi, ignore, snippet, widget};
 use health::{Health, readyz};
-use owner::{admin, breakdown, dashboard, history};
+use owner::{admin, breakdown, dashboard, history, online};
 use sender::{header_str, sender};
 
 use std::convert::Infallible;
@@ -113,6 +113,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sites/{site}/series"),
     ("GET", "/api/v1/sites/{site}/top"),
     ("GET", "/api/v1/sites/{site}/breakdown"),
+    ("GET", "/api/v1/sites/{site}/online"),
     ("GET", "/dashboard/{site}"),
     ("GET", "/ignore/{site}"),
     ("GET", "/api/v1/sites/{site}/pages"),
@@ -130,6 +131,8 @@ pub struct State {
     pub bots: BotDetector,
     /// Finds each counted hit's dimensions (source, device, …).
     pub classifier: Classifier,
+    /// Recent `/pages` answers (a front page asks the same for everyone).
+    pub listing_answers: pages::ListingAnswers,
     pub trusted_proxies: Vec<IpNet>,
     /// `server.country_header`, believed only from `trusted_proxies`;
     /// `None` when empty.
@@ -162,6 +165,7 @@ enum Route {
     Series,
     Top,
     Breakdown,
+    Online,
     Dashboard,
     Ignore,
     Pages,
@@ -171,7 +175,7 @@ enum Route {
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 18] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -185,6 +189,7 @@ impl Route {
         Route::Series,
         Route::Top,
         Route::Breakdown,
+        Route::Online,
         Route::Dashboard,
         Route::Ignore,
         Route::Pages,
@@ -202,6 +207,7 @@ impl Route {
             Route::Series => "series",
             Route::Top => "top",
             Route::Breakdown => "breakdown",
+            Route::Online => "online",
             Route::Dashboard => "dashboard",
             Route::Widget => "widget",
             Route::WidgetTop => "widget_top",
@@ -273,6 +279,7 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
                     "top" => return (Route::Top, Some(site)),
                     "breakdown" => return (Route::Breakdown, Some(site)),
                     "pages" => return (Route::Pages, Some(site)),
+                    "online" => return (Route::Online, Some(site)),
                     _ => {}
                 }
             }
@@ -336,6 +343,7 @@ async fn dispatch_public(
             | Route::Series
             | Route::Top
             | Route::Breakdown
+            | Route::Online
             | Route::Dashboard
             | Route::Pages,
             &Method::GET | &Method::HEAD,
@@ -416,6 +424,12 @@ async fn dispatch_public(
             ))
             .await
         }
+        (Route::Online, &Method::GET | &Method::HEAD) => online::serve(
+            state,
+            site_param.as_deref().unwrap_or_default(),
+            req.headers(),
+            req.uri().query(),
+        ),
         (Route::Dashboard, &Method::GET | &Method::HEAD) => {
             Box::pin(dashboard::serve(
                 state,

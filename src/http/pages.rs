@@ -11,12 +11,17 @@
 //! counts; the read limit is checked by the router before this handler
 //! runs.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Request, Response, StatusCode};
 use jiff::Timestamp;
+use parking_lot::Mutex;
 
-use super::answer::json_bytes;
+use super::answer::json_bytes_shared;
 use super::cors::allow_amp;
 use super::faces::figures;
 use super::sender::header_str;
@@ -62,6 +67,46 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
+/// How long an answer is kept for the same question.
+const ANSWER_TTL: Duration = Duration::from_secs(1);
+/// Most answers kept; beyond it the oldest half is dropped.
+const ANSWERS_KEPT: usize = 1_024;
+
+/// Recent answers by site and query. A front page asks the same paths for
+/// every reader who opens it, and answering 30 pages costs ~4× a single
+/// page's figures (normalising each path, three lookups and its JSON), so
+/// the same question within [`ANSWER_TTL`] gets the same bytes: listing
+/// counts are at most a second old. An answer is only ever replaced by
+/// one computed later, so a reader never sees a count go back.
+#[derive(Default)]
+pub struct ListingAnswers {
+    kept: Mutex<HashMap<String, (Instant, Bytes), foldhash::fast::RandomState>>,
+}
+
+impl ListingAnswers {
+    fn get(&self, key: &str, now: Instant) -> Option<Bytes> {
+        let kept = self.kept.lock();
+        let (at, body) = kept.get(key)?;
+        (now.saturating_duration_since(*at) < ANSWER_TTL).then(|| body.clone())
+    }
+
+    fn put(&self, key: String, at: Instant, body: Bytes) {
+        let mut kept = self.kept.lock();
+        if kept.len() >= ANSWERS_KEPT {
+            let mut ages: Vec<Instant> = kept.values().map(|(t, _)| *t).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            kept.retain(|_, (t, _)| *t > cut);
+        }
+        match kept.get(&key) {
+            Some((held, _)) if *held >= at => {}
+            _ => {
+                kept.insert(key, (at, body));
+            }
+        }
+    }
+}
+
 pub(super) async fn pages(
     state: &State,
     req: &Request<Incoming>,
@@ -70,6 +115,16 @@ pub(super) async fn pages(
     let site = lookup(state, id)?;
     let query = req.uri().query();
     let origin = header_str(req.headers(), header::ORIGIN);
+    let key = format!("{id}\0{}", query.unwrap_or_default());
+    let asked = Instant::now();
+    if let Some(body) = state.listing_answers.get(&key, asked) {
+        let source_origin = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "__amp_source_origin")
+            .map(|(_, v)| v.into_owned());
+        let mut resp = json_bytes_shared(StatusCode::OK, body);
+        allow_amp(&mut resp, &site, origin, source_origin.as_deref());
+        return Ok(resp);
+    }
     // Every path normalised into one buffer (one allocation for them all),
     // each remembered by where it ends.
     let (mut names, mut ends) = (String::new(), Vec::new());
@@ -137,7 +192,59 @@ pub(super) async fn pages(
         figures::write_listed(&mut out, page, l, hits);
     }
     out.extend_from_slice(b"]}");
-    let mut resp = json_bytes(StatusCode::OK, out);
+    let body = Bytes::from(out);
+    state.listing_answers.put(key, asked, body.clone());
+    let mut resp = json_bytes_shared(StatusCode::OK, body);
     allow_amp(&mut resp, &site, origin, source_origin.as_deref());
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_kept_a_second_and_only_replaced_by_a_later_one() {
+        let answers = ListingAnswers::default();
+        let t0 = Instant::now();
+        answers.put("demo\0path=/a".into(), t0, Bytes::from_static(b"one"));
+        let got = |at| answers.get("demo\0path=/a", at);
+        assert_eq!(
+            got(t0 + Duration::from_millis(900)).as_deref(),
+            Some(&b"one"[..])
+        );
+        assert_eq!(got(t0 + ANSWER_TTL), None, "a second old: asked again");
+        // An answer computed before the kept one never replaces it.
+        answers.put(
+            "demo\0path=/a".into(),
+            t0 - Duration::from_millis(5),
+            Bytes::from_static(b"old"),
+        );
+        assert_eq!(got(t0).as_deref(), Some(&b"one"[..]));
+        answers.put(
+            "demo\0path=/a".into(),
+            t0 + Duration::from_millis(5),
+            Bytes::from_static(b"two"),
+        );
+        assert_eq!(
+            got(t0 + Duration::from_millis(6)).as_deref(),
+            Some(&b"two"[..])
+        );
+        assert_eq!(
+            answers.get("other\0path=/a", t0),
+            None,
+            "keyed by site and query"
+        );
+    }
+
+    #[test]
+    fn the_kept_answers_stay_bounded() {
+        let answers = ListingAnswers::default();
+        let t0 = Instant::now();
+        for i in 0..(ANSWERS_KEPT * 3) {
+            let at = t0 + Duration::from_micros(i as u64);
+            answers.put(format!("demo\0path=/p{i}"), at, Bytes::new());
+        }
+        assert!(answers.kept.lock().len() <= ANSWERS_KEPT);
+    }
 }

@@ -195,6 +195,7 @@ impl Ingest<'_> {
             match visitor {
                 Ok(visitor) => {
                     site.see_visitor(secs, visitor);
+                    site.see_reader(&buf, secs, visitor);
                     if let Some(batcher) = &site.visitors {
                         batcher.record(secs, day, visitor);
                     }

@@ -435,7 +435,7 @@ impl Reader {
                 };
                 listed.push(Listed {
                     counts,
-                    online: None,
+                    online: Some(site.page_online_now(page, now)),
                     title: None,
                     stale: stale || (failed && s.is_none()),
                 });
@@ -534,7 +534,7 @@ fn page_figures(site: &Site, page: &Arc<str>, c: Counts, stale: bool, now: Times
         yesterday: c.yesterday,
         week: c.week,
         month: c.month,
-        online: None,
+        online: Some(site.page_online_now(page, now)),
         visitors: None,
         record: None,
         stale,

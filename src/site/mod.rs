@@ -25,6 +25,7 @@ use crate::count::breakdown::SiteBreakdown;
 use crate::count::dedupe::DedupeFilter;
 use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::count::limit::{ClientLimiter, RateLimit};
+use crate::count::page_online::PageOnline;
 use crate::count::tally::{Kept, SiteTally};
 use crate::count::titles::PageTitles;
 use crate::count::visitor::{OnlineRing, VisitorBatcher};
@@ -63,6 +64,49 @@ const PAIRS_PER_PAGE: usize = 4;
 /// the cache evicts one reading per new one ([`PageCache`]).
 const PAGE_CACHE_MAX: usize = 50_000;
 
+/// Minutes kept by [`OnlineHistory`]: the dashboard's last hour.
+pub const ONLINE_HISTORY_MINUTES: usize = 60;
+
+/// A site's `online` figure per minute (the most seen in the minute), the
+/// last [`ONLINE_HISTORY_MINUTES`] minutes: a fixed 60 points per site.
+#[derive(Default)]
+pub struct OnlineHistory {
+    points: parking_lot::Mutex<std::collections::VecDeque<(i64, u64)>>,
+}
+
+impl OnlineHistory {
+    /// Notes `online` seen at `unix_secs`.
+    pub fn note(&self, unix_secs: i64, online: u64) {
+        let minute = unix_secs.div_euclid(60);
+        let mut points = self.points.lock();
+        match points.back_mut() {
+            Some((m, n)) if *m == minute => *n = (*n).max(online),
+            Some((m, _)) if *m > minute => {}
+            _ => points.push_back((minute, online)),
+        }
+        while points
+            .front()
+            .is_some_and(|(m, _)| *m <= minute - ONLINE_HISTORY_MINUTES as i64)
+        {
+            points.pop_front();
+        }
+    }
+
+    /// The points of the last hour up to `unix_secs`, oldest first, one
+    /// per minute (a minute without a note reads 0).
+    pub fn points(&self, unix_secs: i64) -> Vec<(i64, u64)> {
+        let now = unix_secs.div_euclid(60);
+        let first = now - ONLINE_HISTORY_MINUTES as i64 + 1;
+        let points = self.points.lock();
+        (first..=now)
+            .map(|m| {
+                let n = points.iter().find(|(pm, _)| *pm == m).map_or(0, |p| p.1);
+                (m, n)
+            })
+            .collect()
+    }
+}
+
 /// One declared site and everything this instance knows about it.
 pub struct Site {
     pub id: Arc<str>,
@@ -86,6 +130,12 @@ pub struct Site {
     /// The pages' last titles, for the next flush.
     pub titles: Arc<PageTitles>,
     pub online: Arc<OnlineRing>,
+    /// Each page's readers in the online window, and the ranking of pages
+    /// by them ("Đang đọc").
+    pub page_online: Arc<PageOnline>,
+    /// The site's `online` per minute over the last hour, for the
+    /// dashboard's chart (noted by the flusher).
+    pub online_history: Arc<OnlineHistory>,
     pub ledger: Arc<Ledger>,
     /// Visitors to ship to the store's sketches (unique visitors; with
     /// Redis also `online` across instances).
@@ -178,6 +228,7 @@ impl Site {
         let calendar = SiteCalendar::new(tz, config.week_start);
         let minutes = (global.counting.online_window.as_secs() / 60).max(1) as u32;
         let counting = config.rules(&global.counting);
+        let max_pages = counting.max_pages;
         let limiter = ClientLimiter::new(RateLimit {
             per_second: counting.rate_limit_per_second,
             burst: counting.rate_limit_burst,
@@ -208,6 +259,8 @@ impl Site {
             read_limiter: Arc::new(read_limiter),
             dedupe,
             online: Arc::new(OnlineRing::new(minutes)),
+            page_online: Arc::new(PageOnline::new(minutes, max_pages)),
+            online_history: Arc::new(OnlineHistory::default()),
             ledger: Arc::new(Ledger::new(first_seq)),
             visitors: Some(Arc::new(VisitorBatcher::new())),
             shared_visitors: ArcSwapOption::empty(),
@@ -245,6 +298,17 @@ impl Site {
         if self.online.insert(unix_secs, visitor) {
             self.online_gen.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// Records a visitor reading `page` now, for the page's `online`.
+    pub fn see_reader(&self, page: &str, unix_secs: i64, visitor: u64) {
+        self.page_online.insert(page, unix_secs, visitor);
+    }
+
+    /// Distinct visitors reading `page` now (this instance's, or all
+    /// instances' as the store last said, whichever is more).
+    pub fn page_online_now(&self, page: &str, now: jiff::Timestamp) -> u64 {
+        self.page_online.count(page, now.as_second())
     }
 
     /// Distinct visitors online (as of the last recount): what this
@@ -289,6 +353,7 @@ impl Site {
         fresh.ledger = Arc::clone(&self.ledger);
         fresh.titles = Arc::clone(&self.titles);
         fresh.page_cache = Arc::clone(&self.page_cache);
+        fresh.online_history = Arc::clone(&self.online_history);
         fresh.visitors = self.visitors.clone();
         if fresh.counting.rate_limit_per_second == self.counting.rate_limit_per_second
             && fresh.counting.rate_limit_burst == self.counting.rate_limit_burst
@@ -305,6 +370,7 @@ impl Site {
         }
         if global.counting.online_window.as_secs() / 60 == self.online_minutes() {
             fresh.online = Arc::clone(&self.online);
+            fresh.page_online = Arc::clone(&self.page_online);
         }
         fresh
             .shared_visitors
@@ -929,5 +995,26 @@ mod tests {
     #[test]
     fn cached_page_readings_roll_forward_over_the_next_batch_only() {
         roll_forward_case(false);
+    }
+
+    #[test]
+    fn the_online_history_keeps_the_most_per_minute_for_an_hour() {
+        let h = OnlineHistory::default();
+        let t0 = 1_800_000_000; // a minute boundary
+        h.note(t0, 3);
+        h.note(t0 + 10, 5);
+        h.note(t0 + 20, 4);
+        h.note(t0 + 120, 7);
+        let points = h.points(t0 + 120);
+        assert_eq!(points.len(), ONLINE_HISTORY_MINUTES);
+        let m = t0 / 60;
+        assert_eq!(points[59], (m + 2, 7));
+        assert_eq!(points[58], (m + 1, 0), "a minute without a note reads 0");
+        assert_eq!(points[57], (m, 5), "the most seen in the minute");
+        // An hour on, the first minutes are gone, and so is their memory.
+        h.note(t0 + 3600 + 60, 1);
+        let points = h.points(t0 + 3600 + 60);
+        assert!(points.iter().all(|p| p.0 > m));
+        assert_eq!(h.points.lock().len(), 2);
     }
 }

@@ -24,6 +24,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -373,6 +374,10 @@ impl fmt::Display for SketchKey {
     }
 }
 
+/// A page's readers to share: the page and its `(visitor, Unix minute)`
+/// pairs new since the last flush.
+pub type PageReaders = (Arc<str>, Vec<(u64, i64)>);
+
 /// The visitors one batch adds to some sketches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VisitorDelta {
@@ -566,6 +571,59 @@ pub trait Store: Send + Sync + 'static {
     /// A [`StoreError`] when it does not.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Adds the readers of pages, per Unix minute (`(visitor, minute)`), to
+    /// the store's page-minute sketches, which expire `keep` after their
+    /// minute ends: a page's `online` shared across instances. A set union,
+    /// so sending it twice changes nothing and it needs no watermark. A
+    /// store that does not share (embedded: one instance) keeps nothing.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn add_page_readers(
+        &self,
+        site: &str,
+        readers: &[PageReaders],
+        keep: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (site, readers, keep);
+        async { Ok(()) }
+    }
+
+    /// Distinct readers of each of `pages` over the Unix minutes
+    /// `first..=last`, across instances, in order; `None` from a store that
+    /// does not share them.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn page_readers(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        first: i64,
+        last: i64,
+    ) -> impl Future<Output = Result<Option<Vec<u64>>, StoreError>> + Send {
+        let _ = (site, pages, first, last);
+        async { Ok(None) }
+    }
+
+    /// Shares this instance's ranking of pages by readers now (`(page,
+    /// readers)`, largest first) for Unix `minute`, and answers the pages
+    /// any instance ranked in this minute or the last, at most `limit`, for
+    /// a store that shares them; `None` from one that does not.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn share_ranking(
+        &self,
+        site: &str,
+        minute: i64,
+        ranked: &[(Arc<str>, u64)],
+        limit: usize,
+    ) -> impl Future<Output = Result<Option<Vec<String>>, StoreError>> + Send {
+        let _ = (site, minute, ranked, limit);
+        async { Ok(None) }
+    }
+
     /// True when this instance is the store's only writer: then nothing but
     /// this instance's batches changes the store, so a page reading rolled
     /// forward over them stays exact and readers may keep it longer. False
@@ -727,6 +785,44 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.ping().await,
             AnyStore::Redis(s) => s.ping().await,
+        }
+    }
+
+    async fn add_page_readers(
+        &self,
+        site: &str,
+        readers: &[PageReaders],
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.add_page_readers(site, readers, keep).await,
+            AnyStore::Redis(s) => s.add_page_readers(site, readers, keep).await,
+        }
+    }
+
+    async fn page_readers(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        first: i64,
+        last: i64,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.page_readers(site, pages, first, last).await,
+            AnyStore::Redis(s) => s.page_readers(site, pages, first, last).await,
+        }
+    }
+
+    async fn share_ranking(
+        &self,
+        site: &str,
+        minute: i64,
+        ranked: &[(Arc<str>, u64)],
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.share_ranking(site, minute, ranked, limit).await,
+            AnyStore::Redis(s) => s.share_ranking(site, minute, ranked, limit).await,
         }
     }
 

@@ -17,6 +17,8 @@
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
 //! | `luot:{s}:rec` | hash | the site's record day: `hits`, `date` (`2026-11-27`), raised by the apply script |
+//! | `luot:{s}:por:<unix minute>` | sorted set | each instance's ranked pages by readers now, the union of the minute's rankings (expires after 3 minutes) |
+//! | `luot:{s}:po:<unix minute>:<page>` | HyperLogLog | a page's readers per minute (the page's `online`), added by `PFADD` outside the batch (a set union needs no watermark) |
 //! | `luot:{s}:wm` | hash | producer → last applied sequence (never pruned) |
 //! | `luot:{s}:wmt` | hash | producer → Unix seconds of its last applied batch (for operators; nothing reads it) |
 //! | `luot:{s}:tmp` | string | scratch for merging shipped HyperLogLog registers |
@@ -64,8 +66,9 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 
 use super::{
-    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PeriodKey,
-    Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds, Window,
+    Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PageReaders,
+    PeriodKey, Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
+    Window,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -397,6 +400,11 @@ fn parse_record(date: Option<String>, hits: Option<String>) -> Result<Option<Rec
 /// The key holding the visitor sketch `sketch` of a site.
 pub fn sketch_key(site: &str, sketch: &SketchKey) -> String {
     key(site, &format!("v:{sketch}"))
+}
+
+/// The key of a page's readers in one Unix minute.
+pub fn page_minute_key(site: &str, page: &str, minute: i64) -> String {
+    key(site, &format!("po:{minute}:{page}"))
 }
 
 impl RedisStore {
@@ -867,6 +875,101 @@ impl Store for RedisStore {
         }
         .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn add_page_readers(
+        &self,
+        site: &str,
+        readers: &[PageReaders],
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        if readers.is_empty() {
+            return Ok(());
+        }
+        // One PFADD and one EXPIREAT per page and minute, in one pipeline.
+        let mut pipe = redis::pipe();
+        for (page, seen) in readers {
+            let mut minutes: Vec<i64> = seen.iter().map(|(_, m)| *m).collect();
+            minutes.sort_unstable();
+            minutes.dedup();
+            for minute in minutes {
+                let k = page_minute_key(site, page, minute);
+                let cmd = pipe.cmd("PFADD").arg(&k);
+                for (v, _) in seen.iter().filter(|(_, m)| *m == minute) {
+                    cmd.arg(member_bytes(*v).as_slice());
+                }
+                cmd.ignore();
+                let end = (minute + 1) * 60 + keep.as_secs() as i64;
+                pipe.cmd("EXPIREAT").arg(&k).arg(end).ignore();
+            }
+        }
+        let _: () = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn page_readers(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+        first: i64,
+        last: i64,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        if pages.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for page in pages {
+            let cmd = pipe.cmd("PFCOUNT");
+            for minute in first..=last {
+                cmd.arg(page_minute_key(site, page, minute));
+            }
+        }
+        let counts: Vec<u64> = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        Ok(Some(counts))
+    }
+
+    async fn share_ranking(
+        &self,
+        site: &str,
+        minute: i64,
+        ranked: &[(Arc<str>, u64)],
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let now_key = key(site, &format!("por:{minute}"));
+        let last_key = key(site, &format!("por:{}", minute - 1));
+        let mut pipe = redis::pipe();
+        if !ranked.is_empty() {
+            let cmd = pipe.cmd("ZADD").arg(&now_key);
+            for (page, n) in ranked {
+                cmd.arg(*n).arg(page.as_ref());
+            }
+            cmd.ignore();
+            pipe.cmd("EXPIRE").arg(&now_key).arg(180).ignore();
+        }
+        let stop = limit.saturating_sub(1);
+        pipe.cmd("ZREVRANGE").arg(&now_key).arg(0).arg(stop);
+        pipe.cmd("ZREVRANGE").arg(&last_key).arg(0).arg(stop);
+        let (now, last): (Vec<String>, Vec<String>) = match &self.conn {
+            Conn::Single(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+        }
+        .map_err(map_err)?;
+        let mut pages = now;
+        for page in last {
+            if !pages.contains(&page) {
+                pages.push(page);
+            }
+        }
+        pages.truncate(limit);
+        Ok(Some(pages))
     }
 
     /// Other instances may share the server.

@@ -105,9 +105,8 @@ fn color(param: Option<&str>) -> String {
 /// Answers `GET /badge/{site}.svg`.
 ///
 /// # Errors
-/// 404 for an undeclared site; 400 for an unknown `period`, `online` for a
-/// page (a page has no online figure), a `label` over 40 characters, or a
-/// `page` that is not a page.
+/// 404 for an undeclared site; 400 for an unknown `period`, a `label`
+/// over 40 characters, or a `page` that is not a page.
 pub async fn serve(
     state: &State,
     id: &str,
@@ -132,9 +131,6 @@ pub async fn serve(
     let figures = match query_param(query, "page") {
         None => state.reader.site_figures(&site, now),
         Some(raw) => {
-            if period == Period::Online {
-                return Err(bad("`online` is a site figure; a page has none"));
-            }
             let page: std::sync::Arc<str> = crate::page::normalize(&raw, site.rules)
                 .map_err(|e| ApiError::from(IngestError::BadPage(e)))?
                 .into();

@@ -1,6 +1,9 @@
 //! `GET /dashboard/{site}`: the owner's page — the six figures and unique
 //! visitors, a 30-day chart of hits and visitors, a 12-month chart, the
-//! most-read pages today and this week, online now refreshed every 30 s.
+//! most-read pages today and this week, online now refreshed every 30 s,
+//! and [`panels`]: "Đang đọc" (pages read now, every 10 s, and the hour's
+//! online) and the breakdowns (sources, campaigns, devices, browsers,
+//! systems, countries) over a period the reader picks.
 //!
 //! One self-contained HTML page: its CSS (`assets/dashboard.css`) and
 //! script (`assets/dashboard.js`) are inline and it loads nothing else. The
@@ -21,6 +24,7 @@ use maud::{Markup, PreEscaped, html};
 use serde::Serialize;
 
 use super::history::{self, Point, period_named, series_points};
+use super::panels;
 use super::text::{group, query_param};
 use super::{ApiError, Body, State, lookup};
 use crate::config::Language;
@@ -306,7 +310,7 @@ fn render(view: &View, labels: &Labels, token: Option<&str>) -> String {
                 meta name="robots" content="noindex";
                 meta name="referrer" content="no-referrer";
                 title { (labels.title) " · " (site) }
-                style { (PreEscaped(STYLE)) }
+                style { (PreEscaped(STYLE)) (PreEscaped(panels::STYLE)) }
             }
             body {
                 "\n"
@@ -316,6 +320,7 @@ fn render(view: &View, labels: &Labels, token: Option<&str>) -> String {
                     (figure_cards(&view.figures, labels))
                     (charts(labels))
                     (top_lists(labels))
+                    (panel_frames(labels))
                     footer { "luot" }
                     "\n"
                 }
@@ -324,7 +329,7 @@ fn render(view: &View, labels: &Labels, token: Option<&str>) -> String {
                     (PreEscaped(script_json(&script_data(view, labels))))
                 }
                 "\n"
-                script { (PreEscaped(SCRIPT)) }
+                script { (PreEscaped(SCRIPT)) "\n" (PreEscaped(panels::SCRIPT)) }
                 "\n"
             }
         }
@@ -414,6 +419,14 @@ fn charts(labels: &Labels) -> Markup {
             div class="chart" id="chart-months" {}
         }
         "\n"
+    }
+}
+
+/// "Đang đọc" and the breakdowns ([`panels`]), in the page's language.
+fn panel_frames(labels: &Labels) -> Markup {
+    match labels.code {
+        "vi" => panels::render(&panels::VI, true),
+        _ => panels::render(&panels::EN, false),
     }
 }
 
