@@ -152,7 +152,9 @@ fn a_quiet_beacon_for_a_known_page_and_visitor_allocates_nothing() {
         HeaderValue::from_static("text/plain;charset=UTF-8"),
     );
     let body = Bytes::from_static(
-        br#"{"site":"demo","page":"https://demo.example/news/a?utm_source=fb#top","ref":"https://www.google.com/","vid":"k3J9x_Qa-7"}"#,
+        // A snippet's beacon, with the title every view of the page repeats.
+        r#"{"site":"demo","page":"https://demo.example/news/a?utm_source=fb#top","ref":"https://www.google.com/","vid":"k3J9x_Qa-7","title":"Tin nóng hôm nay"}"#
+            .as_bytes(),
     );
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let site = Arc::clone(state.sites.load().get("demo").unwrap());

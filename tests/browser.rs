@@ -515,6 +515,63 @@ fn the_ignore_links_stop_the_snippets_beacons_and_undo_brings_them_back() {
     assert_eq!(site.requests().iter().filter(|t| *t == "/").count(), 4);
 }
 
+#[test]
+fn a_most_read_list_shows_links_with_titles_as_text() {
+    let luot = Server::start_with(DEMO_1234560, &[]);
+    for (page, title, n) in [
+        ("/tin-tuc/a", Some("<b>x</b>"), 4),
+        ("/tin-tuc/b", Some("Bài B"), 3),
+        ("/tin-tuc/c", None, 2),
+    ] {
+        for i in 0..n {
+            let mut beacon = json!({"site": "demo", "page": page, "vid": format!("r{i}")});
+            if let Some(title) = title {
+                beacon["title"] = json!(title);
+            }
+            assert_eq!(luot.hit_as(&beacon, BROWSER_UA).status, 200);
+        }
+    }
+    // The list is as of the last flush.
+    let listed = poll(Duration::from_secs(20), || {
+        let top = luot.get("/api/v1/sites/demo/top?period=24h&limit=3").json();
+        (top["pages"][2]["page"] == "/tin-tuc/c" && top["pages"][0]["title"] == "<b>x</b>")
+            .then_some(())
+    });
+    assert!(listed.is_some(), "the three pages never ranked");
+    let site = PageServer::start(routes(vec![(
+        "/most-read.html",
+        HTML,
+        web_page("most-read.html", &luot),
+    )]));
+    let url = site.url("localhost", "/most-read.html");
+    let dom = Launch::new(&url).dump_dom();
+    let top = dom
+        .split("<ol id=\"top\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</ol>").next())
+        .unwrap_or_else(|| panic!("no list in {dom}"));
+    assert!(
+        top.contains(
+            "<li><a href=\"/tin-tuc/a\">&lt;b&gt;x&lt;/b&gt;</a></li>\
+             <li><a href=\"/tin-tuc/b\">Bài B</a></li>\
+             <li><a href=\"/tin-tuc/c\">/tin-tuc/c</a></li>"
+        ),
+        "the list, titles as text: {top}"
+    );
+    assert!(!dom.contains("<b>x</b>"), "a title is never markup");
+    assert!(
+        dom.contains(
+            "<li><a href=\"/tin-tuc/a\">&lt;b&gt;x&lt;/b&gt;</a> 4</li>\
+             <li><a href=\"/tin-tuc/b\">Bài B</a> 3</li></ol>"
+        ),
+        "hits when asked: {dom}"
+    );
+    // The page's own beacon carried its title.
+    let sent = text_of(&dom, "sent");
+    assert!(sent.contains("\"title\":\"Trang chủ\""), "{sent}");
+    Launch::new(&url).screenshot("most-read.png", 480, 360);
+}
+
 // ---- listing pages and the record day (issue 25 §3, §7) ----
 
 /// A front page with 50 headlines, each with its view count, and the

@@ -137,6 +137,8 @@ fn errors_are_documented_json() {
         ("/api/v1/sites/nope/counters", 404),
         ("/api/v1/sites/demo/series?from=bad", 400),
         ("/api/v1/sites/demo/top?limit=0", 400),
+        ("/api/v1/sites/demo/top?period=2h", 400),
+        ("/widget/demo/top?limit=99", 400),
         ("/api/v1/sites/demo/breakdown?by=referrer", 400),
         ("/api/v1/sites/demo/pages", 400),
         ("/api/v1/sites/demo/online?limit=21", 400),

@@ -907,7 +907,7 @@ fn export_then_import_into_an_empty_store_reproduces_the_figures() {
     );
     let pages_csv = luot(&old, &["export", "--site", "demo", "--format", "pages-csv"]);
     assert!(
-        pages_csv.starts_with("page,total\n/luu-tru,70\n/tin-tuc/bao-moi,5\n"),
+        pages_csv.starts_with("page,total,title\n/luu-tru,70,\n/tin-tuc/bao-moi,5,\n"),
         "{pages_csv}"
     );
 
@@ -1153,4 +1153,127 @@ fn the_dashboard_in_a_browser_shows_the_figures_charts_and_top_pages() {
         en.display(),
         started.elapsed()
     );
+}
+
+// ---- titles and rolling most-read lists, on both stores ----
+
+/// The `(page, title)` pairs of a top answer (`None`: `null`).
+fn titles(v: &Value) -> Vec<(String, Option<String>)> {
+    v["pages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no pages in {v}"))
+        .iter()
+        .map(|p| {
+            assert!(p.get("title").is_some(), "every entry has a title: {p}");
+            (
+                p["page"].as_str().unwrap().to_string(),
+                p["title"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn titled(server: &Server, page: &str, title: Option<&str>, vid: &str) {
+    let mut beacon = json!({"site": "demo", "page": page, "vid": vid});
+    if let Some(title) = title {
+        beacon["title"] = json!(title);
+    }
+    let r = server.hit_as(&beacon, BROWSER_UA);
+    assert_eq!(r.status, 200, "hit {page}: {}", r.text());
+}
+
+fn titles_and_rolling_top(server: &Server) {
+    for i in 0..3 {
+        titled(server, "/a", Some("Tin A"), &format!("a{i}"));
+    }
+    // The last title seen wins; one without a title changes nothing.
+    titled(server, "/a", Some("  Tin A mới\u{7}  "), "a3");
+    titled(server, "/a", None, "a4");
+    titled(server, "/b", Some("<b>x</b>"), "b0");
+    titled(server, "/c", None, "c0");
+    titled(server, "/c", Some("   "), "c1");
+    let gif = server.get("/hit.gif?site=demo&page=/d&title=Pixel%20D");
+    assert_eq!(gif.status, 200);
+    let expected = owned(&[("/a", 5), ("/c", 2), ("/b", 1), ("/d", 1)]);
+    wait_top(server, "period=1h", &expected);
+    wait_top(server, "period=24h", &expected);
+    wait_top(server, "period=today", &expected);
+    wait_top(server, "period=24h&limit=2", &expected[..2]);
+    let want = vec![
+        ("/a".to_string(), Some("Tin A mới".to_string())),
+        ("/c".to_string(), None),
+        ("/b".to_string(), Some("<b>x</b>".to_string())),
+        ("/d".to_string(), Some("Pixel D".to_string())),
+    ];
+    for period in ["1h", "24h", "today", "total"] {
+        let path = format!("/api/v1/sites/demo/top?period={period}");
+        let mut last = Vec::new();
+        let ok = poll(SETTLE, || {
+            last = titles(&get_ok(server, &path).json());
+            (last == want).then_some(())
+        });
+        assert!(ok.is_some(), "{period}: titles {last:?}");
+    }
+    // Listing pages' counts carry the same titles.
+    let mut last = Value::Null;
+    let listed = poll(SETTLE, || {
+        last = get_ok(server, "/api/v1/sites/demo/pages?path=/a&path=/b&path=/c").json();
+        (last["pages"][0]["title"] == "Tin A mới"
+            && last["pages"][1]["title"] == "<b>x</b>"
+            && last["pages"][2]["title"] == Value::Null)
+            .then_some(())
+    });
+    assert!(listed.is_some(), "/pages titles: {last}");
+    // Readable by the site's pages (CORS), for luot.js's lists.
+    let r = server.get_with(
+        "/api/v1/sites/demo/top?period=24h",
+        &[("Origin", "https://news.example")],
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://news.example")
+    );
+    // The iframe box: titles as text.
+    let html = get_ok(server, "/widget/demo/top?period=24h&limit=5&lang=vi").text();
+    assert!(html.contains("Đọc nhiều nhất · 24 giờ qua"), "{html}");
+    assert!(html.contains("&lt;b&gt;x&lt;/b&gt;"), "{html}");
+    assert!(!html.contains("<b>x</b>"), "{html}");
+    assert!(html.contains(">Tin A mới<"), "{html}");
+    for bad in [
+        "/api/v1/sites/demo/top?period=2h",
+        "/widget/demo/top?limit=21",
+        "/widget/demo/top?lang=fr",
+    ] {
+        assert_eq!(server.get(bad).status, 400, "{bad}");
+    }
+    assert_eq!(server.get("/widget/nope/top").status, 404);
+    // Exports carry titles, and an import of one keeps them.
+    let csv = luot(
+        server,
+        &["export", "--site", "demo", "--format", "pages-csv"],
+    );
+    assert!(csv.starts_with("page,total,title\n"), "{csv}");
+    assert!(csv.contains("\n/a,5,Tin A mới\n"), "{csv}");
+    assert!(csv.contains("\n/b,1,<b>x</b>\n"), "{csv}");
+    assert!(csv.contains("\n/c,2,\n"), "{csv}");
+    let json = luot(server, &["export", "--site", "demo"]);
+    let export: Value = serde_json::from_str(json.trim()).unwrap();
+    let b = export["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["page"] == "/b")
+        .cloned()
+        .unwrap_or_else(|| panic!("{export}"));
+    assert_eq!(b["title"], "<b>x</b>");
+}
+
+#[test]
+fn titles_and_rolling_top_lists_on_the_embedded_store() {
+    on_embedded(titles_and_rolling_top);
+}
+
+#[test]
+fn titles_and_rolling_top_lists_on_redis() {
+    on_redis(titles_and_rolling_top);
 }

@@ -39,6 +39,7 @@ async fn embedded_store_keeps_counters_watermarks_and_secrets_across_reopen() {
         breakdowns: Vec::new(),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     };
     {
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -141,6 +142,24 @@ mod redis_single {
         > + Send {
             self.store.breakdown(site, scope, dimension, days)
         }
+        fn top_window(
+            &self,
+            site: &str,
+            window: luot::store::Window,
+            minute: i64,
+            limit: usize,
+        ) -> impl std::future::Future<Output = Result<Vec<(String, u64)>, luot::store::StoreError>> + Send
+        {
+            self.store.top_window(site, window, minute, limit)
+        }
+        fn titles(
+            &self,
+            site: &str,
+            pages: &[std::sync::Arc<str>],
+        ) -> impl std::future::Future<Output = Result<Vec<Option<String>>, luot::store::StoreError>> + Send
+        {
+            self.store.titles(site, pages)
+        }
         fn read_site(
             &self,
             site: &str,
@@ -236,6 +255,8 @@ async fn redis_cluster_passes_the_conformance_suite() {
     c::page_and_site_breakdowns_are_separate(&store).await;
     c::breakdowns_in_any_order_land(&store).await;
     c::a_large_breakdown_is_bounded_exactly(&store).await;
+    c::titles_are_kept_last_one_wins(&store).await;
+    c::rolling_windows_count_a_minute_until_it_leaves(&store).await;
     c::ping_answers(&store).await;
     c::the_record_day_rises_and_never_falls(&store).await;
     c::a_record_tie_keeps_the_earlier_date(&store).await;
@@ -291,6 +312,7 @@ async fn redis_sketches_agree_with_local_sketches_whichever_way_they_ship() {
             breakdowns: Vec::new(),
             bounds: Default::default(),
             titles: Vec::new(),
+            minute: None,
         };
         store.apply(&batch).await.unwrap();
     }
@@ -343,6 +365,7 @@ async fn redis_keeps_watermarks_of_producers_idle_for_years() {
         breakdowns: Vec::new(),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     };
     store.apply(&batch).await.unwrap();
     let names = |key: &str| {
@@ -408,6 +431,7 @@ async fn redis_breakdown_hashes_all_expire_and_late_ones_are_not_created() {
         breakdowns: BreakdownIncrement::into_order(breakdowns),
         bounds: ValueBounds::default(),
         titles: Vec::new(),
+        minute: None,
     };
     store.apply(&batch).await.unwrap();
     let mut keys: Vec<String> = common::redis::must(addr, &["KEYS", "luot:{ttl}:b*"])
@@ -440,4 +464,63 @@ async fn redis_breakdown_hashes_all_expire_and_late_ones_are_not_created() {
         vec!["0:x", "1", "1:x", "1"],
         "a page's dimensions share its hash"
     );
+}
+
+/// What the rolling windows cost in Redis for a site of `pages` pages all
+/// read in one bucket: `MEMORY USAGE` of a bucket and of the window's sum
+/// (run by hand: `cargo test --test store_conformance -- --ignored
+/// window_memory --nocapture`; the numbers are in BENCHMARKS.md).
+#[tokio::test]
+#[ignore]
+async fn redis_window_memory() {
+    use luot::store::{RedisStore, Window, redis::window_key};
+    let server = tokio::task::spawn_blocking(common::redis::RedisServer::start)
+        .await
+        .unwrap();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let minute = jiff::Timestamp::now().as_second().div_euclid(60);
+    for (seq, pages) in [(1, 10_000u64), (2, 100_000)] {
+        let site = format!("mem{pages}");
+        let mut increments = Vec::new();
+        for i in 0..pages {
+            increments.push(Increment {
+                scope: Scope::Page(Arc::from(format!("/tin-tuc/bai-viet-so-{i:06}"))),
+                period: PeriodKey::Total,
+                hits: 1 + i % 50,
+                expires_at: None,
+            });
+        }
+        let batch = SiteBatch {
+            site: Arc::from(site.as_str()),
+            id: BatchId {
+                producer: Arc::from("p1"),
+                seq,
+            },
+            increments,
+            visitors: Vec::new(),
+            breakdowns: Vec::new(),
+            bounds: Default::default(),
+            titles: Vec::new(),
+            minute: Some(minute),
+        };
+        store.apply(&batch).await.unwrap();
+        for window in Window::ALL {
+            let bucket = window.bucket_of(minute).to_string();
+            let usage = |key: String| match common::redis::must(
+                server.addr(),
+                &["MEMORY", "USAGE", &key, "SAMPLES", "0"],
+            ) {
+                common::redis::RespValue::Integer(n) => n,
+                other => panic!("{other:?}"),
+            };
+            let one = usage(window_key(&site, window, &bucket));
+            let sum = usage(window_key(&site, window, "all"));
+            println!(
+                "{pages} pages, {}: a bucket {one} bytes, the sum {sum} bytes; \
+                 every page in every bucket: {} bytes",
+                window.as_str(),
+                sum + one * window.buckets()
+            );
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub enum Format {
     Json,
     /// The daily series: `date,hits,visitors`.
     Csv,
-    /// The page totals: `page,total`.
+    /// The page totals: `page,total,title`.
     PagesCsv,
     /// The site's breakdowns, a line per day, dimension and value:
     /// `date,dimension,value,hits`.
@@ -165,13 +165,14 @@ pub fn breakdowns_csv(export: &Export) -> String {
 }
 
 /// An export as CSV: the daily series (`date,hits,visitors`), or with
-/// `pages` the page totals (`page,total`).
+/// `pages` the page totals (`page,total,title`, no title left empty).
 pub fn to_csv(export: &Export, pages: bool) -> String {
     let mut out = String::new();
     if pages {
-        out.push_str("page,total\n");
+        out.push_str("page,total,title\n");
         for p in &export.pages {
-            let _ = writeln!(out, "{},{}", csv_cell(&p.page), p.total);
+            let title = p.title.as_deref().map(csv_cell).unwrap_or_default();
+            let _ = writeln!(out, "{},{},{title}", csv_cell(&p.page), p.total);
         }
     } else {
         out.push_str("date,hits,visitors\n");
@@ -215,16 +216,27 @@ mod tests {
                 })
                 .collect(),
             }],
-            pages: vec![PageTotal {
-                page: "/a,\"b\"".into(),
-                total: 3,
-            }],
+            pages: vec![
+                PageTotal {
+                    page: "/a,\"b\"".into(),
+                    total: 3,
+                    title: Some("Tin \"A\", <b>x</b>".into()),
+                },
+                PageTotal {
+                    page: "/c".into(),
+                    total: 1,
+                    title: None,
+                },
+            ],
         }
     }
 
     #[test]
     fn export_csv_quotes_awkward_pages() {
-        assert_eq!(to_csv(&export(), true), "page,total\n\"/a,\"\"b\"\"\",3\n");
+        assert_eq!(
+            to_csv(&export(), true),
+            "page,total,title\n\"/a,\"\"b\"\"\",3,\"Tin \"\"A\"\", <b>x</b>\"\n/c,1,\n"
+        );
     }
 
     #[test]

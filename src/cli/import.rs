@@ -130,6 +130,7 @@ pub fn page_total(item: &str) -> Result<PageTotal, CliError> {
     Ok(PageTotal {
         page: page.to_string(),
         total,
+        title: None,
     })
 }
 
@@ -255,6 +256,7 @@ mod tests {
             pages: vec![PageTotal {
                 page: "/".into(),
                 total: 600,
+                title: None,
             }],
         };
         let request = from_export(&export);

@@ -347,6 +347,9 @@ struct State {
     /// Breakdown deltas taken from the site's breakdowns, not yet in a
     /// batch (summed when a batch is built).
     open_dims: Vec<DimDelta>,
+    /// Page titles changed since the last batch, oldest first (a page
+    /// may repeat: the last one wins, see [`with_titles`]).
+    open_titles: Vec<(Arc<str>, Arc<str>)>,
     /// Frozen batches in sequence order. Only the first is ever sent, so a
     /// site's batches reach the store strictly in order; more than one
     /// exists only after a replay or a shutdown that froze what remained.
@@ -385,6 +388,7 @@ impl Ledger {
                 stale: false,
                 open: Deltas::default(),
                 open_dims: Vec::new(),
+                open_titles: Vec::new(),
                 frozen: VecDeque::new(),
                 dropped_through: 0,
                 next_seq: first_seq.max(1),
@@ -448,16 +452,23 @@ impl Ledger {
             });
         }
         if !state.frozen.is_empty()
-            || (state.open.is_empty() && state.open_dims.is_empty() && !also_when_empty)
+            || (state.open.is_empty()
+                && state.open_dims.is_empty()
+                && state.open_titles.is_empty()
+                && !also_when_empty)
         {
             return None;
         }
         let n = state.open.len().min(max_keys.max(1));
         let n_dims = state.open_dims.len().min(max_keys.max(1));
-        let batch = Arc::new(build(
-            state.next_seq,
-            &state.open.as_slice()[..n],
-            &state.open_dims[..n_dims],
+        let batch = Arc::new(with_titles(
+            build(
+                state.next_seq,
+                &state.open.as_slice()[..n],
+                &state.open_dims[..n_dims],
+            ),
+            &[],
+            &state.open_titles,
         ));
         let mut write = LedgerWrite {
             state: RwLockUpgradableReadGuard::upgrade(state),
@@ -644,6 +655,30 @@ fn adopted_dims(batch: &SiteBatch) -> Vec<DimDelta> {
         .collect()
 }
 
+/// `batch` carrying the titles of `older` (a folded tail's) and `newer`
+/// (open ones, oldest first): each page once, with its last title.
+fn with_titles(
+    mut batch: SiteBatch,
+    older: &[(Arc<str>, Arc<str>)],
+    newer: &[(Arc<str>, Arc<str>)],
+) -> SiteBatch {
+    if older.is_empty() && newer.is_empty() {
+        return batch;
+    }
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let all: Vec<&(Arc<str>, Arc<str>)> = older.iter().chain(newer).collect();
+    for (i, (page, _)) in all.iter().enumerate() {
+        last.insert(page, i);
+    }
+    batch.titles = all
+        .iter()
+        .enumerate()
+        .filter(|(i, (page, _))| last.get(&**page) == Some(i))
+        .map(|(_, t)| (*t).clone())
+        .collect();
+    batch
+}
+
 /// What the flusher should send next.
 pub struct ToSend {
     pub batch: Arc<SiteBatch>,
@@ -659,6 +694,12 @@ impl LedgerWrite<'_> {
     /// lock: taking them paces).
     pub fn add_dims(&mut self, dims: &mut Vec<DimDelta>) {
         self.state.open_dims.append(dims);
+    }
+
+    /// Adds page titles taken from the site's titles (changed ones, in
+    /// the order they were taken): the next batch carries them.
+    pub fn add_titles(&mut self, titles: &mut Vec<(Arc<str>, Arc<str>)>) {
+        self.state.open_titles.append(titles);
     }
 
     pub fn take_from(&mut self, tally: &SiteTally) -> usize {
@@ -677,15 +718,23 @@ impl LedgerWrite<'_> {
         also_when_empty: bool,
         build: impl FnOnce(u64, &[Delta], &[DimDelta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
-        if self.state.open.is_empty() && self.state.open_dims.is_empty() && !also_when_empty {
+        if self.state.open.is_empty()
+            && self.state.open_dims.is_empty()
+            && self.state.open_titles.is_empty()
+            && !also_when_empty
+        {
             return None;
         }
         let n = self.state.open.len();
         let n_dims = self.state.open_dims.len();
-        let batch = Arc::new(build(
-            self.state.next_seq,
-            self.state.open.as_slice(),
-            &self.state.open_dims,
+        let batch = Arc::new(with_titles(
+            build(
+                self.state.next_seq,
+                self.state.open.as_slice(),
+                &self.state.open_dims,
+            ),
+            &[],
+            &self.state.open_titles,
         ));
         self.freeze_built(n, n_dims, Arc::clone(&batch));
         Some(batch)
@@ -702,6 +751,8 @@ impl LedgerWrite<'_> {
         if dims.len() > n_dims {
             self.state.open_dims = dims.split_off(n_dims);
         }
+        // Every open title went into the batch.
+        self.state.open_titles.clear();
         self.state.next_seq += 1;
         self.state.frozen.push_back(Frozen {
             batch,
@@ -724,16 +775,25 @@ impl LedgerWrite<'_> {
         build: impl FnOnce(u64, &[Delta], &[DimDelta]) -> SiteBatch,
     ) -> Option<Arc<SiteBatch>> {
         let in_flight = self.state.frozen.iter().any(|f| f.sent && !f.acked);
-        if !in_flight || (self.state.open.is_empty() && self.state.open_dims.is_empty()) {
+        if !in_flight
+            || (self.state.open.is_empty()
+                && self.state.open_dims.is_empty()
+                && self.state.open_titles.is_empty())
+        {
             return None;
         }
         let open = std::mem::take(&mut self.state.open);
         let mut open_dims = std::mem::take(&mut self.state.open_dims);
+        let titles = std::mem::take(&mut self.state.open_titles);
         match self.state.frozen.back_mut() {
             Some(tail) if !tail.sent => {
                 tail.deltas.merge(open);
                 tail.dims.append(&mut open_dims);
-                let batch = Arc::new(build(tail.batch.id.seq, tail.deltas.as_slice(), &tail.dims));
+                let batch = Arc::new(with_titles(
+                    build(tail.batch.id.seq, tail.deltas.as_slice(), &tail.dims),
+                    &tail.batch.titles,
+                    &titles,
+                ));
                 tail.batch = Arc::clone(&batch);
                 tail.logged = true;
                 Some(batch)
@@ -741,6 +801,7 @@ impl LedgerWrite<'_> {
             _ => {
                 self.state.open = open;
                 self.state.open_dims = open_dims;
+                self.state.open_titles = titles;
                 let batch = self.freeze(false, build)?;
                 if let Some(f) = self.state.frozen.back_mut() {
                     f.logged = true;
@@ -803,6 +864,7 @@ impl LedgerWrite<'_> {
     pub fn is_idle(&self) -> bool {
         self.state.open.is_empty()
             && self.state.open_dims.is_empty()
+            && self.state.open_titles.is_empty()
             && self.state.frozen.is_empty()
     }
 
@@ -852,6 +914,7 @@ mod tests {
             breakdowns: Vec::new(),
             bounds: Default::default(),
             titles: Vec::new(),
+            minute: None,
         }
     }
 
@@ -1017,6 +1080,44 @@ mod tests {
             value: Arc::from(value),
             hits,
         }
+    }
+
+    #[test]
+    fn titles_ride_in_exactly_one_batch_through_folds_and_retries() {
+        let ledger = Ledger::new(1);
+        let t = |p: &str, x: &str| (Arc::<str>::from(p), Arc::<str>::from(x));
+        let shown = |b: &SiteBatch| {
+            let mut v: Vec<(String, String)> = b
+                .titles
+                .iter()
+                .map(|(p, x)| (p.to_string(), x.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        let pair = |p: &str, x: &str| (p.to_string(), x.to_string());
+        ledger
+            .write()
+            .add_titles(&mut vec![t("/a", "A1"), t("/b", "B"), t("/a", "A2")]);
+        assert!(!ledger.write().is_idle());
+        let first = ledger.next_batch(false, usize::MAX, build).unwrap();
+        assert_eq!(
+            shown(&first.batch),
+            vec![pair("/a", "A2"), pair("/b", "B")],
+            "titles alone make a batch, each page once with its last title"
+        );
+        // Unanswered: later titles fold into one tail, the last one kept.
+        ledger.write().add_titles(&mut vec![t("/a", "A3")]);
+        ledger.write().fold_open(build).expect("a tail");
+        ledger.write().add_titles(&mut vec![t("/c", "C")]);
+        ledger.write().fold_open(build).expect("a tail");
+        let again = ledger.next_batch(false, usize::MAX, build).unwrap();
+        assert_eq!(again.batch, first.batch, "the retry is unchanged");
+        ledger.write().acknowledge(first.batch.id.seq);
+        let tail = ledger.next_batch(false, usize::MAX, build).unwrap();
+        assert_eq!(shown(&tail.batch), vec![pair("/a", "A3"), pair("/c", "C")]);
+        ledger.write().acknowledge(tail.batch.id.seq);
+        assert!(ledger.next_batch(false, usize::MAX, build).is_none());
     }
 
     #[test]

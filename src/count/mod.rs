@@ -7,6 +7,7 @@
 //!   campaign, browser, system, device, country), bounded per day;
 //! - [`ledger`]: the last store reading plus this instance's deltas not in
 //!   it yet (open and frozen batches), what readers compose figures from;
+//! - [`titles`]: the last title seen of each page, for the next flush;
 //! - [`visitor`]: visitor identity, the online ring, the visitor batcher;
 //! - [`page_online`]: each page's readers now and the ranking of pages by
 //!   them, bounded by the pages read in the window;
@@ -25,4 +26,5 @@ pub mod ledger;
 pub mod limit;
 pub mod page_online;
 pub mod tally;
+pub mod titles;
 pub mod visitor;

@@ -47,6 +47,10 @@ pub struct ImportRequest {
 pub struct PageTotal {
     pub page: String,
     pub total: u64,
+    /// The page's last title (an export carries it; an import keeps it
+    /// as a beacon's would be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone)]

@@ -184,6 +184,7 @@ pub fn build_batch(
         breakdowns: breakdown_increments(dims, calendar, retention),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     }
 }
 
@@ -195,13 +196,17 @@ fn take_counts(site: &Site) {
     let today = site.clock.day_at(Timestamp::now().as_second());
     let mut dims = Vec::new();
     site.breakdown.take(today, &mut dims);
+    let mut titles = Vec::new();
+    site.titles.take(&mut titles);
     let mut ledger = site.ledger.write();
     ledger.take_from(&site.tally);
     ledger.add_dims(&mut dims);
+    ledger.add_titles(&mut titles);
 }
 
 /// How a site's batches are built: [`build_batch`] with the site's value
-/// bounds.
+/// bounds, stamped with the minute it is built in (the rolling windows
+/// count its page hits there).
 fn builder<'a>(
     site: &'a Site,
     producer: &'a Arc<str>,
@@ -220,6 +225,7 @@ fn builder<'a>(
             site: site.counting.max_values,
             page: site.counting.max_page_values,
         };
+        batch.minute = Some(Timestamp::now().as_second().div_euclid(60));
         batch
     }
 }

@@ -571,6 +571,10 @@ struct BatchRecord {
     /// Page titles, `(page, title)`.
     #[serde(rename = "t", default, skip_serializing_if = "Vec::is_empty")]
     titles: Vec<(Arc<str>, Arc<str>)>,
+    /// The Unix minute of the flush (see `SiteBatch::minute`); absent in
+    /// records written before rolling windows existed.
+    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
+    minute: Option<i64>,
 }
 
 /// The serialized form of a [`BreakdownIncrement`].
@@ -662,6 +666,7 @@ fn encode_batch(batch: &SiteBatch) -> Result<Vec<u8>, WalError> {
             .collect(),
         bounds: Some((batch.bounds.site, batch.bounds.page)),
         titles: batch.titles.clone(),
+        minute: batch.minute,
     };
     serde_json::to_vec(&record).map_err(|source| WalError::Encode {
         site: batch.site.clone(),
@@ -723,6 +728,7 @@ fn decode_batch(payload: &[u8]) -> Option<SiteBatch> {
         visitors: Vec::new(),
         breakdowns,
         titles: record.titles,
+        minute: record.minute,
         bounds: record
             .bounds
             .map_or_else(ValueBounds::default, |(site, page)| ValueBounds {
@@ -817,6 +823,7 @@ mod tests {
             ],
             bounds: ValueBounds { site: 7, page: 3 },
             titles: vec![("/blog/ünïcödé".into(), "Tin <b>nóng</b> \"hôm nay\"".into())],
+            minute: Some(29_496_000),
         }
     }
 
@@ -1151,6 +1158,7 @@ mod tests {
                 breakdowns: Vec::new(),
                 bounds: Default::default(),
                 titles: Vec::new(),
+                minute: None,
             };
             let payload = encode_batch(&b).unwrap();
             prop_assert_eq!(decode_batch(&payload), Some(b.clone()));

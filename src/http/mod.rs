@@ -107,6 +107,7 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/luot.js"),
     ("GET", "/widget/{site}"),
+    ("GET", "/widget/{site}/top"),
     ("GET", "/badge/{site}.svg"),
     ("GET", "/busuanzi"),
     ("GET", "/api/v1/sites/{site}/series"),
@@ -158,6 +159,7 @@ enum Route {
     Readyz,
     Snippet,
     Widget,
+    WidgetTop,
     Badge,
     Busuanzi,
     Series,
@@ -173,7 +175,7 @@ enum Route {
 impl Route {
     /// Every route (a new one joins this list), for the metrics that
     /// exist from the start.
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 18] = [
         Route::Hit,
         Route::HitGif,
         Route::Counters,
@@ -181,6 +183,7 @@ impl Route {
         Route::Readyz,
         Route::Snippet,
         Route::Widget,
+        Route::WidgetTop,
         Route::Badge,
         Route::Busuanzi,
         Route::Series,
@@ -207,6 +210,7 @@ impl Route {
             Route::Online => "online",
             Route::Dashboard => "dashboard",
             Route::Widget => "widget",
+            Route::WidgetTop => "widget_top",
             Route::Badge => "badge",
             Route::Busuanzi => "busuanzi",
             Route::Ignore => "ignore",
@@ -236,6 +240,13 @@ fn route_of(path: &str) -> (Route, Option<&str>) {
         "/busuanzi" => (Route::Busuanzi, None),
         _ => {
             let one_segment = |s: &str| !s.is_empty() && !s.contains('/');
+            if let Some(site) = path
+                .strip_prefix("/widget/")
+                .and_then(|rest| rest.strip_suffix("/top"))
+                && one_segment(site)
+            {
+                return (Route::WidgetTop, Some(site));
+            }
             if let Some(site) = path.strip_prefix("/widget/")
                 && one_segment(site)
             {
@@ -327,6 +338,7 @@ async fn dispatch_public(
         (
             Route::Counters
             | Route::Widget
+            | Route::WidgetTop
             | Route::Badge
             | Route::Series
             | Route::Top
@@ -359,6 +371,14 @@ async fn dispatch_public(
             site_param.as_deref().unwrap_or_default(),
             req.uri().query(),
         ),
+        (Route::WidgetTop, &Method::GET | &Method::HEAD) => {
+            Box::pin(faces::top::serve(
+                state,
+                site_param.as_deref().unwrap_or_default(),
+                req.uri().query(),
+            ))
+            .await
+        }
         (Route::Badge, &Method::GET | &Method::HEAD) => {
             Box::pin(badge::serve(
                 state,

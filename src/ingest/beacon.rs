@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::IngestError;
-/// A beacon as sent: `{"site","page","ref","vid"}` in a JSON (or
+/// A beacon as sent: `{"site","page","ref","vid","title"}` in a JSON (or
 /// `text/plain`, as `sendBeacon` sends it) body, or the same names as query
 /// parameters of `/hit.gif`. Unknown fields are ignored so newer snippets
 /// work with older servers.
@@ -21,6 +21,36 @@ pub struct Beacon<'a> {
     pub referrer: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "borrowed")]
     pub vid: Option<Cow<'a, str>>,
+    /// The page's `document.title`, as sent: see [`clean_title`].
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    pub title: Option<Cow<'a, str>>,
+}
+
+/// Most characters of a title luot keeps.
+pub const TITLE_MAX_CHARS: usize = 200;
+
+/// A title as luot keeps it: trimmed, without control characters, at most
+/// [`TITLE_MAX_CHARS`] characters (not bytes); `None` when nothing is
+/// left. Borrowed (no allocation) when the title is already so, as a
+/// snippet's always is.
+pub fn clean_title(raw: &str) -> Option<Cow<'_, str>> {
+    let trimmed = raw.trim();
+    let clean = !trimmed.chars().any(char::is_control);
+    let cut = trimmed
+        .char_indices()
+        .nth(TITLE_MAX_CHARS)
+        .map_or(trimmed.len(), |(at, _)| at);
+    let title: Cow<'_, str> = if clean {
+        Cow::Borrowed(trimmed[..cut].trim_end())
+    } else {
+        let kept: String = trimmed
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(TITLE_MAX_CHARS)
+            .collect();
+        Cow::Owned(kept.trim().to_owned())
+    };
+    (!title.is_empty()).then_some(title)
 }
 
 /// Deserialises a string field borrowing from the body when it has no
@@ -103,9 +133,9 @@ pub(super) fn parse_plain(text: &str) -> Option<Beacon<'_>> {
     }
     let mut at = Plain { text, at: 0 };
     let mut beacon = Beacon::default();
-    // Which of site, page, ref, vid were seen: serde refuses a repeat,
-    // even of a null.
-    let mut seen = [false; 4];
+    // Which of site, page, ref, vid, title were seen: serde refuses a
+    // repeat, even of a null.
+    let mut seen = [false; 5];
     at.skip_ws();
     at.eat(b'{')?;
     at.skip_ws();
@@ -125,6 +155,7 @@ pub(super) fn parse_plain(text: &str) -> Option<Beacon<'_>> {
                 "page" => Some((1, &mut beacon.page)),
                 "ref" => Some((2, &mut beacon.referrer)),
                 "vid" => Some((3, &mut beacon.vid)),
+                "title" => Some((4, &mut beacon.title)),
                 _ => None,
             };
             if let Some((index, slot)) = field {
@@ -197,6 +228,7 @@ pub fn parse_query(query: &str) -> Beacon<'_> {
             "page" => &mut beacon.page,
             "ref" => &mut beacon.referrer,
             "vid" => &mut beacon.vid,
+            "title" => &mut beacon.title,
             _ => continue,
         };
         if slot.is_none() {
@@ -204,4 +236,36 @@ pub fn parse_query(query: &str) -> Beacon<'_> {
         }
     }
     beacon
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_are_trimmed_cleaned_and_bounded_in_characters() {
+        assert_eq!(clean_title("  Tin nóng  ").as_deref(), Some("Tin nóng"));
+        assert!(matches!(clean_title("Tin nóng"), Some(Cow::Borrowed(_))));
+        assert_eq!(clean_title("a\u{0}b\nc\u{7f}").as_deref(), Some("abc"));
+        assert_eq!(clean_title(" \t\n "), None);
+        assert_eq!(clean_title(""), None);
+        let long = "ệ".repeat(300);
+        let kept = clean_title(&long).unwrap();
+        assert_eq!(kept.chars().count(), TITLE_MAX_CHARS);
+        assert_eq!(kept.len(), TITLE_MAX_CHARS * "ệ".len());
+        assert_eq!(clean_title("<b>x</b>").as_deref(), Some("<b>x</b>"));
+    }
+
+    #[test]
+    fn a_title_is_read_from_the_plain_path_serde_and_the_pixel() {
+        let body = r#"{"site":"demo","page":"/a","title":"Tin <b>nóng</b>"}"#;
+        let plain = parse_plain(body).expect("a snippet's body");
+        assert_eq!(plain.title.as_deref(), Some("Tin <b>nóng</b>"));
+        let escaped = parse_body(br#"{"site":"demo","title":"\"Tin\" m\u1edbi"}"#).unwrap();
+        assert_eq!(escaped.title.as_deref(), Some("\"Tin\" mới"));
+        let pixel = parse_query("site=demo&title=Tin%20m%E1%BB%9Bi");
+        assert_eq!(pixel.title.as_deref(), Some("Tin mới"));
+        // A repeated title goes to serde, which refuses it.
+        assert!(parse_plain(r#"{"title":"a","title":"b"}"#).is_none());
+    }
 }

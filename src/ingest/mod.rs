@@ -18,7 +18,7 @@ pub mod bots;
 pub mod classify;
 mod sender;
 
-pub use beacon::{Beacon, parse_body, parse_query};
+pub use beacon::{Beacon, clean_title, parse_body, parse_query};
 pub use sender::{Sender, canonical, client_ip};
 
 use std::cell::RefCell;
@@ -162,7 +162,12 @@ impl Ingest<'_> {
                 self.counters.record(HitResult::Duplicate);
                 return Ok(on_page(&buf, Verdict::Duplicate, None));
             }
+            let title = beacon.title.as_deref().and_then(beacon::clean_title);
             let (counted, answer) = site.tally.count_then(&buf, day, |counted, entry| {
+                // A page the tally keeps: its title under the tally's key.
+                if let (Some(entry), Some(title)) = (&entry, &title) {
+                    site.titles.note(entry.key, title);
+                }
                 (counted, on_page(&buf, Verdict::Counted(counted), entry))
             });
             if counted == Counted::SiteOnlyOverflow {

@@ -27,6 +27,7 @@ use crate::count::ledger::{Ledger, Stored, Visitors, read_keys};
 use crate::count::limit::{ClientLimiter, RateLimit};
 use crate::count::page_online::PageOnline;
 use crate::count::tally::{Kept, SiteTally};
+use crate::count::titles::PageTitles;
 use crate::count::visitor::{OnlineRing, VisitorBatcher};
 use crate::metrics::SiteMetrics;
 use crate::page::PageRules;
@@ -126,6 +127,8 @@ pub struct Site {
     pub tally: Arc<SiteTally>,
     /// The hits' dimensions, counted beside the tally.
     pub breakdown: Arc<SiteBreakdown>,
+    /// The pages' last titles, for the next flush.
+    pub titles: Arc<PageTitles>,
     pub online: Arc<OnlineRing>,
     /// Each page's readers in the online window, and the ranking of pages
     /// by them ("Đang đọc").
@@ -171,10 +174,50 @@ pub struct Site {
     /// The period keys of a reading taken today (see [`read_keys`]),
     /// computed once per local day rather than at every answer.
     read_keys: ArcSwap<(Date, [PeriodKey; 5])>,
+    /// Top lists answered in the last [`TOP_LIST_TTL_MS`], so that a
+    /// most-read box on every page view reads the store about once a
+    /// flush interval rather than once a view. Opaque here: named by the
+    /// reader's key (period and limit), at most [`TOP_LISTS_KEPT`].
+    pub top_lists: parking_lot::Mutex<Vec<TopList>>,
     pub metrics: SiteMetrics,
 }
 
+/// How long a kept top list is answered (Unix milliseconds of age).
+pub const TOP_LIST_TTL_MS: i64 = 1_000;
+/// Most top lists a site keeps (distinct periods and limits).
+pub const TOP_LISTS_KEPT: usize = 32;
+
+/// A top list's entries as kept: `(page, title, hits)`.
+pub type TopEntries = Arc<[(String, Option<String>, u64)]>;
+
+/// A top list as kept: its key, when it was read (Unix milliseconds),
+/// and its entries.
+pub type TopList = (Box<str>, i64, TopEntries);
+
 impl Site {
+    /// The top list kept under `key` if it is younger than
+    /// [`TOP_LIST_TTL_MS`] at `now_ms`.
+    pub fn kept_top_list(&self, key: &str, now_ms: i64) -> Option<TopEntries> {
+        self.top_lists
+            .lock()
+            .iter()
+            .find(|(k, at, _)| &**k == key && now_ms.saturating_sub(*at) < TOP_LIST_TTL_MS)
+            .map(|(_, _, list)| Arc::clone(list))
+    }
+
+    /// Keeps `list` under `key`, read at `now_ms`, replacing the one kept
+    /// under that key and the oldest beyond [`TOP_LISTS_KEPT`].
+    pub fn keep_top_list(&self, key: &str, now_ms: i64, list: TopEntries) {
+        let mut lists = self.top_lists.lock();
+        lists.retain(|(k, _, _)| &**k != key);
+        if lists.len() >= TOP_LISTS_KEPT
+            && let Some(oldest) = (0..lists.len()).min_by_key(|&i| lists[i].1)
+        {
+            lists.swap_remove(oldest);
+        }
+        lists.push((key.into(), now_ms, list));
+    }
+
     /// The runtime state of a declared site; its first batch carries
     /// `first_seq`.
     ///
@@ -210,6 +253,7 @@ impl Site {
                 counting.max_page_values,
                 counting.max_pages.saturating_mul(PAIRS_PER_PAGE),
             )),
+            titles: Arc::new(PageTitles::new()),
             counting,
             limiter: Arc::new(limiter),
             read_limiter: Arc::new(read_limiter),
@@ -227,6 +271,7 @@ impl Site {
             online_counted_ms: AtomicU64::new(0),
             page_cache: Arc::new(PageCache::new(PAGE_CACHE_MAX)),
             read_keys: ArcSwap::from_pointee((Date::MIN, [PeriodKey::Total; 5])),
+            top_lists: parking_lot::Mutex::new(Vec::new()),
             as_of: ArcSwap::from_pointee((i64::MIN, Arc::from(""))),
             metrics: SiteMetrics::new(&config.id),
         }
@@ -306,6 +351,7 @@ impl Site {
             .breakdown
             .set_bounds(fresh.counting.max_values, fresh.counting.max_page_values);
         fresh.ledger = Arc::clone(&self.ledger);
+        fresh.titles = Arc::clone(&self.titles);
         fresh.page_cache = Arc::clone(&self.page_cache);
         fresh.online_history = Arc::clone(&self.online_history);
         fresh.visitors = self.visitors.clone();
@@ -639,6 +685,31 @@ mod tests {
         Site::new(&config.sites[0], &config, 1)
     }
 
+    #[test]
+    fn a_top_list_is_kept_a_second_under_its_key_and_the_kept_are_bounded() {
+        let site = site();
+        let list: TopEntries = Arc::from(vec![("/a".to_string(), Some("A".to_string()), 3)]);
+        site.keep_top_list("24h/5", 10_000, Arc::clone(&list));
+        assert_eq!(site.kept_top_list("24h/5", 10_999).as_deref(), Some(&*list));
+        assert!(
+            site.kept_top_list("24h/5", 11_000).is_none(),
+            "a second old"
+        );
+        assert!(site.kept_top_list("1h/5", 10_000).is_none(), "another key");
+        for i in 0..TOP_LISTS_KEPT + 5 {
+            site.keep_top_list(&format!("k{i}"), 20_000 + i as i64, Arc::clone(&list));
+        }
+        assert_eq!(site.top_lists.lock().len(), TOP_LISTS_KEPT);
+        assert!(
+            site.kept_top_list("k0", 20_100).is_none(),
+            "the oldest went"
+        );
+        assert!(
+            site.kept_top_list(&format!("k{}", TOP_LISTS_KEPT + 4), 20_100)
+                .is_some()
+        );
+    }
+
     fn reading(site: &Site, today: Date, values: [u64; 5], watermark: u64) -> Arc<Stored> {
         Arc::new(Stored {
             keys: site.read_keys(today),
@@ -659,6 +730,7 @@ mod tests {
             breakdowns: Vec::new(),
             bounds: Default::default(),
             titles: Vec::new(),
+            minute: None,
         }
     }
 

@@ -53,6 +53,7 @@ fn batch(site: &str, producer: &str, seq: u64, increments: Vec<Increment>) -> Si
         breakdowns: Vec::new(),
         bounds: Default::default(),
         titles: Vec::new(),
+        minute: None,
     }
 }
 
@@ -1025,6 +1026,162 @@ pub async fn ping_answers<S: Store>(store: &S) {
     store.ping().await.unwrap();
 }
 
+/// A page's pages-only batch (all four periods) of `hits` each, in order.
+fn pages_batch(site: &str, seq: u64, minute: Option<i64>, pages: &[(&str, u64)]) -> SiteBatch {
+    let mut incs = Vec::new();
+    for (page, hits) in pages {
+        incs.extend(full(&Scope::Page(Arc::from(*page)), *hits));
+    }
+    incs.sort_by(|a, b| a.scope.cmp(&b.scope));
+    SiteBatch {
+        minute,
+        ..batch(site, "p1", seq, incs)
+    }
+}
+
+fn ranked(pages: &[(&str, u64)]) -> Vec<(String, u64)> {
+    pages.iter().map(|(p, h)| (p.to_string(), *h)).collect()
+}
+
+/// The last title seen is kept per page, as sent (markup included: it is
+/// shown as text); a page without one reads `None`; a duplicate batch
+/// changes no title.
+pub async fn titles_are_kept_last_one_wins<S: Store>(store: &S) {
+    let site = "conf-titles";
+    let titled = |seq, titles: &[(&str, &str)]| SiteBatch {
+        titles: titles
+            .iter()
+            .map(|(p, t)| (Arc::from(*p), Arc::from(*t)))
+            .collect(),
+        ..pages_batch(site, seq, None, &[("/a", 1), ("/b", 1)])
+    };
+    let first = titled(1, &[("/a", "Tin một"), ("/b", "<b>x</b> & \"y\"")]);
+    assert!(matches!(
+        store.apply(&first).await.unwrap(),
+        Applied::Fresh { .. }
+    ));
+    let second = titled(2, &[("/a", "Tin hai")]);
+    store.apply(&second).await.unwrap();
+    let again = titled(2, &[("/a", "never applied")]);
+    assert_eq!(store.apply(&again).await.unwrap(), Applied::Duplicate);
+    let pages: Vec<Arc<str>> = ["/a", "/b", "/c"].map(Arc::from).to_vec();
+    assert_eq!(
+        store.titles(site, &pages).await.unwrap(),
+        vec![
+            Some("Tin hai".to_string()),
+            Some("<b>x</b> & \"y\"".to_string()),
+            None
+        ]
+    );
+    assert_eq!(
+        store
+            .titles("conf-titles-other", &pages[..1])
+            .await
+            .unwrap(),
+        vec![None]
+    );
+}
+
+/// The current hour, as a Unix minute: the windows' buckets then start
+/// at known minutes. Near the real clock, since a store may expire the
+/// buckets by it.
+fn this_hour() -> i64 {
+    Timestamp::now().as_second().div_euclid(3_600) * 60
+}
+
+/// A batch's page hits count in the rolling hour from its minute `m`
+/// until minute `m + 59` and leave at `m + 60`, whether the window moves
+/// on by one bucket or after a pause; the day window likewise by hours;
+/// a duplicate batch adds nothing and a batch without a minute (history)
+/// is in no window.
+pub async fn rolling_windows_count_a_minute_until_it_leaves<S: Store>(store: &S) {
+    use super::Window::{Day, Hour};
+    let site = "conf-windows";
+    let m0 = this_hour();
+    let top =
+        |window, minute| async move { store.top_window(site, window, minute, 10).await.unwrap() };
+    assert!(top(Hour, m0).await.is_empty());
+    store
+        .apply(&pages_batch(site, 1, Some(m0), &[("/a", 3), ("/b", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Hour, m0).await, ranked(&[("/a", 3), ("/b", 1)]));
+    let again = pages_batch(site, 1, Some(m0), &[("/a", 3), ("/b", 1)]);
+    assert_eq!(store.apply(&again).await.unwrap(), Applied::Duplicate);
+    store
+        .apply(&pages_batch(site, 2, Some(m0 + 30), &[("/b", 5)]))
+        .await
+        .unwrap();
+    store
+        .apply(&pages_batch(site, 3, None, &[("/history", 100)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Hour, m0 + 30).await, ranked(&[("/b", 6), ("/a", 3)]));
+    assert_eq!(top(Hour, m0 + 59).await, ranked(&[("/b", 6), ("/a", 3)]));
+    // Read while the site is quiet: minute m0 has left.
+    assert_eq!(top(Hour, m0 + 60).await, ranked(&[("/b", 5)]));
+    assert_eq!(top(Hour, m0 + 90).await, ranked(&[]));
+    // The window moved on after a pause, then bucket by bucket.
+    store
+        .apply(&pages_batch(site, 4, Some(m0 + 60), &[("/c", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Hour, m0 + 60).await, ranked(&[("/b", 5), ("/c", 1)]));
+    store
+        .apply(&pages_batch(site, 5, Some(m0 + 89), &[("/c", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Hour, m0 + 89).await, ranked(&[("/b", 5), ("/c", 2)]));
+    store
+        .apply(&pages_batch(site, 6, Some(m0 + 90), &[("/d", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Hour, m0 + 90).await, ranked(&[("/c", 2), ("/d", 1)]));
+    // A batch stamped before the window's last bucket counts in it.
+    store
+        .apply(&pages_batch(site, 7, Some(m0 + 10), &[("/d", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Hour, m0 + 90).await, ranked(&[("/c", 2), ("/d", 2)]));
+    assert_eq!(
+        top(Day, m0 + 90).await,
+        ranked(&[("/b", 6), ("/a", 3), ("/c", 2), ("/d", 2)])
+    );
+    assert_eq!(
+        store.top_window(site, Day, m0 + 90, 2).await.unwrap().len(),
+        2
+    );
+    // After a pause the sum is made again of the live buckets: a page in
+    // two of them counts both.
+    store
+        .apply(&pages_batch(site, 8, Some(m0 + 100), &[("/a", 1)]))
+        .await
+        .unwrap();
+    store
+        .apply(&pages_batch(site, 9, Some(m0 + 180), &[("/f", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        top(Day, m0 + 180).await,
+        ranked(&[("/b", 6), ("/a", 4), ("/c", 2), ("/d", 2), ("/f", 1)])
+    );
+    // A day later, every hour has left the day window.
+    let later = m0 + 28 * 60;
+    store
+        .apply(&pages_batch(site, 10, Some(later), &[("/e", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(top(Day, later).await, ranked(&[("/e", 1)]));
+    assert_eq!(top(Hour, later).await, ranked(&[("/e", 1)]));
+    assert!(
+        store
+            .top_window("conf-windows-none", Hour, m0, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // ---- record day (issue 25 §7) ----
 
 fn day_inc(scope: &Scope, day: Date, hits: u64) -> Increment {
@@ -1160,6 +1317,8 @@ macro_rules! store_conformance_tests {
             page_and_site_breakdowns_are_separate,
             breakdowns_in_any_order_land,
             a_large_breakdown_is_bounded_exactly,
+            titles_are_kept_last_one_wins,
+            rolling_windows_count_a_minute_until_it_leaves,
             ping_answers,
             the_record_day_rises_and_never_falls,
             a_record_tie_keeps_the_earlier_date,

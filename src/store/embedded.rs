@@ -9,6 +9,12 @@
 //! one key range and the bound check two lookups; expired counters are
 //! pruned whole through an expiry index, a bounded amount per batch.
 //!
+//! Titles are one entry per page. Each rolling window keeps its buckets'
+//! page hits, its sum per page and that sum's ranking (an index ordered
+//! by hits), all changed at apply: a bucket that leaves the window is
+//! taken out of the sum once, so `top` reads the first entries of the
+//! ranking.
+//!
 //! redb is synchronous; every call runs on tokio's blocking pool so the
 //! runtime's workers never wait on the disk.
 
@@ -20,7 +26,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
     Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, OTHER, PeriodKey,
-    Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, TOP_KEPT,
+    Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, TOP_KEPT, Window,
 };
 use crate::sketch::{HLL_REGISTERS, SketchUnion};
 
@@ -63,6 +69,24 @@ const BREAKDOWN_EXPIRY: TableDefinition<(i64, &[u8; COUNTER_KEY_LEN]), ()> =
 /// [`find_row`] resolves it, so scopes whose hashes collide keep apart),
 /// the dimension's index, the day number big-endian (days sort in time).
 const COUNTER_KEY_LEN: usize = 21;
+/// Page titles: (site, page) → the last title seen, kept like the
+/// page's total (no expiry).
+const TITLES: TableDefinition<(&str, &str), &str> = TableDefinition::new("titles");
+/// Rolling windows ([`Window`], by its index in [`Window::ALL`]): the page
+/// hits of the batches applied in one bucket, (site, window, bucket
+/// index, page) → hits, kept until the bucket leaves the window.
+const WINDOW_BUCKETS: TableDefinition<(&str, u8, i64, &str), u64> =
+    TableDefinition::new("window_buckets");
+/// A window's sum of its buckets: (site, window, page) → hits, pages with
+/// hits only.
+const WINDOW_SUMS: TableDefinition<(&str, u8, &str), u64> = TableDefinition::new("window_sums");
+/// The same sums ordered for `top`: (site, window, `u64::MAX - hits`,
+/// page) → (), so the most read are the first of the window's range.
+const WINDOW_RANKS: TableDefinition<(&str, u8, u64, &str), ()> =
+    TableDefinition::new("window_ranks");
+/// The bucket each window's sum was last moved to: (site, window) →
+/// bucket index.
+const WINDOW_MARKS: TableDefinition<(&str, u8), i64> = TableDefinition::new("window_marks");
 /// Each site's record day ([`Record`]): site → (hits, day number), raised
 /// in the transaction that applies a batch (see [`raise_record`]).
 const RECORDS: TableDefinition<&str, (u64, u32)> = TableDefinition::new("records");
@@ -462,6 +486,11 @@ impl EmbeddedStore {
             tx.open_table(BREAKDOWN_VALUES).map_err(unavailable)?;
             tx.open_table(BREAKDOWN_COUNTERS).map_err(unavailable)?;
             tx.open_table(BREAKDOWN_EXPIRY).map_err(unavailable)?;
+            tx.open_table(TITLES).map_err(unavailable)?;
+            tx.open_table(WINDOW_BUCKETS).map_err(unavailable)?;
+            tx.open_table(WINDOW_SUMS).map_err(unavailable)?;
+            tx.open_table(WINDOW_RANKS).map_err(unavailable)?;
+            tx.open_table(WINDOW_MARKS).map_err(unavailable)?;
             tx.open_table(RECORDS).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
@@ -520,9 +549,202 @@ fn apply_blocking(
     let (late, rows) = add_increments(&tx, batch, scope_hash, now)?;
     raise_record(&tx, batch, scope_hash, now)?;
     add_breakdowns(&tx, batch, &rows, scope_hash, now)?;
+    add_titles(&tx, batch)?;
+    add_windows(&tx, batch)?;
     merge_visitors(&tx, batch, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(Applied::Fresh { late })
+}
+
+/// Keeps the batch's titles, replacing each page's.
+fn add_titles(tx: &redb::WriteTransaction, batch: &SiteBatch) -> Result<(), StoreError> {
+    if batch.titles.is_empty() {
+        return Ok(());
+    }
+    let mut titles = tx.open_table(TITLES).map_err(unavailable)?;
+    for (page, title) in &batch.titles {
+        titles
+            .insert((batch.site.as_ref(), page.as_ref()), title.as_ref())
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// A window's number in its tables' keys.
+fn window_code(window: Window) -> u8 {
+    match window {
+        Window::Hour => 0,
+        Window::Day => 1,
+    }
+}
+
+/// The sums and their ranking, changed together.
+struct WindowSums<'t> {
+    sums: redb::Table<'t, (&'static str, u8, &'static str), u64>,
+    ranks: redb::Table<'t, (&'static str, u8, u64, &'static str), ()>,
+}
+
+impl WindowSums<'_> {
+    /// Adds `hits` to `page`'s sum, or takes them off (`add` false), and
+    /// moves it in the ranking: O(log pages).
+    fn change(
+        &mut self,
+        (site, code, page): (&str, u8, &str),
+        hits: u64,
+        add: bool,
+    ) -> Result<(), StoreError> {
+        let old = self
+            .sums
+            .get((site, code, page))
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value());
+        let new = if add {
+            old.saturating_add(hits)
+        } else {
+            old.saturating_sub(hits)
+        };
+        if old > 0 {
+            self.ranks
+                .remove((site, code, u64::MAX - old, page))
+                .map_err(unavailable)?;
+        }
+        if new > 0 {
+            self.sums
+                .insert((site, code, page), new)
+                .map_err(unavailable)?;
+            self.ranks
+                .insert((site, code, u64::MAX - new, page), ())
+                .map_err(unavailable)?;
+        } else {
+            self.sums.remove((site, code, page)).map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds the batch's page hits (their all-time increments) to the bucket
+/// of its minute in each rolling window, after taking the buckets that
+/// have left the window out of its sum (and out of the file). A batch
+/// stamped before a window's last bucket (a replay) counts in that
+/// bucket. A batch without a minute (history) is in no window.
+fn add_windows(tx: &redb::WriteTransaction, batch: &SiteBatch) -> Result<(), StoreError> {
+    let Some(minute) = batch.minute else {
+        return Ok(());
+    };
+    let site = batch.site.as_ref();
+    let pages: Vec<(&str, u64)> = batch
+        .increments
+        .iter()
+        .filter(|i| i.period == PeriodKey::Total)
+        .filter_map(|i| match &i.scope {
+            Scope::Page(p) => Some((p.as_ref(), i.hits)),
+            Scope::Site => None,
+        })
+        .collect();
+    let mut buckets = tx.open_table(WINDOW_BUCKETS).map_err(unavailable)?;
+    let mut marks = tx.open_table(WINDOW_MARKS).map_err(unavailable)?;
+    let mut sums = WindowSums {
+        sums: tx.open_table(WINDOW_SUMS).map_err(unavailable)?,
+        ranks: tx.open_table(WINDOW_RANKS).map_err(unavailable)?,
+    };
+    for window in Window::ALL {
+        let code = window_code(window);
+        let mark = marks
+            .get((site, code))
+            .map_err(unavailable)?
+            .map(|v| v.value());
+        let at = mark.map_or(window.bucket_of(minute), |m| {
+            m.max(window.bucket_of(minute))
+        });
+        if mark != Some(at) {
+            // Buckets at or before `at - buckets` have left the window.
+            let first_live = at - window.buckets() + 1;
+            let mut gone = Vec::new();
+            for entry in buckets
+                .range((site, code, i64::MIN, "")..(site, code, first_live, ""))
+                .map_err(unavailable)?
+            {
+                let (k, v) = entry.map_err(unavailable)?;
+                let (_, _, b, page) = k.value();
+                gone.push((b, page.to_owned(), v.value()));
+            }
+            for (b, page, hits) in gone {
+                sums.change((site, code, &page), hits, false)?;
+                buckets
+                    .remove((site, code, b, page.as_str()))
+                    .map_err(unavailable)?;
+                crate::background::pace();
+            }
+            marks.insert((site, code), at).map_err(unavailable)?;
+        }
+        for &(page, hits) in &pages {
+            // Six small writes a page and window: yield the core as the
+            // counters' loop does.
+            crate::background::pace();
+            let was = buckets
+                .get((site, code, at, page))
+                .map_err(unavailable)?
+                .map_or(0, |v| v.value());
+            buckets
+                .insert((site, code, at, page), was.saturating_add(hits))
+                .map_err(unavailable)?;
+            sums.change((site, code, page), hits, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`Store::top_window`]: the window's ranking while its mark is at most
+/// one bucket behind `minute`, else the sum of its live buckets.
+fn top_window_blocking(
+    db: &Database,
+    site: &str,
+    window: Window,
+    minute: i64,
+    limit: usize,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let tx = db.begin_read().map_err(unavailable)?;
+    let code = window_code(window);
+    let at = window.bucket_of(minute);
+    let marks = tx.open_table(WINDOW_MARKS).map_err(unavailable)?;
+    let Some(mark) = marks
+        .get((site, code))
+        .map_err(unavailable)?
+        .map(|v| v.value())
+    else {
+        return Ok(Vec::new());
+    };
+    if at - mark >= window.buckets() {
+        return Ok(Vec::new());
+    }
+    let limit = limit.min(TOP_KEPT);
+    if at - mark <= 1 {
+        let ranks = tx.open_table(WINDOW_RANKS).map_err(unavailable)?;
+        let mut out = Vec::with_capacity(limit);
+        for entry in ranks
+            .range((site, code, 0, "")..(site, code + 1, 0, ""))
+            .map_err(unavailable)?
+            .take(limit)
+        {
+            let (k, _) = entry.map_err(unavailable)?;
+            let (_, _, inverse, page) = k.value();
+            out.push((page.to_owned(), u64::MAX - inverse));
+        }
+        return Ok(out);
+    }
+    let buckets = tx.open_table(WINDOW_BUCKETS).map_err(unavailable)?;
+    let mut summed: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for entry in buckets
+        .range((site, code, at - window.buckets() + 1, "")..(site, code, at + 1, ""))
+        .map_err(unavailable)?
+    {
+        let (k, v) = entry.map_err(unavailable)?;
+        *summed.entry(k.value().3.to_owned()).or_default() += v.value();
+    }
+    let mut out: Vec<(String, u64)> = summed.into_iter().collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out.truncate(limit);
+    Ok(out)
 }
 
 /// Moves the batch's producer's watermark on the site to the batch's
@@ -1233,6 +1455,41 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn top_window(
+        &self,
+        site: &str,
+        window: Window,
+        minute: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let site = site.to_string();
+        self.blocking(move |db| top_window_blocking(db, &site, window, minute, limit))
+            .await
+    }
+
+    async fn titles(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let site = site.to_string();
+        let pages = pages.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let titles = tx.open_table(TITLES).map_err(unavailable)?;
+            pages
+                .iter()
+                .map(|page| {
+                    Ok(titles
+                        .get((site.as_str(), page.as_ref()))
+                        .map_err(unavailable)?
+                        .map(|v| v.value().to_owned()))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn breakdown(
         &self,
         site: &str,
@@ -1286,6 +1543,7 @@ mod tests {
             breakdowns: Vec::new(),
             bounds: Default::default(),
             titles: Vec::new(),
+            minute: None,
         }
     }
 

@@ -149,6 +149,63 @@ pub struct SiteBatch {
     /// each page once: a store keeps the last title of each page (like the
     /// page's total, without expiry), replacing the one it had.
     pub titles: Vec<(Arc<str>, Arc<str>)>,
+    /// The Unix minute the flush that froze this batch ran, to which the
+    /// rolling windows ([`Window`]) attribute its page hits; `None` for a
+    /// batch that is not reading happening now (an import of history).
+    pub minute: Option<i64>,
+}
+
+/// A rolling window of "most read", ending now: the page hits of the
+/// batches applied in its buckets ([`Window::bucket_secs`] wide, the last
+/// [`Window::buckets`] of them, the current one included). A batch's hits
+/// fall in the bucket of its [`SiteBatch::minute`], so a window is exact
+/// to one flush interval at its leading edge and to one bucket at its
+/// trailing edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The last hour, in minute buckets.
+    Hour,
+    /// The last 24 hours, in hour buckets.
+    Day,
+}
+
+impl Window {
+    /// Every window, in storage order.
+    pub const ALL: [Window; 2] = [Window::Hour, Window::Day];
+
+    /// The name in storage and in the API (`period=1h`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Window::Hour => "1h",
+            Window::Day => "24h",
+        }
+    }
+
+    /// The window called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Window> {
+        Window::ALL.into_iter().find(|w| w.as_str() == name)
+    }
+
+    /// How wide one bucket is, in seconds.
+    pub const fn bucket_secs(self) -> i64 {
+        match self {
+            Window::Hour => 60,
+            Window::Day => 3_600,
+        }
+    }
+
+    /// How many buckets the window holds.
+    pub const fn buckets(self) -> i64 {
+        match self {
+            Window::Hour => 60,
+            Window::Day => 24,
+        }
+    }
+
+    /// The bucket Unix minute `minute` falls in.
+    pub const fn bucket_of(self, minute: i64) -> i64 {
+        (minute * 60).div_euclid(self.bucket_secs())
+    }
 }
 
 /// A breakdown dimension: one question about a hit, with exactly one
@@ -589,6 +646,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
 
+    /// The `limit` most-read pages of a site in the rolling `window`
+    /// ending in Unix minute `minute` (the caller's clock, so tests can
+    /// move it), most read first, at most [`TOP_KEPT`]. Answers from a
+    /// ranking kept at each apply; only a site with no batch in the last
+    /// two buckets is summed from its buckets (few, as the site is quiet).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot answer.
+    fn top_window(
+        &self,
+        site: &str,
+        window: Window,
+        minute: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, u64)>, StoreError>> + Send;
+
     /// The breakdown of `scope` by `dimension` over the local `days` (at
     /// most a retention's worth), with the scope's day hits over the same
     /// days, in one snapshot. Days whose counters expired read as nothing.
@@ -769,6 +842,19 @@ impl Store for AnyStore {
         match self {
             AnyStore::Embedded(s) => s.top(site, period, limit).await,
             AnyStore::Redis(s) => s.top(site, period, limit).await,
+        }
+    }
+
+    async fn top_window(
+        &self,
+        site: &str,
+        window: Window,
+        minute: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            AnyStore::Embedded(s) => s.top_window(site, window, minute, limit).await,
+            AnyStore::Redis(s) => s.top_window(site, window, minute, limit).await,
         }
     }
 

@@ -10,6 +10,10 @@
 //! | `luot:{s}:p:d:…`, `…:p:w:…`, `…:p:m:…`, `…:p:t` | sorted set | hits per page per period: page figures and "most read" |
 //! | `luot:{s}:b:<dimension>:2026-11-27` | hash | the site's breakdown by one dimension on one day: value → hits, at most `bounds.site` values besides `(other)` |
 //! | `luot:{s}:bp:2026-11-27:<page>` | hash | a page's breakdowns on one day, its dimensions in one hash: `<dimension index>:<value>` → hits (`0:direct`, `1:Google`), at most `bounds.page` values a dimension besides `(other)` |
+//! | `luot:{s}:titles` | hash | page → its last title seen (never expires) |
+//! | `luot:{s}:r1h:<minute>`, `luot:{s}:r24h:<hour>` | hash | page → hits of the batches applied in one bucket of a rolling window (Unix minute or hour index); deleted when the window moves past it, else expire two buckets after leaving it |
+//! | `luot:{s}:r1h:all`, `…:r24h:all` | sorted set | the window's sum of its buckets, pages with hits only: `top?period=1h|24h` |
+//! | `luot:{s}:r1h:at`, `…:r24h:at` | string | the bucket the sum was last moved to |
 //! | `luot:{s}:v:o:<unix minute>` | HyperLogLog | visitors per minute (`online`) |
 //! | `luot:{s}:v:d:2026-11-27`, `luot:{s}:v:t` | HyperLogLog | visitors per day, ever |
 //! | `luot:{s}:rec` | hash | the site's record day: `hits`, `date` (`2026-11-27`), raised by the apply script |
@@ -64,6 +68,7 @@ use jiff::civil::Date;
 use super::{
     Applied, BreakdownIncrement, BreakdownReading, Dimension, Increment, Members, PageReaders,
     PeriodKey, Reading, Record, Scope, SiteBatch, SketchKey, Store, StoreError, ValueBounds,
+    Window,
 };
 use crate::sketch::{member_bytes, redis_dense_hll};
 
@@ -87,6 +92,8 @@ const READ_LUA: &str = include_str!("lua/read.lua");
 const READ_PAGES_LUA: &str = include_str!("lua/read_pages.lua");
 
 const BREAKDOWN_LUA: &str = include_str!("lua/breakdown.lua");
+
+const TOP_WINDOW_LUA: &str = include_str!("lua/top_window.lua");
 
 /// Most pages one page-reading script reads (its reply carries five values
 /// per page).
@@ -346,6 +353,23 @@ fn group_breakdowns<'a>(
     groups
 }
 
+/// The hash of a site's page titles: page → the last title seen.
+pub fn titles_key(site: &str) -> String {
+    key(site, "titles")
+}
+
+/// A rolling window's name in its keys: `r1h`, `r24h`.
+fn window_name(window: Window) -> String {
+    format!("r{}", window.as_str())
+}
+
+/// A key of a rolling window: `luot:{s}:r1h:<bucket index>` (a bucket's
+/// page hits), `…:r1h:all` (the window's sum), `…:r1h:at` (the bucket the
+/// sum was last moved to). The apply script names the same keys.
+pub fn window_key(site: &str, window: Window, rest: &str) -> String {
+    key(site, &format!("{}:{rest}", window_name(window)))
+}
+
 // ---- record day (issue 25 §7) ----
 
 /// The hash holding a site's record day (`hits`, `date`).
@@ -574,6 +598,27 @@ impl Store for RedisStore {
                 }
             }
         }
+        inv.arg(batch.titles.len());
+        if !batch.titles.is_empty() {
+            inv.key(titles_key(site));
+            for (page, title) in &batch.titles {
+                inv.arg(page.as_ref()).arg(title.as_ref());
+            }
+        }
+        match batch.minute {
+            Some(minute) => {
+                inv.arg(Window::ALL.len());
+                for w in Window::ALL {
+                    inv.arg(window_name(w))
+                        .arg(w.bucket_secs())
+                        .arg(w.buckets())
+                        .arg(w.bucket_of(minute));
+                }
+            }
+            None => {
+                inv.arg(0);
+            }
+        }
         for delta in &batch.visitors {
             for (sketch, expires) in &delta.keys {
                 inv.key(sketch_key(site, sketch));
@@ -764,6 +809,63 @@ impl Store for RedisStore {
             hits: parse_counter(hits)?,
             values,
         })
+    }
+
+    /// One `HMGET` per 1,000 pages.
+    async fn titles(
+        &self,
+        site: &str,
+        pages: &[Arc<str>],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let mut out = Vec::with_capacity(pages.len());
+        for chunk in pages.chunks(1000) {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(titles_key(site));
+            for page in chunk {
+                cmd.arg(page.as_ref());
+            }
+            let got: Vec<Option<String>> = self.query(&cmd).await?;
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    /// One script call: the window's kept sum, or while its mark is two
+    /// buckets or more behind `minute`, the union of its live buckets.
+    async fn top_window(
+        &self,
+        site: &str,
+        window: Window,
+        minute: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let limit = limit.min(super::TOP_KEPT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let at = window.bucket_of(minute);
+        // Made per call (hashing 1 KB), not kept: a kept one would make
+        // this handle, and every `AnyStore`, 100 bytes larger.
+        let script = Script::new(TOP_WINDOW_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.key(window_key(site, window, "at"))
+            .key(window_key(site, window, "all"));
+        for b in at - window.buckets() + 1..=at {
+            inv.key(window_key(site, window, &b.to_string()));
+        }
+        inv.arg(at).arg(window.buckets()).arg(limit);
+        let raw: Vec<String> = self.invoke(&inv).await?;
+        if !raw.len().is_multiple_of(2) {
+            return Err(StoreError::Corrupt("window reply is not pairs".into()));
+        }
+        let mut out = raw
+            .chunks_exact(2)
+            .map(|p| Ok((p[0].clone(), parse_counter(&p[1])?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.retain(|(_, hits)| *hits > 0);
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -123,6 +123,7 @@ pub async fn serve(
         page: Some(Cow::Borrowed(referer)),
         referrer: None,
         vid: None,
+        title: None,
     };
     let now = Timestamp::now();
     let (site, page) = count_beacon(state, &beacon, &sender, now, false)?;

@@ -4,7 +4,8 @@
 //! API of the service of that name, whose hit is an ordinary beacon) and
 //! [`figures`] (figures as JSON, written straight into the answer) and
 //! [`ignore`] (`/ignore/{site}`, the page that leaves an editor's own
-//! visits out).
+//! visits out) and [`top`] (`/widget/{site}/top`, a most-read box to
+//! embed, which reads its list through `owner::history`).
 //!
 //! They read figures and never count, except `busuanzi`. May use what the
 //! router in `http` gives them (imported below, so each face names it as
@@ -16,6 +17,7 @@ pub mod busuanzi;
 pub mod figures;
 pub mod ignore;
 pub mod snippet;
+pub mod top;
 pub mod widget;
 
 // What the faces take from the router and its shared helpers.

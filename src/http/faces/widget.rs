@@ -146,7 +146,8 @@ pub fn serve(state: &State, id: &str, query: Option<&str>) -> Result<Response<Bo
     ))
 }
 
-const STYLE: &str = "\
+/// The box's style, shared with the most-read box ([`super::top`]).
+pub(super) const STYLE: &str = "\
 :root{--bg:#fff;--fg:#1f2328;--mute:#59636e;--line:#d8dee4;--odo:#1f2328;--odo-fg:#fff;--dot:#1a7f37}\
 .dark{--bg:#0d1117;--fg:#e6edf3;--mute:#9198a1;--line:#30363d;--odo:#010409;--odo-fg:#f0f6fc;--dot:#3fb950}\
 @media (prefers-color-scheme:dark){.auto{--bg:#0d1117;--fg:#e6edf3;--mute:#9198a1;--line:#30363d;--odo:#010409;--odo-fg:#f0f6fc;--dot:#3fb950}}\

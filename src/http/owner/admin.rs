@@ -128,8 +128,29 @@ pub fn import_batch(
             site: site.counting.max_values,
             page: site.counting.max_page_values,
         },
-        titles: Vec::new(),
+        titles: import_titles(site, request),
+        minute: None,
     })
+}
+
+/// The titles an import carries (an export's), cleaned as a beacon's
+/// are, each page once; pages that do not normalise are refused with
+/// their totals.
+fn import_titles(
+    site: &Site,
+    request: &ImportRequest,
+) -> Vec<(std::sync::Arc<str>, std::sync::Arc<str>)> {
+    let mut titles: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)> = Vec::new();
+    for p in &request.pages {
+        let (Some(raw), Ok(page)) = (&p.title, crate::page::normalize(&p.page, site.rules)) else {
+            continue;
+        };
+        if let Some(title) = crate::ingest::clean_title(raw) {
+            titles.retain(|(kept, _)| **kept != *page);
+            titles.push((page.into(), title.as_ref().into()));
+        }
+    }
+    titles
 }
 
 /// Adds one history day's breakdowns (the site's; an export carries no
@@ -423,6 +444,16 @@ pub async fn export(
         .top(&site.id, PeriodKey::Total, usize::MAX)
         .await
         .map_err(|e| unavailable(&e.to_string()))?;
+    let listed: Vec<std::sync::Arc<str>> = pages.iter().map(|(p, _)| p.as_str().into()).collect();
+    let titles = if listed.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .store
+            .titles(&site.id, &listed)
+            .await
+            .map_err(|e| unavailable(&e.to_string()))?
+    };
     let figures = state.reader.site_figures(&site, now);
     let export = Export {
         site: site.id.to_string(),
@@ -445,7 +476,8 @@ pub async fn export(
             .collect(),
         pages: pages
             .into_iter()
-            .map(|(page, total)| PageTotal { page, total })
+            .zip(titles.into_iter().chain(std::iter::repeat(None)))
+            .map(|((page, total), title)| PageTotal { page, total, title })
             .collect(),
     };
     let body = serde_json::to_vec(&export).unwrap_or_default();

@@ -31,7 +31,6 @@ use crate::config::Language;
 use crate::count::ledger::Figures;
 use crate::period::month_of;
 use crate::site::Site;
-use crate::store::Store;
 
 /// How often the page reads fresh figures (online now among them).
 pub const REFRESH_MS: u32 = 30_000;
@@ -158,6 +157,8 @@ struct Tops<'a> {
 #[derive(Serialize)]
 struct TopPage<'a> {
     page: &'a str,
+    /// The page's last title, shown as text (`textContent`).
+    title: Option<&'a str>,
     hits: u64,
 }
 
@@ -166,8 +167,8 @@ struct View {
     figures: Figures,
     days: Vec<Point>,
     months: Vec<Point>,
-    top_today: Vec<(String, u64)>,
-    top_week: Vec<(String, u64)>,
+    top_today: Vec<history::TopPage>,
+    top_week: Vec<history::TopPage>,
     /// The store failed one of the reads: some of the page is missing.
     degraded: bool,
     timezone: String,
@@ -470,14 +471,20 @@ async fn top_pages(
     site: &Site,
     today: jiff::civil::Date,
     name: &str,
-) -> Option<Vec<(String, u64)>> {
+) -> Option<Vec<history::TopPage>> {
     let period = period_named(name, today, site).ok()?;
-    state.store.top(&site.id, period, TOP_PAGES).await.ok()
+    history::top_pages(state, site, history::TopPeriod::Key(period), TOP_PAGES)
+        .await
+        .ok()
 }
 
-fn pages(list: &[(String, u64)]) -> Vec<TopPage<'_>> {
+fn pages(list: &[history::TopPage]) -> Vec<TopPage<'_>> {
     list.iter()
-        .map(|(page, hits)| TopPage { page, hits: *hits })
+        .map(|p| TopPage {
+            page: &p.page,
+            title: p.title.as_deref(),
+            hits: p.hits,
+        })
         .collect()
 }
 
@@ -521,8 +528,16 @@ mod tests {
                 visitors: None,
             }],
             top_today: vec![
-                ("/tin-tuc/a".into(), 40),
-                ("/</script><script>alert(1)</script>".into(), 3),
+                history::TopPage {
+                    page: "/tin-tuc/a".into(),
+                    title: Some("</script><b>Tin</b>".into()),
+                    hits: 40,
+                },
+                history::TopPage {
+                    page: "/</script><script>alert(1)</script>".into(),
+                    title: None,
+                    hits: 3,
+                },
             ],
             top_week: vec![],
             degraded: false,
@@ -599,6 +614,8 @@ mod tests {
             json["top"]["today"][1]["page"],
             "/</script><script>alert(1)</script>"
         );
+        assert_eq!(json["top"]["today"][0]["title"], "</script><b>Tin</b>");
+        assert_eq!(json["top"]["today"][1]["title"], serde_json::Value::Null);
         assert_eq!(json["refresh_ms"], 30_000);
         assert!(!html.contains("<script>alert"));
         assert_eq!(html.matches("</script>").count(), 2);

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{ApiError, Body, State, constant_time_eq, json, lookup};
 use crate::period::{date_of_number, day_number, month_of};
 use crate::site::Site;
-use crate::store::{PeriodKey, Scope, SketchKey, Store};
+use crate::store::{PeriodKey, Scope, SketchKey, Store, Window};
 
 /// Longest daily series one request may ask for (the site days' default
 /// retention).
@@ -359,10 +359,13 @@ pub async fn series(
     ))
 }
 
-#[derive(Serialize)]
-struct TopPage {
-    page: String,
-    hits: u64,
+/// One entry of a most-read list. The title is the page's last one as
+/// sent (`null` when none was seen): shown as text, never as markup.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct TopPage {
+    pub page: String,
+    pub title: Option<String>,
+    pub hits: u64,
 }
 
 #[derive(Serialize)]
@@ -370,6 +373,126 @@ struct TopAnswer<'a> {
     site: &'a str,
     period: &'a str,
     pages: Vec<TopPage>,
+}
+
+/// What a top list ranks: a stored period, or a rolling window ending now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopPeriod {
+    Key(PeriodKey),
+    Window(Window),
+}
+
+/// The period a top list's `period=` names: `1h`, `24h` (rolling), or
+/// one of [`period_named`]'s.
+///
+/// # Errors
+/// 400 for an unknown name.
+pub fn top_period_named(name: &str, today: Date, site: &Site) -> Result<TopPeriod, ApiError> {
+    if let Some(window) = Window::from_name(name) {
+        return Ok(TopPeriod::Window(window));
+    }
+    period_named(name, today, site)
+        .map(TopPeriod::Key)
+        .map_err(|_| {
+            bad(
+                "bad_period",
+                "`period` must be 1h, 24h, today, yesterday, week, month or total",
+            )
+        })
+}
+
+/// The `limit` most-read pages of `site` in `period` with their titles:
+/// two store reads (the kept ranking, then the listed pages' titles; a
+/// title this instance saw but has not flushed yet stands in for none),
+/// or the same list answered less than a second ago
+/// ([`Site::kept_top_list`]): a most-read box on every page view would
+/// otherwise read the store at every view.
+///
+/// # Errors
+/// 503 when the store cannot answer.
+pub async fn top_pages(
+    state: &State,
+    site: &Site,
+    period: TopPeriod,
+    limit: usize,
+) -> Result<Vec<TopPage>, ApiError> {
+    let key = format!("{period:?}/{limit}");
+    let now_ms = Timestamp::now().as_millisecond();
+    let list = match site.kept_top_list(&key, now_ms) {
+        Some(list) => list,
+        None => {
+            let list: crate::site::TopEntries = read_top_pages(state, site, period, limit)
+                .await?
+                .into_iter()
+                .map(|p| (p.page, p.title, p.hits))
+                .collect();
+            site.keep_top_list(&key, now_ms, std::sync::Arc::clone(&list));
+            list
+        }
+    };
+    Ok(list
+        .iter()
+        .map(|(page, title, hits)| TopPage {
+            page: page.clone(),
+            title: title.clone(),
+            hits: *hits,
+        })
+        .collect())
+}
+
+/// [`top_pages`] from the store.
+async fn read_top_pages(
+    state: &State,
+    site: &Site,
+    period: TopPeriod,
+    limit: usize,
+) -> Result<Vec<TopPage>, ApiError> {
+    state
+        .reader
+        .count_store_read(crate::metrics::ReadRoute::Top);
+    let unavailable = |e: crate::store::StoreError| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("the store cannot answer: {}", e.kind()),
+        )
+    };
+    let ranked = match period {
+        TopPeriod::Key(key) => state.store.top(&site.id, key, limit).await,
+        TopPeriod::Window(window) => {
+            let minute = Timestamp::now().as_second().div_euclid(60);
+            state
+                .store
+                .top_window(&site.id, window, minute, limit)
+                .await
+        }
+    }
+    .map_err(unavailable)?;
+    let pages: Vec<std::sync::Arc<str>> = ranked
+        .iter()
+        .map(|(page, _)| std::sync::Arc::from(page.as_str()))
+        .collect();
+    let titles = if pages.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .store
+            .titles(&site.id, &pages)
+            .await
+            .map_err(unavailable)?
+    };
+    Ok(ranked
+        .into_iter()
+        .enumerate()
+        .map(|(i, (page, hits))| {
+            let title = titles
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| site.titles.get(&page).map(|t| t.to_string()));
+            TopPage { page, title, hits }
+        })
+        .collect())
 }
 
 /// The period key a `period=` name means at local day `today`.
@@ -392,7 +515,7 @@ pub fn period_named(name: &str, today: Date, site: &Site) -> Result<PeriodKey, A
     })
 }
 
-/// `GET /api/v1/sites/{site}/top?period=today&limit=10`.
+/// `GET /api/v1/sites/{site}/top?period=1h|24h|today|…&limit=10`.
 ///
 /// # Errors
 /// 404 unknown site, 401 private without token, 400 bad parameters.
@@ -406,7 +529,7 @@ pub async fn top(
     authorize(&site, headers, query)?;
     let name = param(query, "period").unwrap_or_else(|| "today".into());
     let today = site.calendar().day_of(Timestamp::now());
-    let period = period_named(&name, today, &site)?;
+    let period = top_period_named(&name, today, &site)?;
     let limit = match param(query, "limit") {
         None => 10,
         Some(v) => v
@@ -415,29 +538,17 @@ pub async fn top(
             .filter(|n| (1..=MAX_TOP).contains(n))
             .ok_or_else(|| bad("bad_limit", format!("`limit` must be 1 to {MAX_TOP}")))?,
     };
-    state
-        .reader
-        .count_store_read(crate::metrics::ReadRoute::Top);
-    let pages = state
-        .store
-        .top(&site.id, period, limit)
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!("the store cannot answer: {}", e.kind()),
-            )
-        })?;
-    Ok(json(
+    let pages = top_pages(state, &site, period, limit).await?;
+    let mut resp = json(
         StatusCode::OK,
         &TopAnswer {
             site: &site.id,
             period: &name,
-            pages: pages
-                .into_iter()
-                .map(|(page, hits)| TopPage { page, hits })
-                .collect(),
+            pages,
         },
-    ))
+    );
+    // Readable by the site's own pages: luot.js fills most-read lists.
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    crate::http::cors::allow_origin(&mut resp, &site, origin);
+    Ok(resp)
 }

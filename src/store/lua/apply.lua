@@ -11,6 +11,10 @@
 -- expire, bound (distinct values a counter may hold), hash count; per
 -- hash: field count, the fields (each once: a site hash's are its values,
 -- a page hash's '<dimension index>:<value>'), then their hits in order.
+-- Then the title count and that many page, title pairs (one key, the
+-- site's title hash, when the count is not zero).
+-- Then the window count (0 for a batch of history); per window: name,
+-- bucket width (seconds), bucket count, the batch's bucket index.
 -- Then per sketch: kind ('m' members | 'r' registers), expire, member
 -- count (for 'm'), members... or the blob.
 -- The last key, KEYS[#KEYS], is the site's record day hash (see the
@@ -27,6 +31,11 @@ end
 redis.call('HSET', KEYS[1], producer, seq)
 redis.call('HSET', KEYS[2], producer, now)
 local late = 0
+-- The site's key prefix, 'luot:{site}:' (KEYS[1] is its 'wm').
+local prefix = string.sub(KEYS[1], 1, -3)
+-- Where the pages' all-time entries are in ARGV, for the rolling
+-- windows: {first member, count, hits table} per group that adds to it.
+local ptotal, totals = prefix .. 'p:t', {}
 local a = 4
 local k = 4
 -- A key may be in several groups: expire it once per batch.
@@ -49,6 +58,9 @@ for g = 1, tonumber(ARGV[3]) do
     if exp > 0 and exp <= now then
       late = late + n
     else
+      if kind == 'z' and key == ptotal then
+        totals[#totals + 1] = {first, n, hits}
+      end
       if kind == 'z' then
         -- Read the scores of up to 1000 pages, add, write them back: two
         -- variadic calls where a ZINCRBY per page cost a call each. Scores
@@ -181,6 +193,131 @@ for g = 1, ngroups do
         redis.call('EXPIREAT', key, exp)
       end
     end
+  end
+end
+-- Titles: the last one of each page, like its total without expiry.
+local ntitles = tonumber(ARGV[a])
+a = a + 1
+if ntitles > 0 then
+  local key = KEYS[k]
+  k = k + 1
+  for c = 0, ntitles - 1, 1000 do
+    local len = math.min(1000, ntitles - c)
+    redis.call('HSET', key, unpack(ARGV, a + 2 * c, a + 2 * (c + len) - 1))
+  end
+  a = a + 2 * ntitles
+end
+-- Rolling windows ('most read' in the last hour, day). Per window: a
+-- hash per bucket ('<name>:<index>', page -> hits: 40% smaller than a
+-- sorted set, and a bucket is only ever read whole), the window's sum
+-- ('<name>:all', a sorted set) and the bucket it was last moved to
+-- ('<name>:at').
+-- Moving on by one bucket takes the bucket that left out of the sum;
+-- after a longer pause the sum is rebuilt from the buckets still in the
+-- window. A batch stamped before the window's bucket (another
+-- instance's clock, a replay) counts in the window's bucket. Keys are
+-- named here, under the site's hash tag, so in the batch's slot.
+local function add_scores(key, first, n, hits)
+  for c = 0, n - 1, 1000 do
+    local len = math.min(1000, n - c)
+    local m = first + c
+    local scores = redis.call('ZMSCORE', key, unpack(ARGV, m, m + len - 1))
+    local scored = {}
+    for i = 0, len - 1 do
+      local was = tonumber(scores[i + 1]) or 0
+      scored[2 * i + 1] = format('%d', was + hits[c + i + 1])
+      scored[2 * i + 2] = ARGV[m + i]
+    end
+    redis.call('ZADD', key, unpack(scored))
+  end
+end
+local function add_fields(key, first, n, hits)
+  for c = 0, n - 1, 1000 do
+    local len = math.min(1000, n - c)
+    local m = first + c
+    local held = redis.call('HMGET', key, unpack(ARGV, m, m + len - 1))
+    local fields = {}
+    for i = 0, len - 1 do
+      fields[2 * i + 1] = ARGV[m + i]
+      fields[2 * i + 2] = format('%d', (tonumber(held[i + 1]) or 0) + hits[c + i + 1])
+    end
+    redis.call('HSET', key, unpack(fields))
+  end
+end
+local nwindows = tonumber(ARGV[a])
+a = a + 1
+for w = 1, nwindows do
+  local name, width, count, at = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  local base = prefix .. name .. ':'
+  local sum, mark_key = base .. 'all', base .. 'at'
+  local mark = tonumber(redis.call('GET', mark_key))
+  if mark and at < mark then
+    at = mark
+  end
+  if mark and at == mark + 1 then
+    local gone = base .. (at - count)
+    local left = redis.call('HGETALL', gone)
+    for c = 1, #left, 2000 do
+      local members, minus = {}, {}
+      for i = c, math.min(c + 1999, #left), 2 do
+        members[#members + 1] = left[i]
+        minus[#minus + 1] = -tonumber(left[i + 1])
+      end
+      local scores = redis.call('ZMSCORE', sum, unpack(members))
+      local keep, drop = {}, {}
+      for i = 1, #members do
+        local now_hits = (tonumber(scores[i]) or 0) + minus[i]
+        if now_hits > 0 then
+          keep[#keep + 1] = format('%d', now_hits)
+          keep[#keep + 1] = members[i]
+        else
+          drop[#drop + 1] = members[i]
+        end
+      end
+      if #keep > 0 then
+        redis.call('ZADD', sum, unpack(keep))
+      end
+      if #drop > 0 then
+        redis.call('ZREM', sum, unpack(drop))
+      end
+    end
+    redis.call('DEL', gone)
+  elseif not mark or at > mark then
+    -- The sum of the buckets still in the window.
+    local summed, order = {}, {}
+    for b = at - count + 1, at do
+      local got = redis.call('HGETALL', base .. b)
+      for i = 1, #got, 2 do
+        local page = got[i]
+        if not summed[page] then
+          order[#order + 1] = page
+          summed[page] = 0
+        end
+        summed[page] = summed[page] + tonumber(got[i + 1])
+      end
+    end
+    redis.call('DEL', sum)
+    for c = 1, #order, 1000 do
+      local scored = {}
+      for i = c, math.min(c + 999, #order) do
+        scored[#scored + 1] = format('%d', summed[order[i]])
+        scored[#scored + 1] = order[i]
+      end
+      redis.call('ZADD', sum, unpack(scored))
+    end
+  end
+  local bucket = base .. at
+  for _, t in ipairs(totals) do
+    add_fields(bucket, t[1], t[2], t[3])
+    add_scores(sum, t[1], t[2], t[3])
+  end
+  -- A bucket lives until it has left the window (and one more, for a
+  -- late move); the sum and the mark as long as the last bucket.
+  redis.call('EXPIREAT', bucket, (at + count + 2) * width)
+  redis.call('SET', mark_key, at, 'EXAT', (at + count + 1) * width)
+  if redis.call('EXISTS', sum) == 1 then
+    redis.call('EXPIREAT', sum, (at + count + 1) * width)
   end
 end
 while a <= #ARGV do

@@ -3,6 +3,7 @@
  * <span data-luot="total|today|yesterday|week|month|online"></span> (site figures)
  * <span data-luot-page="total|today|…"></span> (this page's figures)
  * data-luot-pad="8" zero-pads to 8 digits, without digit grouping.
+ * <ol data-luot-top="24h" data-luot-limit="5"></ol> most read (1h, today…; data-luot-show-hits)
  * data-luot="record": the best day (data-luot-record="date": its date).
  * <span data-luot-views="/path"></span>: that page's total (data-luot-period="today"), one request for all.
  * #luot-ignore=on in a page's URL: this browser sends nothing (=off undoes). */
@@ -96,7 +97,7 @@
 
   function send(ref) {
     if (flag()) return;
-    var body = JSON.stringify({ site: site, page: location.href, ref: ref, vid: visitor() });
+    var body = JSON.stringify({ site: site, page: location.href, ref: ref, vid: visitor(), title: d.title });
     // text/plain (fetch's default for a string body): no CORS preflight.
     if (w.fetch) {
       try {
@@ -136,6 +137,26 @@
     };
   });
   w.addEventListener("popstate", changed);
+
+  // Most-read lists, built as text: never markup from the answer.
+  function tops() {
+    d.querySelectorAll("[data-luot-top]").forEach(function (el) {
+      fetch(new URL("api/v1/sites/" + site + "/top?period=" + el.getAttribute("data-luot-top") +
+        "&limit=" + (el.getAttribute("data-luot-limit") || 5), me.src), { credentials: "omit" })
+        .then(function (r) { return r.json(); })
+        .then(function (a) {
+          el.textContent = "";
+          a.pages.forEach(function (p) {
+            var li = el.appendChild(d.createElement("li")), l = li.appendChild(d.createElement("a"));
+            l.setAttribute("href", "/" + p.page.replace(/^\/+/, ""));
+            l.textContent = p.title || p.page;
+            if (el.hasAttribute("data-luot-show-hits")) li.append(" " + p.hits.toLocaleString());
+          });
+        })
+        .catch(function () {});
+    });
+  }
+  if (w.fetch) d.readyState == "loading" ? d.addEventListener("DOMContentLoaded", tops) : tops();
 
   send(d.referrer);
 })();

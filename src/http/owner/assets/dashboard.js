@@ -110,7 +110,7 @@
       meter.style.width = Math.max(2, Math.round(p.hits / first * 100)) + "%";
       var page = document.createElement("span");
       page.className = "page";
-      page.textContent = p.page;
+      page.textContent = p.title || p.page;
       page.title = p.page;
       var count = document.createElement("span");
       count.className = "n";
