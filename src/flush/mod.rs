@@ -439,10 +439,15 @@ impl<S: Store> Flusher<S> {
                 .load()
                 .get(&site.id)
                 .is_some_and(|s| Arc::ptr_eq(&s.ledger, &site.ledger));
-            if self.flush_site(&site).await.is_err() {
+            let reached = self.flush_site(&site).await.is_ok();
+            if !reached {
                 outcome.errors += 1;
             }
-            self.share_page_online(&site).await;
+            // With the store away (or backing off), readers are counted
+            // here only: waiting on it again would slow the pass, and a
+            // pass's length is what a crash may lose.
+            let share = reached && self.backoff_for(&site).ready(Instant::now());
+            self.share_page_online(&site, share).await;
             let w = site.ledger.write();
             let idle = w.is_idle();
             if !idle {
@@ -493,7 +498,7 @@ impl<S: Store> Flusher<S> {
     /// pass, ranked pages first), drops the pages whose window passed,
     /// ranks the rest and notes the site's `online` for the dashboard's
     /// hour chart. A store error only leaves the local counts in use.
-    async fn share_page_online(&mut self, site: &Arc<Site>) {
+    async fn share_page_online(&mut self, site: &Arc<Site>, share: bool) {
         let pages = &site.page_online;
         let now = Timestamp::now();
         let secs = now.as_second();
@@ -534,7 +539,7 @@ impl<S: Store> Flusher<S> {
             pages.set_remote(secs, remote);
             Ok(Some(()))
         };
-        let shares = match shared.await {
+        let shares = match if share { shared.await } else { Ok(None) } {
             Ok(shares) => shares.is_some(),
             Err(e) => {
                 tracing::debug!(site = %site.id, error = %e, "pages' readers not shared this pass");
