@@ -1,5 +1,5 @@
 //! The answers routes share: [`json`] and [`json_bytes`] (a JSON body,
-//! never stored by a cache) and [`document`] (a rendered page or image with
+//! never stored by a cache), [`csv`] and [`document`] (a rendered page or image with
 //! its type, caching and content security policy).
 //!
 //! Builds a response from what a handler already has; reads no state and
@@ -19,6 +19,18 @@ pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body
         body.clear();
     }
     json_bytes(status, body)
+}
+
+/// A CSV table (`text/csv`, UTF-8), never stored by a cache.
+pub(super) fn csv(text: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// A JSON answer from bytes already written.

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -216,14 +216,7 @@ pub async fn serve(
         for (value, hits) in &breakdown.values {
             let _ = writeln!(text, "{},{hits}", csv_cell(value));
         }
-        let mut resp = Response::new(Body::from(text));
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Ok(resp);
+        return Ok(crate::http::answer::csv(text));
     }
     Ok(json(
         StatusCode::OK,

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -337,14 +337,7 @@ pub async fn series(
             let visitors = p.visitors.map(|v| v.to_string()).unwrap_or_default();
             let _ = writeln!(csv, "{},{},{}", p.date, p.hits, visitors);
         }
-        let mut resp = Response::new(Body::from(csv));
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/csv; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Ok(resp);
+        return Ok(crate::http::answer::csv(csv));
     }
     Ok(json(
         StatusCode::OK,
